@@ -1,0 +1,1 @@
+"""Clinic calendar sync: Vapi bookings in Supabase, pushed to each clinic's Google Calendar."""

@@ -1,0 +1,138 @@
+"""Applies `supabase/migrations` to a database, keeping Supabase CLI's own history table.
+
+Each migration runs in its own transaction and is recorded in
+`supabase_migrations.schema_migrations(version, statements, name)`, so `supabase migration
+list` agrees about what is applied. The whole file is recorded as one statement. A session
+advisory lock keeps two runners from applying the same migration.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+import psycopg
+from loguru import logger
+
+FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
+# Any constant shared by all runners; keeps concurrent runs of this tool from interleaving.
+ADVISORY_LOCK_KEY = 0x5B_A5E_11
+
+HISTORY_DDL = """
+create schema if not exists supabase_migrations;
+create table if not exists supabase_migrations.schema_migrations (
+  version text not null primary key,
+  statements text[],
+  name text
+);
+"""
+
+
+class MigrationError(Exception):
+    """The migrations cannot be applied as they stand; nothing was changed by this run."""
+
+
+class State(StrEnum):
+    APPLIED = "applied"
+    PENDING = "pending"
+    MODIFIED = "modified after it was applied"
+    MISSING = "applied but has no file here"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: str
+    name: str
+    sql: str
+
+
+@dataclass(frozen=True)
+class MigrationStatus:
+    version: str
+    name: str
+    state: State
+
+
+def discover(directory: Path) -> list[Migration]:
+    """The migration files in `directory`, oldest first."""
+    if not directory.is_dir():
+        raise MigrationError(f"migrations directory not found: {directory}")
+    migrations = []
+    for path in sorted(directory.glob("*.sql")):
+        match = FILE_NAME.match(path.name)
+        if match is None:
+            raise MigrationError(f"{path.name}: migration files must be named <YYYYMMDDHHMMSS>_<lower_snake_name>.sql")
+        migrations.append(Migration(match["version"], match["name"], path.read_text()))
+    versions = [m.version for m in migrations]
+    if len(set(versions)) != len(versions):
+        raise MigrationError("two migration files share one version")
+    return migrations
+
+
+def _recorded(conn: psycopg.Connection) -> dict[str, tuple[str | None, list[str] | None]]:
+    exists = conn.execute("select to_regclass('supabase_migrations.schema_migrations') is not null").fetchone()
+    if not exists or not exists[0]:
+        return {}
+    rows = conn.execute("select version, name, statements from supabase_migrations.schema_migrations")
+    return {version: (name, statements) for version, name, statements in rows}
+
+
+def status(conn: psycopg.Connection, migrations: Sequence[Migration]) -> list[MigrationStatus]:
+    """Every local and recorded migration with its state, in version order."""
+    recorded = _recorded(conn)
+    local = {m.version: m for m in migrations}
+    result = []
+    for version in sorted(local.keys() | recorded.keys()):
+        migration = local.get(version)
+        if migration is None:
+            result.append(MigrationStatus(version, recorded[version][0] or "", State.MISSING))
+        elif version not in recorded:
+            result.append(MigrationStatus(version, migration.name, State.PENDING))
+        elif recorded[version][1] not in (None, [migration.sql]):
+            result.append(MigrationStatus(version, migration.name, State.MODIFIED))
+        else:
+            result.append(MigrationStatus(version, migration.name, State.APPLIED))
+    return result
+
+
+def _check_applicable(states: Sequence[MigrationStatus]) -> list[str]:
+    modified = [s.version for s in states if s.state is State.MODIFIED]
+    if modified:
+        raise MigrationError(
+            f"migration(s) {', '.join(modified)} changed after being applied; add a new migration instead"
+        )
+    applied = [s.version for s in states if s.state in (State.APPLIED, State.MISSING)]
+    pending = [s.version for s in states if s.state is State.PENDING]
+    if applied and pending and min(pending) < max(applied):
+        raise MigrationError(
+            f"migration {min(pending)} is older than the last applied one ({max(applied)}); "
+            "rename it to a newer version"
+        )
+    return pending
+
+
+def apply(dsn: str, directory: Path) -> list[str]:
+    """Apply every pending migration in order; return the versions applied (empty if none)."""
+    migrations = {m.version: m for m in discover(directory)}
+    applied: list[str] = []
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("select pg_advisory_lock(%s)", (ADVISORY_LOCK_KEY,))
+        try:
+            conn.execute(HISTORY_DDL)
+            for version in _check_applicable(status(conn, list(migrations.values()))):
+                migration = migrations[version]
+                with conn.transaction():
+                    conn.execute(migration.sql)
+                    conn.execute(
+                        "insert into supabase_migrations.schema_migrations (version, statements, name)"
+                        " values (%s, %s, %s)",
+                        (version, [migration.sql], migration.name),
+                    )
+                logger.info("applied migration {} {}", version, migration.name)
+                applied.append(version)
+        finally:
+            conn.execute("select pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
+    return applied

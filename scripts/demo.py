@@ -1,0 +1,107 @@
+"""The local demo: a scripted phone call booking through `vapi_tool_call`.
+
+Everything runs on this machine: a throwaway PostgreSQL made to look like a Supabase
+database, the project's migrations, a demo clinic, and the calls a Vapi assistant would make
+through Supabase's REST gateway (imitated exactly: role, request headers, one transaction).
+Nothing is sent to Supabase, Vapi or Google, and everything is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sys
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import psycopg
+from loguru import logger
+
+from daemon.config import DEFAULT_MIGRATIONS_DIR
+from daemon.migrations import apply
+from tests.standins.clinics import create_clinic, issue_key
+from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, ThrowawayPostgres
+from tests.standins.vapi import Assistant, VapiCall, tool_call
+
+LONDON = ZoneInfo("Europe/London")
+
+
+def next_tuesday() -> dt.date:
+    day = dt.datetime.now(LONDON).date() + dt.timedelta(days=7)
+    return day + dt.timedelta(days=(2 - day.isoweekday()) % 7)
+
+
+def say(who: str, text: str) -> None:
+    print(f"  {who:<10} {text}")
+
+
+def use(assistant: Assistant, name: str, arguments: dict[str, Any], call_id: str | None = None) -> str:
+    item = tool_call(name, arguments, call_id=call_id)
+    say("assistant", f"-> {name} {json.dumps(arguments)}")
+    [answer] = assistant.send(assistant.call.message(item))["results"]
+    text = answer.get("result") or f"ERROR: {answer['error']}"
+    say("database", f"<- {text}")
+    return str(text)
+
+
+def conversation(gateway: psycopg.Connection, key: str) -> None:
+    day = next_tuesday()
+    jane = Assistant(gateway, key, VapiCall(customer_number="+447700900123"))
+    print("\nCall 1 (caller +447700900123)")
+    say("caller", f"Have you got anything on {day:%A %-d %B}?")
+    use(jane, "check_availability", {"date": day.isoformat()})
+    say("caller", "10:30 please, it's Jane Doe.")
+    booked = use(jane, "book_appointment", {"start": f"{day}T10:30", "patient_name": "Jane Doe"}, call_id="demo-1")
+    print("  (Vapi retries the same tool call after a network blip: same answer, no second booking)")
+    use(jane, "book_appointment", {"start": f"{day}T10:30", "patient_name": "Jane Doe"}, call_id="demo-1")
+    reference = booked.rsplit("Reference ", 1)[-1].rstrip(".")
+
+    john = Assistant(gateway, key, VapiCall(customer_number="+447700900456"))
+    print("\nCall 2 (caller +447700900456)")
+    say("caller", "Can I have 10:30 that Tuesday? John Roe.")
+    use(john, "book_appointment", {"start": f"{day}T10:30", "patient_name": "John Roe"})
+    say("caller", "11:00 then.")
+    use(john, "book_appointment", {"start": f"{day}T11:00", "patient_name": "John Roe"})
+
+    print("\nCall 3 (Jane again)")
+    say("caller", f"Could you move {reference} to 14:00?")
+    use(jane, "reschedule_appointment", {"reference": reference, "new_start": f"{day}T14:00"})
+    say("caller", "Actually, please cancel it.")
+    use(jane, "cancel_appointment", {})
+
+
+def show_appointments(admin: psycopg.Connection) -> None:
+    print("\nAppointments table (what the calendar sync daemon will push):")
+    rows = admin.execute(
+        "select reference, starts_at, service, status, sync_state, revision"
+        " from public.appointments order by created_at"
+    ).fetchall()
+    print(f"  {'ref':<8}{'London time':<20}{'service':<12}{'status':<11}{'sync':<9}revision")
+    for reference, starts_at, service, status, sync_state, revision in rows:
+        local = starts_at.astimezone(LONDON)
+        print(f"  {reference:<8}{local:%a %d %b %H:%M}{'':<4}{service:<12}{status:<11}{sync_state:<9}{revision}")
+
+
+def main() -> int:
+    logger.remove()
+    logger.add(sys.stderr, level="WARNING")
+    print(__doc__.strip().splitlines()[0])
+    print("Local stand-ins only: PostgreSQL imitating Supabase; no Supabase, Vapi or Google involved.")
+    with ThrowawayPostgres() as pg:
+        pg.create_database("demo")
+        pg.bootstrap_supabase("demo")
+        applied = apply(pg.dsn("demo", MIGRATOR), DEFAULT_MIGRATIONS_DIR)
+        print(f"Applied {len(applied)} migrations to a throwaway database.")
+        with (
+            psycopg.connect(pg.dsn("demo"), autocommit=True) as admin,
+            psycopg.connect(pg.dsn("demo", AUTHENTICATOR), autocommit=True) as gateway,
+        ):
+            clinic_id = create_clinic(admin, "Riverside Clinic (demo)")
+            conversation(gateway, issue_key(admin, clinic_id))
+            show_appointments(admin)
+    print("\nThrowaway database removed.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
