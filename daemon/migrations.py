@@ -2,8 +2,10 @@
 
 Each migration runs in its own transaction and is recorded in
 `supabase_migrations.schema_migrations(version, statements, name)`, so `supabase migration
-list` agrees about what is applied. The whole file is recorded as one statement. A session
-advisory lock keeps two runners from applying the same migration.
+list` agrees about what is applied. This runner records the whole file as one statement; the
+CLI records it split into statements, so contents are compared by a fingerprint that ignores
+how a file was split (whitespace, comments, semicolons). A session advisory lock keeps two
+runners from applying the same migration.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from pathlib import Path
 import psycopg
 from loguru import logger
 
+# What splitting a file into statements may drop or reflow, and so what a comparison ignores.
+SPLIT_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|[\s;]", re.DOTALL)
 FILE_NAME = re.compile(r"^(?P<version>\d{14})_(?P<name>[a-z0-9_]+)\.sql$")
 # Any constant shared by all runners; keeps concurrent runs of this tool from interleaving.
 ADVISORY_LOCK_KEY = 0x5B_A5E_11
@@ -72,6 +76,10 @@ def discover(directory: Path) -> list[Migration]:
     return migrations
 
 
+def _fingerprint(sql: str) -> str:
+    return SPLIT_NOISE.sub("", sql)
+
+
 def _recorded(conn: psycopg.Connection) -> dict[str, tuple[str | None, list[str] | None]]:
     exists = conn.execute("select to_regclass('supabase_migrations.schema_migrations') is not null").fetchone()
     if not exists or not exists[0]:
@@ -91,7 +99,9 @@ def status(conn: psycopg.Connection, migrations: Sequence[Migration]) -> list[Mi
             result.append(MigrationStatus(version, recorded[version][0] or "", State.MISSING))
         elif version not in recorded:
             result.append(MigrationStatus(version, migration.name, State.PENDING))
-        elif recorded[version][1] not in (None, [migration.sql]):
+        elif (statements := recorded[version][1]) is not None and _fingerprint("".join(statements)) != _fingerprint(
+            migration.sql
+        ):
             result.append(MigrationStatus(version, migration.name, State.MODIFIED))
         else:
             result.append(MigrationStatus(version, migration.name, State.APPLIED))
@@ -114,6 +124,21 @@ def _check_applicable(states: Sequence[MigrationStatus]) -> list[str]:
     return pending
 
 
+def _apply_one(conn: psycopg.Connection, migration: Migration) -> None:
+    # Recorded first, in the same transaction, so a `set role` or `set search_path` inside
+    # the migration cannot affect the record; reset afterwards so it cannot affect the next.
+    try:
+        with conn.transaction():
+            conn.execute(
+                "insert into supabase_migrations.schema_migrations (version, statements, name) values (%s, %s, %s)",
+                (migration.version, [migration.sql], migration.name),
+            )
+            conn.execute(migration.sql)
+    finally:
+        conn.execute("reset all")
+        conn.execute("reset role")
+
+
 def apply(dsn: str, directory: Path) -> list[str]:
     """Apply every pending migration in order; return the versions applied (empty if none)."""
     migrations = {m.version: m for m in discover(directory)}
@@ -124,13 +149,14 @@ def apply(dsn: str, directory: Path) -> list[str]:
             conn.execute(HISTORY_DDL)
             for version in _check_applicable(status(conn, list(migrations.values()))):
                 migration = migrations[version]
-                with conn.transaction():
-                    conn.execute(migration.sql)
-                    conn.execute(
-                        "insert into supabase_migrations.schema_migrations (version, statements, name)"
-                        " values (%s, %s, %s)",
-                        (version, [migration.sql], migration.name),
-                    )
+                try:
+                    _apply_one(conn, migration)
+                except psycopg.Error as error:
+                    before = f"; applied before it in this run: {', '.join(applied)}" if applied else ""
+                    raise MigrationError(
+                        f"migration {version}_{migration.name} failed and was rolled back: "
+                        f"{error.diag.message_primary or error}{before}"
+                    ) from error
                 logger.info("applied migration {} {}", version, migration.name)
                 applied.append(version)
         finally:

@@ -31,7 +31,6 @@ grant vapi_clinic, clinic_key_resolver to current_user;
 create schema if not exists private;
 revoke all on schema private from public;
 grant usage on schema private to vapi_clinic, clinic_key_resolver, service_role;
-alter default privileges in schema private revoke execute on functions from public;
 
 create function private.is_valid_time_zone(zone text) returns boolean
 language sql stable
@@ -185,6 +184,9 @@ alter function private.request_clinic_id() owner to clinic_key_resolver;
 alter function private.authenticate_request() owner to clinic_key_resolver;
 revoke create on schema private from clinic_key_resolver;
 
+-- Functions are executable by PUBLIC by default (and that default cannot be revoked per
+-- schema): take it back from everything in `private`, then grant by name.
+revoke execute on all functions in schema private from public;
 grant execute on function private.request_clinic_id() to vapi_clinic;
 grant execute on function private.authenticate_request() to vapi_clinic;
 grant execute on function private.is_valid_time_zone(text) to service_role, vapi_clinic;

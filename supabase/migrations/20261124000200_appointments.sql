@@ -22,7 +22,9 @@ create table public.appointments (
   reference text not null check (reference ~ '^[A-Z0-9]{4,12}$'),
   -- {"name": text, "phone": E.164 text or absent}
   patient jsonb not null check (
-    jsonb_typeof(patient) = 'object' and jsonb_typeof(patient -> 'name') = 'string'
+    jsonb_typeof(patient) = 'object'
+    and jsonb_typeof(patient -> 'name') is not distinct from 'string'
+    and length(patient ->> 'name') between 1 and 200
   ),
   service text not null check (length(service) between 1 and 80),
   notes text check (length(notes) <= 1000),
@@ -146,6 +148,8 @@ create table public.calendar_connections (
   connected_at timestamptz not null default now(),
   updated_at timestamptz not null default now()
 );
+
+revoke execute on all functions in schema private from public;
 
 alter table public.contacts enable row level security;
 alter table public.appointments enable row level security;

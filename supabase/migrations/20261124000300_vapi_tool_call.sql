@@ -824,6 +824,7 @@ begin
 end
 $$;
 
+revoke execute on all functions in schema private from public;
 grant execute on all functions in schema private to vapi_clinic;
 
 -- The entry point runs as vapi_clinic; handing it over needs CREATE on public for a moment.
