@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
 import pytest
+from hypothesis import settings
 
 from daemon.config import DEFAULT_MIGRATIONS_DIR
 from daemon.migrations import apply
@@ -14,6 +16,11 @@ from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, SUPERUSER, Throwawa
 from tests.standins.vapi import Assistant
 
 TEMPLATE = "ccs_template"
+
+# CI runs the same examples every time, so a red run can be reproduced; local runs explore.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 @dataclass

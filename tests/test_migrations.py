@@ -15,7 +15,10 @@ from daemon.config import DEFAULT_MIGRATIONS_DIR
 from daemon.migrations import HISTORY_DDL, Migration, MigrationError, MigrationStatus, State, apply, discover, status
 from scripts.migrate import main
 from tests.conftest import Database
-from tests.standins.postgres import MIGRATOR, scalar
+from tests.dates import upcoming
+from tests.standins.clinics import issue_key
+from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
+from tests.standins.vapi import Assistant
 
 V1, V2, V3 = "20260101000100", "20260101000200", "20260101000300"
 History = list[tuple[str, str, list[str]]]
@@ -316,3 +319,16 @@ def test_cli_without_a_database_url(command: list[str], capsys: pytest.CaptureFi
 def test_cli_with_an_unreachable_database(command: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert main([*command, "--database-url", "postgresql://nobody@127.0.0.1:1/nowhere"]) == 1
     assert capsys.readouterr().err.startswith("error: database")
+
+
+def test_the_supabase_seed_applies_twice_and_gives_a_bookable_clinic(database: Database) -> None:
+    seed = (DEFAULT_MIGRATIONS_DIR.parent / "seed.sql").read_text()
+    with database.connect(MIGRATOR) as owner:
+        owner.execute(seed)
+        owner.execute(seed)
+        clinic_id = scalar(owner, "select id from public.clinics")
+        assert scalar(owner, "select count(*) from public.clinic_opening_hours") == 5
+        key = issue_key(owner, clinic_id)
+    with database.connect(AUTHENTICATOR) as gateway:
+        answer = Assistant(gateway, key).use("check_availability", {"date": upcoming(2).isoformat()})
+    assert answer["result"].startswith("Free start times on Tuesday")
