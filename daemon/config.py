@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # In a source checkout and in the container image alike, migrations sit next to the package.
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
+GOOGLE_CALENDAR_ENDPOINT = "https://www.googleapis.com/calendar/v3/"
+GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 
 
 class DatabaseSettings(BaseSettings):
@@ -20,3 +23,53 @@ class DatabaseSettings(BaseSettings):
         description="PostgreSQL connection string, e.g. postgresql://postgres:...@db.<ref>.supabase.co:5432/postgres",
     )
     migrations_dir: Path = Field(default=DEFAULT_MIGRATIONS_DIR)
+
+
+class Settings(BaseSettings):
+    """Everything the sync daemon needs. See the README for what each setting means."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    # Where the appointments are: Supabase's REST gateway, or PostgreSQL directly.
+    supabase_url: str | None = None
+    supabase_service_role_key: SecretStr | None = None
+    database_url: SecretStr | None = None
+    sync_database: Literal["auto", "supabase", "postgres"] = "auto"
+
+    # Google OAuth client and token encryption.
+    google_client_id: str
+    google_client_secret: SecretStr
+    token_encryption_key: SecretStr = Field(
+        description="Fernet key(s), comma-separated; the first encrypts, all decrypt (for rotation)",
+    )
+    google_api_endpoint: str = GOOGLE_CALENDAR_ENDPOINT
+    google_token_uri: str = GOOGLE_TOKEN_URI
+
+    # Tuning.
+    sync_batch_size: int = Field(default=50, ge=1, le=1000)
+    sync_per_clinic_batch: int = Field(default=10, ge=1, le=1000)
+    sync_workers: int = Field(default=16, ge=1, le=256)
+    sync_lease_seconds: int = Field(default=120, ge=30, le=3600)
+    sync_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    sync_max_attempts: int = Field(default=12, ge=1, le=100)
+    sync_shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=600)
+    google_requests_per_minute: int = Field(default=600, ge=1, le=100_000)
+    google_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
+    token_refresh_margin_seconds: int = Field(default=600, ge=60, le=3000)
+    token_refresh_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _one_database(self) -> Settings:
+        backend = self.database_backend
+        if backend == "postgres" and self.database_url is None:
+            raise ValueError("DATABASE_URL is required when SYNC_DATABASE=postgres")
+        if backend == "supabase" and (self.supabase_url is None or self.supabase_service_role_key is None):
+            raise ValueError("set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (or DATABASE_URL for direct PostgreSQL)")
+        return self
+
+    @property
+    def database_backend(self) -> Literal["supabase", "postgres"]:
+        """`auto` means PostgreSQL when DATABASE_URL is set, else Supabase."""
+        if self.sync_database != "auto":
+            return self.sync_database
+        return "postgres" if self.database_url is not None else "supabase"

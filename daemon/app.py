@@ -1,0 +1,122 @@
+"""Wires the daemon together from Settings and runs it until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from loguru import logger
+
+from daemon.calendar import GoogleCalendar
+from daemon.config import Settings
+from daemon.store import PostgresStore, Store, SupabaseStore
+from daemon.sync import SyncLoop, SyncOptions
+from daemon.tokens import OAuthClient, TokenCipher, TokenManager
+
+
+def default_owner() -> str:
+    """Names this replica in lease columns: host, process and a random suffix."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+async def open_store(settings: Settings) -> Store:
+    if settings.database_backend == "postgres":
+        assert settings.database_url is not None
+        postgres = PostgresStore(settings.database_url.get_secret_value())
+        await postgres.open()
+        return postgres
+    assert settings.supabase_url is not None and settings.supabase_service_role_key is not None
+    supabase = SupabaseStore(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
+    await supabase.open()
+    return supabase
+
+
+class Daemon:
+    """One replica: the sync loop plus the scheduled token refresh."""
+
+    def __init__(self, settings: Settings, *, owner: str | None = None) -> None:
+        self.settings = settings
+        self.owner = owner or default_owner()
+        self._cipher = TokenCipher(settings.token_encryption_key.get_secret_value())
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._sync: SyncLoop | None = None
+        self._stop_requested = False
+
+    async def run(self) -> None:
+        settings = self.settings
+        self._loop = asyncio.get_running_loop()
+        executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
+        store = await open_store(settings)
+        tokens = TokenManager(
+            store,
+            self._cipher,
+            OAuthClient(
+                settings.google_client_id,
+                settings.google_client_secret.get_secret_value(),
+                settings.google_token_uri,
+                settings.google_timeout_seconds,
+            ),
+            executor,
+        )
+        self._sync = SyncLoop(
+            store,
+            GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds),
+            tokens,
+            executor,
+            SyncOptions(
+                owner=self.owner,
+                batch_size=settings.sync_batch_size,
+                per_clinic_batch=settings.sync_per_clinic_batch,
+                max_in_flight=settings.sync_workers,
+                lease_seconds=settings.sync_lease_seconds,
+                poll_seconds=settings.sync_poll_seconds,
+                max_attempts=settings.sync_max_attempts,
+                requests_per_minute=settings.google_requests_per_minute,
+                shutdown_grace_seconds=settings.sync_shutdown_grace_seconds,
+            ),
+        )
+        if self._stop_requested:
+            self._sync.stop()
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            tokens.refresh_due,
+            "interval",
+            args=[settings.token_refresh_margin_seconds],
+            seconds=settings.token_refresh_interval_seconds,
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.start()
+        logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
+        try:
+            await self._sync.run()
+        finally:
+            scheduler.shutdown(wait=False)
+            await store.close()
+            executor.shutdown(wait=False, cancel_futures=True)
+            logger.info("daemon {} stopped", self.owner)
+
+    def wake(self) -> None:
+        """Thread-safe doorbell: something may be due."""
+        if self._loop is not None and self._sync is not None:
+            self._loop.call_soon_threadsafe(self._sync.wake)
+
+    def stop(self) -> None:
+        """Thread-safe: stop claiming, finish or release in-flight work, return from run()."""
+        self._stop_requested = True
+        if self._loop is not None and self._sync is not None:
+            self._loop.call_soon_threadsafe(self._sync.stop)
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    daemon = Daemon(settings)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, daemon.stop)
+    await daemon.run()

@@ -1,0 +1,180 @@
+"""Pushing one appointment to its clinic's Google Calendar, idempotently.
+
+The event id is derived from the appointment id, so whatever happens (lost responses, retries,
+two replicas, a crash between Google's answer and our write-back) there is only ever one event
+per appointment: a repeated insert gets 409, a deleted event keeps its id and is restored.
+
+google-api-python-client is synchronous and httplib2 is not thread-safe, so each worker thread
+gets its own Http and its own client.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import enum
+import json
+import threading
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httplib2
+from googleapiclient.discovery import build
+from googleapiclient.errors import HttpError
+
+from daemon.store import Claim
+
+RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
+QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
+
+
+def event_id_for(appointment_id: uuid.UUID) -> str:
+    """Google event ids allow a-v and 0-9 (base32hex), 5 to 1024 characters: 26 here."""
+    return base64.b32hexencode(appointment_id.bytes).decode().rstrip("=").lower()
+
+
+def event_body(claim: Claim) -> dict[str, Any]:
+    zone = ZoneInfo(claim.time_zone)
+    name = str(claim.patient.get("name", ""))
+    phone = claim.patient.get("phone")
+    lines = [f"Patient: {name}"]
+    if phone:
+        lines.append(f"Phone: {phone}")
+    lines += [f"Service: {claim.service}", f"Reference: {claim.reference}"]
+    if claim.notes:
+        lines.append(f"Notes: {claim.notes}")
+    lines.append("Booked by the clinic's phone assistant.")
+    return {
+        "id": event_id_for(claim.appointment_id),
+        "status": "confirmed",
+        "summary": f"{claim.service}: {name}",
+        "description": "\n".join(lines),
+        "start": {"dateTime": claim.starts_at.astimezone(zone).isoformat(), "timeZone": claim.time_zone},
+        "end": {"dateTime": claim.ends_at.astimezone(zone).isoformat(), "timeZone": claim.time_zone},
+        "extendedProperties": {"private": {"appointmentId": str(claim.appointment_id), "reference": claim.reference}},
+    }
+
+
+class Verdict(enum.Enum):
+    SYNCED = "synced"
+    RETRY = "retry"  # transient: rate limits, 5xx, timeouts, network
+    QUOTA = "quota"  # a daily/project quota: retry, but much later
+    FAILED = "failed"  # permanent: the reason is recorded for an operator
+    UNAUTHORIZED = "unauthorized"  # the access token was refused: refresh and try once more
+
+
+@dataclass(frozen=True)
+class PushResult:
+    verdict: Verdict
+    event_id: str | None = None
+    event_link: str | None = None
+    error: str | None = None
+
+
+def _reason(error: HttpError) -> str:
+    details = error.error_details
+    if isinstance(details, list) and details and isinstance(details[0], dict):
+        return str(details[0].get("reason", ""))
+    try:
+        return str(json.loads(error.content)["error"]["errors"][0]["reason"])
+    except (ValueError, KeyError, IndexError, TypeError):
+        return ""
+
+
+def classify(error: HttpError, *, what: str) -> PushResult:
+    status = error.status_code
+    reason = _reason(error)
+    text = f"Google {what}: HTTP {status}" + (f" {reason}" if reason else "")
+    if status == 401:
+        return PushResult(Verdict.UNAUTHORIZED, error=text)
+    if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS) or status >= 500:
+        return PushResult(Verdict.RETRY, error=text)
+    if status == 403 and reason in QUOTA_REASONS:
+        return PushResult(Verdict.QUOTA, error=text)
+    if status == 404:
+        return PushResult(Verdict.FAILED, error=f"{text} (the clinic's calendar was not found)")
+    return PushResult(Verdict.FAILED, error=text)
+
+
+def _same_event(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
+    def instant(side: dict[str, Any]) -> dt.datetime | None:
+        value = side.get("dateTime")
+        return dt.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+    return (
+        existing.get("status") == "confirmed"
+        and all(instant(existing.get(k, {})) == instant(wanted[k]) for k in ("start", "end"))
+        and all(existing.get(k) == wanted[k] for k in ("summary", "description"))
+    )
+
+
+class GoogleCalendar:
+    """Calendar API v3 calls, one Http and client per worker thread."""
+
+    def __init__(self, api_endpoint: str, *, timeout: float) -> None:
+        self._api_endpoint = api_endpoint
+        self._timeout = timeout
+        self._local = threading.local()
+
+    def _events(self) -> Any:
+        service = getattr(self._local, "service", None)
+        if service is None:
+            service = build(
+                "calendar",
+                "v3",
+                http=httplib2.Http(timeout=self._timeout),
+                cache_discovery=False,
+                static_discovery=True,
+                client_options={"api_endpoint": self._api_endpoint},
+            )
+            self._local.service = service
+        return service.events()
+
+    @staticmethod
+    def _run(request: Any, access_token: str) -> Any:
+        request.headers["authorization"] = f"Bearer {access_token}"
+        return request.execute(num_retries=0)
+
+    def push(self, claim: Claim, access_token: str) -> PushResult:
+        """Make Google's calendar match the claimed revision. Runs in a worker thread."""
+        try:
+            if claim.status == "cancelled":
+                return self._remove(claim, access_token)
+            return self._put(claim, access_token)
+        except HttpError as error:
+            return classify(error, what="calendar request failed")
+        except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
+            return PushResult(Verdict.RETRY, error=f"Google unreachable: {type(error).__name__}")
+
+    def _put(self, claim: Claim, token: str) -> PushResult:
+        events = self._events()
+        body = event_body(claim)
+        calendar, event_id = claim.calendar_id, body["id"]
+        if claim.calendar_event_id is not None:
+            try:
+                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token)
+                return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
+            except HttpError as error:
+                if error.status_code != 404:
+                    raise
+        try:
+            event = self._run(events.insert(calendarId=calendar, body=body), token)
+        except HttpError as error:
+            if error.status_code != 409:
+                raise
+            # Created before (a lost response, another replica): confirm it, restore or update it.
+            event = self._run(events.get(calendarId=calendar, eventId=event_id), token)
+            if not _same_event(event, body):
+                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token)
+        return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
+
+    def _remove(self, claim: Claim, token: str) -> PushResult:
+        event_id = event_id_for(claim.appointment_id)
+        try:
+            self._run(self._events().delete(calendarId=claim.calendar_id, eventId=event_id), token)
+        except HttpError as error:
+            if error.status_code not in (404, 410):  # never created, or already deleted: done
+                raise
+        return PushResult(Verdict.SYNCED, event_id)

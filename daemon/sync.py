@@ -1,0 +1,239 @@
+"""The sync loop: claim due appointments, push each to Google, record what happened.
+
+Nothing is dropped: every claimed row leaves this loop synced, re-queued with a delay, failed
+with a reason, or parked for re-authorisation; a row held by a crashed replica comes back when
+its lease expires. The loop wakes on a doorbell (`wake()`), when work finishes while a backlog
+remains, and on a timer, so it never spins and never waits long.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import time
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
+
+from loguru import logger
+
+from daemon.calendar import GoogleCalendar, PushResult, Verdict
+from daemon.store import Claim, Store, StoreError
+from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
+
+QUOTA_BACKOFF_SECONDS = 3600.0
+
+
+@dataclass(frozen=True)
+class SyncOptions:
+    owner: str
+    batch_size: int = 50
+    per_clinic_batch: int = 10
+    max_in_flight: int = 16
+    lease_seconds: int = 120
+    poll_seconds: float = 5.0
+    max_attempts: int = 12
+    requests_per_minute: int = 600
+    shutdown_grace_seconds: float = 30.0
+    backoff_base_seconds: float = 2.0
+    backoff_cap_seconds: float = 900.0
+
+
+def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
+    """Exponential backoff with jitter: somewhere in [d/2, d] for d = min(cap, base * 2^(attempt-1))."""
+    ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
+    return ceiling / 2 + rng() * ceiling / 2
+
+
+class RateLimiter:
+    """A token bucket per clinic, so one busy clinic neither exceeds its Google quota nor
+    holds back the others (each clinic waits only for its own tokens)."""
+
+    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = per_minute / 60.0
+        self._capacity = max(1.0, min(per_minute / 6.0, 50.0))
+        self._clock = clock
+        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
+        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+
+    async def acquire(self, key: uuid.UUID) -> None:
+        async with self._locks.setdefault(key, asyncio.Lock()):
+            while True:
+                tokens, stamp = self._buckets.get(key, (self._capacity, self._clock()))
+                now = self._clock()
+                tokens = min(self._capacity, tokens + (now - stamp) * self._rate)
+                if tokens >= 1.0:
+                    self._buckets[key] = (tokens - 1.0, now)
+                    return
+                self._buckets[key] = (tokens, now)
+                await asyncio.sleep((1.0 - tokens) / self._rate)
+
+
+class SyncLoop:
+    def __init__(
+        self, store: Store, calendar: GoogleCalendar, tokens: TokenManager, executor: Executor, options: SyncOptions
+    ) -> None:
+        self._store = store
+        self._calendar = calendar
+        self._tokens = tokens
+        self._executor = executor
+        self._options = options
+        self._limiter = RateLimiter(options.requests_per_minute)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._in_flight: set[asyncio.Task[None]] = set()
+        # `backlog`: the last claim came back full, so more is waiting. `poked`: a doorbell rang
+        # since the last claim began (kept apart so a claim already running cannot swallow it).
+        self._backlog = True
+        self._poked = True
+
+    def wake(self) -> None:
+        """Something may be due (a change-feed doorbell, a test): claim soon."""
+        self._poked = True
+        self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Claim and push until stop(); then finish or release what is in flight."""
+        failures = 0
+        while not self._stopping.is_set():
+            self._wake.clear()
+            try:
+                await self._claim_more()
+                failures = 0
+            except StoreError as error:
+                failures += 1
+                delay = backoff_delay(failures, 1.0, 30.0)
+                logger.warning("claiming failed ({}); retrying in {:.1f}s", error, delay)
+                await self._sleep(delay)
+                continue
+            await self._wait()
+        await self._drain()
+
+    async def _claim_more(self) -> None:
+        room = self._options.max_in_flight - len(self._in_flight)
+        if room <= 0 or not (self._backlog or self._poked):
+            return
+        self._poked = False
+        wanted = min(room, self._options.batch_size)
+        claims = await self._store.claim(
+            self._options.owner, wanted, self._options.lease_seconds, self._options.per_clinic_batch
+        )
+        self._backlog = len(claims) == wanted
+        for claim in claims:
+            task = asyncio.create_task(self._sync(claim))
+            self._in_flight.add(task)
+            task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._in_flight.discard(task)
+        if self._backlog or self._poked:
+            self._wake.set()
+
+    async def _wait(self) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=self._options.poll_seconds)
+        except TimeoutError:
+            self._poked = True  # the timer is the backstop: look again
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), timeout=seconds)
+
+    async def _drain(self) -> None:
+        if self._in_flight:
+            await asyncio.wait(self._in_flight, timeout=self._options.shutdown_grace_seconds)
+            for task in self._in_flight:
+                task.cancel()
+        try:
+            released = await self._store.release(self._options.owner)
+            logger.info("released {} unfinished appointment(s) on shutdown", released)
+        except StoreError as error:
+            logger.warning("could not release leases on shutdown ({}); they expire by themselves", error)
+
+    async def _sync(self, claim: Claim) -> None:
+        try:
+            result = await self._push(claim)
+            await self._record(claim, result)
+        except StoreError as error:
+            # The outcome could not be written back; the lease expires and the row is pushed
+            # again, which the deterministic event id makes harmless.
+            logger.warning(
+                "appointment {} clinic {}: could not record the outcome: {}",
+                claim.appointment_id,
+                claim.clinic_id,
+                error,
+            )
+        except Exception as error:  # a bug must not lose the appointment: re-queue it
+            logger.exception("appointment {} clinic {}: unexpected error", claim.appointment_id, claim.clinic_id)
+            await self._retry(claim, f"internal error: {type(error).__name__}")
+
+    async def _push(self, claim: Claim) -> PushResult:
+        await self._limiter.acquire(claim.clinic_id)
+        try:
+            token = await self._tokens.access_token(claim.clinic_id)
+        except NeedsReauth as error:
+            return PushResult(Verdict.UNAUTHORIZED, error=f"needs re-authorisation: {error}")
+        except TokenUnavailable as error:
+            return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}")
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(self._executor, self._calendar.push, claim, token)
+        if result.verdict is not Verdict.UNAUTHORIZED:
+            return result
+        try:  # the token was refused: refresh once and try once more
+            token = await self._tokens.access_token(claim.clinic_id, stale=token)
+        except NeedsReauth as error:
+            return PushResult(Verdict.UNAUTHORIZED, error=f"needs re-authorisation: {error}")
+        except TokenUnavailable as error:
+            return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}")
+        await self._limiter.acquire(claim.clinic_id)
+        result = await loop.run_in_executor(self._executor, self._calendar.push, claim, token)
+        if result.verdict is Verdict.UNAUTHORIZED:
+            return PushResult(Verdict.RETRY, error=result.error)
+        return result
+
+    async def _record(self, claim: Claim, result: PushResult) -> None:
+        owner = self._options.owner
+        where = f"appointment {claim.appointment_id} clinic {claim.clinic_id}"
+        if result.verdict is Verdict.SYNCED:
+            assert result.event_id is not None
+            state = await self._store.complete(claim, owner, result.event_id, result.event_link)
+            if state == "lease_lost":
+                await self._store.resync(claim.appointment_id)
+            logger.info("{}: {} (revision {})", where, state, claim.revision)
+        elif result.verdict is Verdict.UNAUTHORIZED:
+            await self._store.stop(claim, owner, "parked", result.error or "needs re-authorisation")
+            logger.warning("{}: parked until the clinic reconnects Google", where)
+        elif result.verdict is Verdict.FAILED or claim.sync_attempts >= self._options.max_attempts:
+            error = result.error or "failed"
+            if result.verdict is not Verdict.FAILED:
+                error = f"gave up after {claim.sync_attempts} attempts: {error}"
+            await self._store.stop(claim, owner, "failed", error)
+            logger.error("{}: failed: {}", where, error)
+        else:
+            await self._retry(claim, result.error or "retry", quota=result.verdict is Verdict.QUOTA)
+
+    async def _retry(self, claim: Claim, error: str, *, quota: bool = False) -> None:
+        delay = (
+            QUOTA_BACKOFF_SECONDS
+            if quota
+            else backoff_delay(
+                claim.sync_attempts, self._options.backoff_base_seconds, self._options.backoff_cap_seconds
+            )
+        )
+        try:
+            await self._store.retry(claim, self._options.owner, error, delay)
+            logger.info(
+                "appointment {} clinic {}: retry in {:.1f}s: {}", claim.appointment_id, claim.clinic_id, delay, error
+            )
+        except StoreError as store_error:
+            logger.warning(
+                "appointment {}: could not schedule a retry ({}); the lease will expire",
+                claim.appointment_id,
+                store_error,
+            )
