@@ -63,9 +63,10 @@ class Daemon:
             ),
             executor,
         )
+        calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
         self._sync = SyncLoop(
             store,
-            GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds),
+            calendar,
             tokens,
             executor,
             SyncOptions(
@@ -78,6 +79,8 @@ class Daemon:
                 max_attempts=settings.sync_max_attempts,
                 requests_per_minute=settings.google_requests_per_minute,
                 shutdown_grace_seconds=settings.sync_shutdown_grace_seconds,
+                backoff_base_seconds=settings.sync_backoff_base_seconds,
+                backoff_cap_seconds=settings.sync_backoff_cap_seconds,
             ),
         )
         if self._stop_requested:
@@ -98,7 +101,9 @@ class Daemon:
         finally:
             scheduler.shutdown(wait=False)
             await store.close()
-            executor.shutdown(wait=False, cancel_futures=True)
+            # Bounded by the Google timeout: a push still running in a worker finishes first.
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
+            calendar.close()
             logger.info("daemon {} stopped", self.owner)
 
     def wake(self) -> None:

@@ -117,14 +117,26 @@ class GoogleCalendar:
         self._api_endpoint = api_endpoint
         self._timeout = timeout
         self._local = threading.local()
+        self._https: list[httplib2.Http] = []
+        self._https_lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close every worker's connections; call once no push is running."""
+        with self._https_lock:
+            for http in self._https:
+                http.close()
+            self._https.clear()
 
     def _events(self) -> Any:
         service = getattr(self._local, "service", None)
         if service is None:
+            http = httplib2.Http(timeout=self._timeout)
+            with self._https_lock:
+                self._https.append(http)
             service = build(
                 "calendar",
                 "v3",
-                http=httplib2.Http(timeout=self._timeout),
+                http=http,
                 cache_discovery=False,
                 static_discovery=True,
                 client_options={"api_endpoint": self._api_endpoint},

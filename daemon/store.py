@@ -275,7 +275,9 @@ class SupabaseStore(Store):
         self._client = await acreate_client(self._url, self._key)
 
     async def close(self) -> None:
-        self._client = None
+        if self._client is not None:
+            await self._client.postgrest.aclose()
+            self._client = None
 
     async def _rpc(self, function: str, params: Mapping[str, Any]) -> Any:
         from postgrest.exceptions import APIError

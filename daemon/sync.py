@@ -13,7 +13,7 @@ import contextlib
 import random
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 
@@ -51,8 +51,14 @@ class RateLimiter:
     """A token bucket per clinic, so one busy clinic neither exceeds its Google quota nor
     holds back the others (each clinic waits only for its own tokens)."""
 
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        per_minute: int,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._rate = per_minute / 60.0
+        self._sleep = sleep
         self._capacity = max(1.0, min(per_minute / 6.0, 50.0))
         self._clock = clock
         self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
@@ -68,7 +74,7 @@ class RateLimiter:
                     self._buckets[key] = (tokens - 1.0, now)
                     return
                 self._buckets[key] = (tokens, now)
-                await asyncio.sleep((1.0 - tokens) / self._rate)
+                await self._sleep((1.0 - tokens) / self._rate)
 
 
 class SyncLoop:

@@ -179,9 +179,11 @@ class TokenManager:
             client_secret=self._oauth.client_secret,
             scopes=[CALENDAR_SCOPE],
         )
-        credentials.refresh(  # type: ignore[no-untyped-call]
-            google_auth_httplib2.Request(httplib2.Http(timeout=self._oauth.timeout))
-        )
+        http = httplib2.Http(timeout=self._oauth.timeout)
+        try:
+            credentials.refresh(google_auth_httplib2.Request(http))  # type: ignore[no-untyped-call]
+        finally:
+            http.close()
         return credentials
 
 

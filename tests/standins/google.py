@@ -1,0 +1,1022 @@
+"""A stand-in for Google's Calendar API v3 and OAuth 2.0 token endpoint, over real HTTP on 127.0.0.1.
+
+It is driven through the real client libraries, exactly as the daemon drives Google:
+
+    googleapiclient.discovery.build("calendar", "v3", http=..., cache_discovery=False, static_discovery=True,
+                                    client_options={"api_endpoint": standin.api_endpoint})
+    google.oauth2.credentials.Credentials(None, refresh_token=..., token_uri=standin.token_uri, ...)
+
+With `api_endpoint` set, google-api-python-client sends `<api_endpoint>calendars/{calendarId}/events[/{eventId}]`
+plus a query string that always ends in `alt=json` (path parameters percent-encoded, so `a@b.com` arrives as
+`a%40b.com`; booleans as `true`/`false`). google-auth POSTs a form body (`grant_type=refresh_token`,
+`client_id`, `client_secret`, `refresh_token`, optional `scope`) to `token_uri`.
+
+What it imitates (Google's documented behaviour; error bodies in Google's JSON shape):
+- OAuth: refresh tokens per account (revocable, at most 100 live per account and client, the oldest dies
+  first), access tokens that expire after `access_token_lifetime` seconds; `invalid_client`, `invalid_grant`.
+- Calendar: Bearer auth (401 `authError`), a per-account sliding-window rate limit (403
+  `userRateLimitExceeded`), events.insert/get/update/patch/delete/list with client-chosen ids (409
+  `duplicate`, 400 `invalid`), soft deletion (status `cancelled`, 410 `deleted` on a second delete),
+  paging, incremental sync with sync tokens (410 `fullSyncRequired` once expired).
+- Test controls: latency, injected faults (HTTP errors, dropping the connection after the operation was
+  committed, slow answers), a record of every request.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import copy
+import json
+import math
+import re
+import secrets
+import socket
+import threading
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal, cast
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
+API_PATH = "/calendar/v3/"
+TOKEN_PATH = "/token"
+# Google keeps at most this many live refresh tokens per account and OAuth client; the oldest dies first.
+MAX_LIVE_REFRESH_TOKENS = 100
+RATE_WINDOW_SECONDS = 60.0
+DEFAULT_MAX_RESULTS = 250
+MAX_MAX_RESULTS = 2500
+
+_EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")
+_ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # base32hex, lower case: what Google's own ids use
+_DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})?", re.IGNORECASE)
+_DATE_TIME_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.I)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_STATUSES = ("confirmed", "tentative", "cancelled")
+# Fields the server owns: a client may send them, but they never overwrite the stored values.
+_SERVER_FIELDS = frozenset(
+    {"kind", "etag", "id", "status", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID", "sequence"}
+)
+# events.list parameters Google refuses to combine with syncToken.
+_NOT_WITH_SYNC_TOKEN = (
+    "iCalUID",
+    "orderBy",
+    "privateExtendedProperty",
+    "q",
+    "sharedExtendedProperty",
+    "timeMin",
+    "timeMax",
+    "updatedMin",
+)
+_STATUS_NAMES = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ALREADY_EXISTS",
+    410: "FAILED_PRECONDITION",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    503: "UNAVAILABLE",
+}
+_USAGE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded", "quotaExceeded", "dailyLimitExceeded"})
+_DEFAULT_MESSAGES = {
+    "backendError": "Backend Error",
+    "rateLimitExceeded": "Rate Limit Exceeded",
+    "userRateLimitExceeded": "User Rate Limit Exceeded",
+    "quotaExceeded": "Calendar usage limits exceeded.",
+    "forbidden": "Forbidden",
+    "badRequest": "Bad Request",
+    "notFound": "Not Found",
+    "invalid": "Invalid Value",
+    "required": "Required",
+}
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    """One request as the stand-in saw it.
+
+    `path` is the URL path as sent (percent-encoded, no query string); `query` is the raw query string.
+    `account` is the Google account the credential belongs to (None when it names none).
+    `status` is what was answered: 0 while unanswered, or when the response was dropped or could not be written.
+    """
+
+    method: str
+    path: str
+    account: str | None
+    status: int
+    query: str = ""
+
+
+FaultKind = Literal["http", "drop_after_commit", "delay"]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """Something going wrong at Google for one calendar request; build one with the class methods.
+
+    - `Fault.error(503, "backendError")`: answer that error instead of executing the request.
+    - `Fault.drop_after_commit()`: execute the request, then close the connection without answering.
+    - `Fault.delay(2.0)`: execute the request, then wait that long before answering (client time-outs).
+    """
+
+    kind: FaultKind
+    status: int = 0
+    reason: str = ""
+    message: str = ""
+    seconds: float = 0.0
+
+    @classmethod
+    def error(cls, status: int, reason: str, message: str | None = None) -> Fault:
+        """An HTTP error in Google's JSON shape, e.g. (500, "backendError"), (429, "rateLimitExceeded"),
+        (403, "rateLimitExceeded"), (403, "quotaExceeded"), (403, "forbidden"), (400, "badRequest")."""
+        return cls("http", status=status, reason=reason, message=message or _DEFAULT_MESSAGES.get(reason, reason))
+
+    @classmethod
+    def drop_after_commit(cls) -> Fault:
+        """Perform the operation, then close the socket without answering."""
+        return cls("drop_after_commit")
+
+    @classmethod
+    def delay(cls, seconds: float) -> Fault:
+        """Perform the operation, then sleep `seconds` before answering."""
+        return cls("delay", seconds=seconds)
+
+
+class _ApiError(Exception):
+    """A Calendar API error answer, raised anywhere inside request handling."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        message: str,
+        *,
+        domain: str | None = None,
+        location: tuple[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.domain = domain
+        self.location = location
+        self.headers = dict(headers or {})
+
+    def reply(self) -> _Reply:
+        return _Reply(
+            self.status,
+            google_error(self.status, self.reason, self.message, domain=self.domain, location=self.location),
+            self.headers,
+        )
+
+
+def google_error(
+    status: int,
+    reason: str,
+    message: str,
+    *,
+    domain: str | None = None,
+    location: tuple[str, str] | None = None,
+) -> dict[str, Any]:
+    """An error body as Google APIs send it: {"error": {"code", "message", "errors": [...], "status"}}."""
+    detail: dict[str, Any] = {
+        "domain": domain or ("usageLimits" if reason in _USAGE_LIMIT_REASONS else "global"),
+        "reason": reason,
+        "message": message,
+    }
+    if location is not None:
+        detail["locationType"], detail["location"] = location
+    return {
+        "error": {
+            "code": status,
+            "message": message,
+            "errors": [detail],
+            "status": _STATUS_NAMES.get(status, "UNKNOWN"),
+        }
+    }
+
+
+@dataclass
+class _Reply:
+    status: int
+    body: Any = None  # JSON-serialisable; None means an empty body
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class _Record:
+    method: str
+    path: str
+    query: str
+    account: str | None = None
+    status: int = 0
+
+
+@dataclass
+class _Calendar:
+    id: str
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)
+    changed: dict[str, int] = field(default_factory=dict)  # event id -> change number of its last change
+
+
+@dataclass
+class _Account:
+    email: str
+    calendars: dict[str, _Calendar] = field(default_factory=dict)
+    admitted: deque[float] = field(default_factory=deque)  # monotonic times of admitted calendar requests
+
+
+@dataclass
+class _RefreshToken:
+    account: str
+    revoked: bool = False
+
+
+@dataclass
+class _AccessToken:
+    account: str
+    refresh_token: str
+    expires_at: float  # monotonic
+
+
+@dataclass
+class _SyncToken:
+    account: str
+    calendar_id: str
+    change: int  # changes numbered above this one are "since the token"
+
+
+@dataclass
+class _Page:
+    account: str
+    calendar_id: str
+    ids: list[str]
+    offset: int
+    max_results: int
+    change: int  # the change number when the listing began: its eventual nextSyncToken
+
+
+@dataclass
+class _PendingFault:
+    fault: Fault
+    remaining: int
+    method: str | None
+    path_contains: str | None
+
+    def matches(self, method: str, path: str) -> bool:
+        if self.method is not None and self.method != method:
+            return False
+        return self.path_contains is None or (
+            self.path_contains in path or self.path_contains in urllib.parse.unquote(path)
+        )
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, standin: GoogleStandIn) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.standin = standin
+        self._connections: set[socket.socket] = set()
+        self._connections_lock = threading.Lock()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if isinstance(request, socket.socket):
+            with self._connections_lock:
+                self._connections.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._connections_lock:
+            self._connections.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        """End every open keep-alive connection, so their handler threads finish."""
+        with self._connections_lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: avoid the delayed-ACK stall
+    server_version = "ESF"  # what Google's front end calls itself
+    sys_version = ""
+
+    def do_GET(self) -> None:
+        self._standin().serve(self)
+
+    def do_POST(self) -> None:
+        self._standin().serve(self)
+
+    def do_PUT(self) -> None:
+        self._standin().serve(self)
+
+    def do_PATCH(self) -> None:
+        self._standin().serve(self)
+
+    def do_DELETE(self) -> None:
+        self._standin().serve(self)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _standin(self) -> GoogleStandIn:
+        return cast(_Server, self.server).standin
+
+    def read_body(self) -> bytes:
+        """The request body, by Content-Length or chunked transfer coding."""
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
+
+    def send(self, reply: _Reply) -> bool:
+        """Write `reply`; False when the client had already gone."""
+        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        try:
+            self.send_response(reply.status)
+            for name, value in reply.headers.items():
+                self.send_header(name, value)
+            if reply.status != 204:
+                if reply.body is not None:
+                    self.send_header("Content-Type", "application/json; charset=UTF-8")
+                self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if payload:
+                self.wfile.write(payload)
+            self.wfile.flush()
+        except OSError:
+            self.close_connection = True
+            return False
+        return True
+
+
+class GoogleStandIn:
+    """Google Calendar API v3 and Google's OAuth token endpoint on 127.0.0.1, in a background thread.
+
+    Use as a context manager (or call start()/stop()). Accounts, tokens and calendars are created with
+    add_account(); everything else is driven through HTTP by the real client libraries.
+    """
+
+    def __init__(
+        self,
+        *,
+        client_id: str = "test-client-id",
+        client_secret: str = "test-client-secret",
+        access_token_lifetime: float = 3600.0,
+        requests_per_minute: int = 600,
+        latency: float = 0.0,
+    ) -> None:
+        self.client_id = client_id
+        self.client_secret = client_secret
+        self.access_token_lifetime = access_token_lifetime
+        #: Calendar requests each account may make in any 60 s window; settable at runtime.
+        self.requests_per_minute = requests_per_minute
+        #: Seconds to wait before answering every calendar request; settable at runtime.
+        self.latency = latency
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._port = 0
+        self._accounts: dict[str, _Account] = {}
+        self._refresh_tokens: dict[str, _RefreshToken] = {}
+        self._access_tokens: dict[str, _AccessToken] = {}
+        self._sync_tokens: dict[str, _SyncToken] = {}
+        self._pages: dict[str, _Page] = {}
+        self._faults: list[_PendingFault] = []
+        self._records: list[_Record] = []
+        self._change = 0
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    def __enter__(self) -> GoogleStandIn:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        """Listen on a free port of 127.0.0.1 and serve in a daemon thread."""
+        if self._server is not None:
+            raise RuntimeError("the Google stand-in is already running")
+        self._stopping.clear()
+        server = _Server(self)
+        self._port = int(server.server_address[1])
+        self._server = server
+        self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="google-standin", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving, end open connections and release the port; safe to call more than once."""
+        server, thread = self._server, self._thread
+        if server is None:
+            return
+        self._server = self._thread = None
+        self._stopping.set()  # wakes requests sleeping for latency or a delay fault
+        server.shutdown()
+        server.close_connections()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    @property
+    def base_url(self) -> str:
+        """`http://127.0.0.1:PORT`."""
+        if not self._port:
+            raise RuntimeError("the Google stand-in has not been started")
+        return f"http://127.0.0.1:{self._port}"
+
+    @property
+    def api_endpoint(self) -> str:
+        """The value for client_options={"api_endpoint": ...}: the whole Calendar API base URL."""
+        return self.base_url + API_PATH
+
+    @property
+    def token_uri(self) -> str:
+        """The OAuth token endpoint, for Credentials(token_uri=...)."""
+        return self.base_url + TOKEN_PATH
+
+    # -- test controls -----------------------------------------------------------------------------
+
+    def add_account(self, account: str, calendars: Iterable[str] = ()) -> str:
+        """Create the Google account `account` (an email) with its primary calendar (whose id is the email)
+        and the named extra calendars, and return a new refresh token for it. Adding again adds calendars."""
+        with self._lock:
+            acct = self._accounts.setdefault(account, _Account(account))
+            for calendar_id in (account, *calendars):
+                acct.calendars.setdefault(calendar_id, _Calendar(calendar_id))
+            return self._issue_refresh_token(account)
+
+    def issue_refresh_token(self, account: str) -> str:
+        """A new refresh token for an existing account (as if the user consented again)."""
+        with self._lock:
+            if account not in self._accounts:
+                raise KeyError(f"no Google account {account!r}")
+            return self._issue_refresh_token(account)
+
+    def revoke(self, refresh_token: str) -> None:
+        """Revoke a refresh token: refreshing with it gives invalid_grant, its access tokens get 401."""
+        with self._lock:
+            self._refresh_tokens[refresh_token].revoked = True
+
+    def expire_access_tokens(self, account: str | None = None) -> None:
+        """Make every existing access token (of `account`, or of everyone) expire now."""
+        with self._lock:
+            for token in self._access_tokens.values():
+                if account is None or token.account == account:
+                    token.expires_at = -math.inf
+
+    def expire_sync_tokens(self) -> None:
+        """Invalidate every sync token issued so far: using one gives 410 fullSyncRequired."""
+        with self._lock:
+            self._sync_tokens.clear()
+
+    def events(self, account: str, calendar_id: str = "primary") -> list[dict[str, Any]]:
+        """Deep copies of the stored events of one calendar, cancelled ones included, in creation order."""
+        with self._lock:
+            calendar = self._accounts[account].calendars[account if calendar_id == "primary" else calendar_id]
+            return copy.deepcopy(list(calendar.events.values()))
+
+    def requests(self) -> list[RecordedRequest]:
+        """Every request received (token endpoint and calendar), in arrival order."""
+        with self._lock:
+            return [RecordedRequest(r.method, r.path, r.account, r.status, r.query) for r in self._records]
+
+    def inject(
+        self, fault: Fault, *, times: int = 1, method: str | None = None, path_contains: str | None = None
+    ) -> None:
+        """Give the next `times` calendar requests matching `method` and `path_contains` this fault.
+
+        Faults are consumed in the order they were injected; a request gets at most one.
+        """
+        if times < 1:
+            raise ValueError("times must be at least 1")
+        with self._lock:
+            self._faults.append(_PendingFault(fault, times, method.upper() if method else None, path_contains))
+
+    # -- request handling --------------------------------------------------------------------------
+
+    def serve(self, handler: _Handler) -> None:
+        """Answer one HTTP request (called on the connection's thread)."""
+        method = handler.command
+        split = urllib.parse.urlsplit(handler.path)
+        path = split.path
+        record = _Record(method, path, split.query)
+        with self._lock:
+            self._records.append(record)
+        try:
+            body = handler.read_body()
+        except (ValueError, OSError):
+            handler.close_connection = True
+            self._answer(handler, record, _ApiError(400, "badRequest", "Bad Request").reply())
+            return
+        if path == TOKEN_PATH:
+            self._answer(
+                handler, record, self._token_endpoint(method, body, handler.headers.get("Authorization"), record)
+            )
+            return
+        if not path.startswith(API_PATH):
+            self._answer(handler, record, _ApiError(404, "notFound", "Not Found").reply())
+            return
+
+        access_token = _bearer(handler.headers.get("Authorization"))
+        with self._lock:
+            known = self._access_tokens.get(access_token or "")
+            record.account = known.account if known is not None else None
+        latency = self.latency
+        if latency > 0:
+            self._stopping.wait(latency)
+        fault = self._take_fault(method, path)
+        if fault is not None and fault.kind == "http":
+            self._answer(handler, record, _ApiError(fault.status, fault.reason, fault.message).reply())
+            return
+        try:
+            reply = self._calendar(method, path, split.query, body, access_token)
+        except _ApiError as error:
+            reply = error.reply()
+        if fault is not None and fault.kind == "drop_after_commit":
+            handler.close_connection = True  # the server closes the socket; nothing was written
+            return
+        if fault is not None and fault.kind == "delay":
+            self._stopping.wait(fault.seconds)
+        self._answer(handler, record, reply)
+
+    def _answer(self, handler: _Handler, record: _Record, reply: _Reply) -> None:
+        # Recorded before writing, so a client that has read the answer always finds it recorded.
+        with self._lock:
+            record.status = reply.status
+        if not handler.send(reply):
+            with self._lock:
+                record.status = 0
+
+    def _take_fault(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            for pending in self._faults:
+                if pending.matches(method, path):
+                    pending.remaining -= 1
+                    if pending.remaining == 0:
+                        self._faults.remove(pending)
+                    return pending.fault
+        return None
+
+    # OAuth token endpoint
+
+    def _token_endpoint(self, method: str, body: bytes, authorization: str | None, record: _Record) -> _Reply:
+        if method != "POST":
+            return _Reply(405, {"error": "invalid_request", "error_description": "Method not allowed."})
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+        client_id, client_secret = form.get("client_id"), form.get("client_secret")
+        basic = _basic(authorization)
+        if basic is not None:
+            client_id, client_secret = basic
+        headers = {"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate", "Pragma": "no-cache"}
+        with self._lock:
+            refresh = self._refresh_tokens.get(form.get("refresh_token", ""))
+            if refresh is not None:
+                record.account = refresh.account
+            if client_id != self.client_id or client_secret != self.client_secret:
+                return _Reply(401, {"error": "invalid_client", "error_description": "Unauthorized"}, headers)
+            grant_type = form.get("grant_type")
+            if grant_type != "refresh_token":
+                description = f"Invalid grant_type: {grant_type or ''}"
+                return _Reply(400, {"error": "unsupported_grant_type", "error_description": description}, headers)
+            if "refresh_token" not in form:
+                description = "Missing required parameter: refresh_token"
+                return _Reply(400, {"error": "invalid_request", "error_description": description}, headers)
+            if refresh is None or refresh.revoked:
+                description = "Token has been expired or revoked."
+                return _Reply(400, {"error": "invalid_grant", "error_description": description}, headers)
+            requested = set(form.get("scope", "").split())
+            if not requested <= {CALENDAR_EVENTS_SCOPE}:
+                return _Reply(400, {"error": "invalid_scope", "error_description": "Bad Request"}, headers)
+            access_token = "ya29." + secrets.token_urlsafe(48)
+            self._access_tokens[access_token] = _AccessToken(
+                refresh.account, form["refresh_token"], time.monotonic() + self.access_token_lifetime
+            )
+        return _Reply(
+            200,
+            {
+                "access_token": access_token,
+                "expires_in": int(self.access_token_lifetime),
+                "token_type": "Bearer",
+                "scope": CALENDAR_EVENTS_SCOPE,
+            },
+            headers,
+        )
+
+    def _issue_refresh_token(self, account: str) -> str:
+        token = "1//" + secrets.token_urlsafe(48)
+        self._refresh_tokens[token] = _RefreshToken(account)
+        live = [t for t in self._refresh_tokens.values() if t.account == account and not t.revoked]
+        for oldest in live[: max(0, len(live) - MAX_LIVE_REFRESH_TOKENS)]:
+            oldest.revoked = True
+        return token
+
+    # Calendar API
+
+    def _calendar(self, method: str, path: str, query: str, body: bytes, access_token: str | None) -> _Reply:
+        params = urllib.parse.parse_qs(query, keep_blank_values=True)
+        segments = [urllib.parse.unquote(s) for s in path[len(API_PATH) :].split("/")]
+        with self._lock:
+            account = self._authenticate(access_token)
+            self._admit(account)
+            if len(segments) not in (3, 4) or segments[0] != "calendars" or segments[2] != "events":
+                raise _ApiError(404, "notFound", "Not Found")
+            calendar = self._calendar_of(account, segments[1])
+            if len(segments) == 3:
+                if method == "GET":
+                    return _Reply(200, self._list(account, calendar, params))
+                if method == "POST":
+                    return _Reply(200, self._insert(account, calendar, _json_object(body)))
+            else:
+                event_id = segments[3]
+                if method == "GET":
+                    return _Reply(200, copy.deepcopy(self._existing(calendar, event_id)))
+                if method == "PUT":
+                    return _Reply(200, self._update(calendar, event_id, _json_object(body), patch=False))
+                if method == "PATCH":
+                    return _Reply(200, self._update(calendar, event_id, _json_object(body), patch=True))
+                if method == "DELETE":
+                    self._delete(calendar, event_id)
+                    return _Reply(204)
+            raise _ApiError(404, "notFound", "Not Found")
+
+    def _authenticate(self, access_token: str | None) -> _Account:
+        token = self._access_tokens.get(access_token or "")
+        if (
+            token is None
+            or token.expires_at <= time.monotonic()
+            or self._refresh_tokens[token.refresh_token].revoked
+            or token.account not in self._accounts
+        ):
+            raise _ApiError(
+                401,
+                "authError",
+                "Invalid Credentials",
+                location=("header", "Authorization"),
+                headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'},
+            )
+        return self._accounts[token.account]
+
+    def _admit(self, account: _Account) -> None:
+        """Count one calendar request against the account's sliding 60 s window, or refuse it."""
+        now = time.monotonic()
+        while account.admitted and account.admitted[0] <= now - RATE_WINDOW_SECONDS:
+            account.admitted.popleft()
+        if len(account.admitted) >= self.requests_per_minute:
+            raise _ApiError(
+                403,
+                "userRateLimitExceeded",
+                "Rate Limit Exceeded",
+                domain="usageLimits",
+            )
+        account.admitted.append(now)
+
+    def _calendar_of(self, account: _Account, calendar_id: str) -> _Calendar:
+        calendar = account.calendars.get(account.email if calendar_id == "primary" else calendar_id)
+        if calendar is None:
+            raise _ApiError(404, "notFound", "Not Found")
+        return calendar
+
+    def _existing(self, calendar: _Calendar, event_id: str) -> dict[str, Any]:
+        event = calendar.events.get(event_id)
+        if event is None:
+            raise _ApiError(404, "notFound", "Not Found")
+        return event
+
+    def _touch(self, calendar: _Calendar, event: dict[str, Any]) -> None:
+        """Stamp a change: new etag and `updated`, and a place in the calendar's change order."""
+        self._change += 1
+        event["etag"] = f'"{3_000_000_000_000_000 + self._change}"'
+        event["updated"] = _rfc3339(datetime.now(UTC))
+        calendar.changed[event["id"]] = self._change
+
+    def _insert(self, account: _Account, calendar: _Calendar, body: dict[str, Any]) -> dict[str, Any]:
+        event_id = body.get("id")
+        if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
+            raise _ApiError(400, "invalid", "Invalid resource id value.")
+        _check_times(body)
+        status = _status_in(body, default="confirmed")
+        if status == "cancelled":
+            status = "confirmed"
+        if event_id is None:
+            event_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(26))
+        if event_id in calendar.events:
+            raise _ApiError(409, "duplicate", "The requested identifier already exists.")
+        now = _rfc3339(datetime.now(UTC))
+        event: dict[str, Any] = {
+            "kind": "calendar#event",
+            "etag": "",
+            "id": event_id,
+            "status": status,
+            "htmlLink": f"{self.base_url}/calendar/event?eid={event_id}",
+            "created": now,
+            "updated": now,
+            "creator": {"email": account.email, "self": True},
+            "organizer": {"email": calendar.id, "self": True},
+            "iCalUID": body.get("iCalUID") or f"{event_id}@google.com",
+            "sequence": 0,
+            "reminders": {"useDefault": True},
+            "eventType": "default",
+        }
+        event.update(copy.deepcopy(_client_fields(body)))
+        calendar.events[event_id] = event
+        self._touch(calendar, event)
+        return copy.deepcopy(event)
+
+    def _update(self, calendar: _Calendar, event_id: str, body: dict[str, Any], *, patch: bool) -> dict[str, Any]:
+        event = self._existing(calendar, event_id)
+        kept = {k: v for k, v in event.items() if k in _SERVER_FIELDS}
+        if patch:
+            fields = _merge({k: v for k, v in event.items() if k not in _SERVER_FIELDS}, _client_fields(body))
+        else:
+            fields = copy.deepcopy(_client_fields(body))
+        _check_times(fields)
+        updated = {**kept, **fields}
+        updated["status"] = _status_in(body, default=event["status"])
+        updated["sequence"] = int(event.get("sequence", 0)) + 1
+        event.clear()
+        event.update(updated)
+        self._touch(calendar, event)
+        return copy.deepcopy(event)
+
+    def _delete(self, calendar: _Calendar, event_id: str) -> None:
+        event = self._existing(calendar, event_id)
+        if event["status"] == "cancelled":
+            raise _ApiError(410, "deleted", "Resource has been deleted")
+        event["status"] = "cancelled"
+        self._touch(calendar, event)
+
+    def _list(self, account: _Account, calendar: _Calendar, params: dict[str, list[str]]) -> dict[str, Any]:
+        def one(name: str) -> str | None:
+            values = params.get(name)
+            return values[0] if values else None
+
+        max_results = DEFAULT_MAX_RESULTS
+        if one("maxResults") is not None:
+            try:
+                max_results = int(one("maxResults") or "")
+            except ValueError:
+                raise _ApiError(
+                    400, "invalid", "Invalid value for: maxResults", location=("parameter", "maxResults")
+                ) from None
+            if max_results < 1:
+                raise _ApiError(400, "invalid", "Invalid value for: maxResults", location=("parameter", "maxResults"))
+            max_results = min(max_results, MAX_MAX_RESULTS)
+
+        page_token = one("pageToken")
+        if page_token is not None:
+            page = self._pages.pop(page_token, None)
+            if page is None or page.account != account.email or page.calendar_id != calendar.id:
+                raise _ApiError(400, "invalid", "Invalid page token value.", location=("parameter", "pageToken"))
+            if one("maxResults") is not None:
+                page.max_results = max_results
+        elif one("syncToken") is not None:
+            clashing = [name for name in _NOT_WITH_SYNC_TOKEN if name in params]
+            if clashing:
+                raise _ApiError(
+                    400,
+                    "invalid",
+                    f"Sync token cannot be used with {clashing[0]}.",
+                    location=("parameter", "syncToken"),
+                )
+            sync = self._sync_tokens.get(one("syncToken") or "")
+            if sync is None or sync.account != account.email or sync.calendar_id != calendar.id:
+                raise _ApiError(
+                    410,
+                    "fullSyncRequired",
+                    "Sync token is no longer valid, a full sync is required.",
+                    domain="calendar",
+                    location=("parameter", "syncToken"),
+                )
+            changed = sorted((n, eid) for eid, n in calendar.changed.items() if n > sync.change)
+            page = _Page(account.email, calendar.id, [eid for _, eid in changed], 0, max_results, self._change)
+        else:
+            ids = self._matching(calendar, params, one)
+            page = _Page(account.email, calendar.id, ids, 0, max_results, self._change)
+
+        chunk = page.ids[page.offset : page.offset + page.max_results]
+        page.offset += len(chunk)
+        result: dict[str, Any] = {
+            "kind": "calendar#events",
+            "etag": f'"{3_000_000_000_000_000 + self._change}"',
+            "summary": calendar.id,
+            "description": "",
+            "updated": _rfc3339(datetime.now(UTC)),
+            "timeZone": "UTC",
+            "accessRole": "owner",
+            "defaultReminders": [],
+            "items": [copy.deepcopy(calendar.events[eid]) for eid in chunk if eid in calendar.events],
+        }
+        if page.offset < len(page.ids):
+            token = secrets.token_urlsafe(24)
+            self._pages[token] = page
+            result["nextPageToken"] = token
+        else:
+            token = secrets.token_urlsafe(24)
+            self._sync_tokens[token] = _SyncToken(account.email, calendar.id, page.change)
+            result["nextSyncToken"] = token
+        return result
+
+    def _matching(
+        self, calendar: _Calendar, params: dict[str, list[str]], one: Callable[[str], str | None]
+    ) -> list[str]:
+        """Ids of the events a full (non-sync) listing returns, in the requested order."""
+        time_min = _query_time(one("timeMin"), "timeMin")
+        time_max = _query_time(one("timeMax"), "timeMax")
+        updated_min = _query_time(one("updatedMin"), "updatedMin")
+        # Google includes deleted events when asked to, and always together with updatedMin.
+        show_deleted = one("showDeleted") == "true" or updated_min is not None
+        text = (one("q") or "").lower()
+        ical_uid = one("iCalUID")
+        wanted: list[tuple[str, str, str]] = []
+        for scope, name in (("private", "privateExtendedProperty"), ("shared", "sharedExtendedProperty")):
+            for pair in params.get(name, []):
+                key, _, value = pair.partition("=")
+                wanted.append((scope, key, value))
+
+        selected: list[dict[str, Any]] = []
+        for event in calendar.events.values():
+            if event["status"] == "cancelled" and not show_deleted:
+                continue
+            start, end = _when(event.get("start"), "start"), _when(event.get("end"), "end")
+            if (time_min is not None and end <= time_min) or (time_max is not None and start >= time_max):
+                continue
+            if updated_min is not None and _parse_rfc3339(event["updated"]) < updated_min:
+                continue
+            if ical_uid is not None and event.get("iCalUID") != ical_uid:
+                continue
+            if text and not any(text in str(event.get(k, "")).lower() for k in ("summary", "description", "location")):
+                continue
+            properties = event.get("extendedProperties") or {}
+            if any((properties.get(scope) or {}).get(key) != value for scope, key, value in wanted):
+                continue
+            selected.append(event)
+
+        order_by = one("orderBy")
+        if order_by == "startTime":
+            if one("singleEvents") != "true":
+                raise _ApiError(400, "badRequest", "The requested ordering is not available for the particular query.")
+            selected.sort(key=lambda e: _when(e.get("start"), "start"))
+        elif order_by == "updated":
+            selected.sort(key=lambda e: _parse_rfc3339(e["updated"]))
+        elif order_by is not None:
+            raise _ApiError(400, "invalid", "Invalid value for: orderBy", location=("parameter", "orderBy"))
+        return [event["id"] for event in selected]
+
+
+# -- helpers -----------------------------------------------------------------------------------------
+
+
+def _bearer(authorization: str | None) -> str | None:
+    if authorization is None:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    return credential.strip() if scheme.lower() == "bearer" and credential.strip() else None
+
+
+def _basic(authorization: str | None) -> tuple[str, str] | None:
+    if authorization is None:
+        return None
+    scheme, _, credential = authorization.partition(" ")
+    if scheme.lower() != "basic":
+        return None
+    try:
+        user, _, password = base64.b64decode(credential.strip()).decode().partition(":")
+    except ValueError:
+        return None
+    return urllib.parse.unquote_plus(user), urllib.parse.unquote_plus(password)
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    try:
+        value = json.loads(body or b"{}")
+    except ValueError:
+        raise _ApiError(400, "parseError", "Parse Error") from None
+    if not isinstance(value, dict):
+        raise _ApiError(400, "parseError", "Parse Error")
+    return value
+
+
+def _client_fields(body: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in _SERVER_FIELDS}
+
+
+def _merge(base: dict[str, Any], change: Mapping[str, Any]) -> dict[str, Any]:
+    """Patch semantics: objects merge recursively, anything else (arrays too) is replaced, null removes."""
+    merged = copy.deepcopy(base)
+    for key, value in change.items():
+        if value is None:
+            merged.pop(key, None)
+        elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _status_in(body: Mapping[str, Any], *, default: str) -> str:
+    status = body.get("status")
+    if status is None:
+        return default
+    if status not in _STATUSES:
+        raise _ApiError(400, "invalid", "Invalid value for: status")
+    return str(status)
+
+
+def _when(when: Any, which: str) -> datetime:
+    """The instant an event's start or end names (all-day dates at midnight UTC)."""
+    instant, _ = _parse_when(when, which)
+    return instant
+
+
+def _parse_when(when: Any, which: str) -> tuple[datetime, bool]:
+    """Parse an event's start/end object; returns (aware instant, is all-day)."""
+    if not isinstance(when, dict) or (when.get("dateTime") is None and when.get("date") is None):
+        raise _ApiError(400, "required", f"Missing {which} time.")
+    zone = None
+    if when.get("timeZone") is not None:
+        try:
+            zone = ZoneInfo(str(when["timeZone"]))
+        except (ZoneInfoNotFoundError, ValueError):
+            raise _ApiError(400, "invalid", f"Invalid time zone definition for {which} time.") from None
+    if when.get("dateTime") is not None:
+        text = when["dateTime"]
+        if when.get("date") is not None or not isinstance(text, str) or not _DATE_TIME.fullmatch(text):
+            raise _ApiError(400, "invalid", f"Invalid {which} time.")
+        try:
+            parsed = datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+        except ValueError:
+            raise _ApiError(400, "invalid", f"Invalid {which} time.") from None
+        if parsed.tzinfo is None:
+            if zone is None:
+                raise _ApiError(400, "required", f"Missing time zone definition for {which} time.")
+            parsed = parsed.replace(tzinfo=zone)
+        return parsed, False
+    text = when["date"]
+    if not isinstance(text, str) or not _DATE.fullmatch(text):
+        raise _ApiError(400, "invalid", f"Invalid {which} time.")
+    try:
+        day = date.fromisoformat(text)
+    except ValueError:
+        raise _ApiError(400, "invalid", f"Invalid {which} time.") from None
+    return datetime(day.year, day.month, day.day, tzinfo=UTC), True
+
+
+def _check_times(fields: Mapping[str, Any]) -> None:
+    start, start_all_day = _parse_when(fields.get("start"), "start")
+    end, end_all_day = _parse_when(fields.get("end"), "end")
+    if start_all_day != end_all_day:
+        raise _ApiError(400, "invalid", "Start and end times must either both be date or both be dateTime.")
+    if end <= start:
+        raise _ApiError(400, "timeRangeEmpty", "The specified time range is empty.", domain="calendar")
+
+
+def _query_time(text: str | None, name: str) -> datetime | None:
+    """timeMin/timeMax/updatedMin: RFC 3339 with a mandatory offset."""
+    if text is None:
+        return None
+    if not _DATE_TIME_WITH_OFFSET.fullmatch(text):
+        raise _ApiError(400, "invalid", f"Invalid value for: {name}", location=("parameter", name))
+    try:
+        return _parse_rfc3339(text)
+    except ValueError:
+        raise _ApiError(400, "invalid", f"Invalid value for: {name}", location=("parameter", name)) from None
+
+
+def _parse_rfc3339(text: str) -> datetime:
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00"))
+
+
+def _rfc3339(moment: datetime) -> str:
+    utc = moment.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"

@@ -1,0 +1,821 @@
+"""A stand-in for Supabase's REST gateway (Kong in front of PostgREST v12), RPC endpoint only.
+
+It serves `POST /rest/v1/rpc/<function>` over HTTP on 127.0.0.1 against the project's real
+PostgreSQL, so the real `supabase` client (sync and async) and plain httpx can call database
+functions exactly as a Vapi assistant or the daemon would in production:
+
+- Gateway (Kong) layer: paths outside `/rest/v1/` get Kong's 404; a request without an `apikey`
+  header (or `?apikey=`) gets 401 "No API key found in request"; an `apikey` that is not a JWT
+  signed with the project's secret gets 401 "Invalid API key".
+- PostgREST layer: the JWT in `Authorization: Bearer ...` (else the apikey) is verified (HS256/384/512,
+  `exp`/`nbf`/`iat` with PostgREST's 30 s leeway) and its `role` claim (default `anon`) is switched to,
+  transaction-locally, with `request.jwt.claims`, `request.method`, `request.path` and `request.headers`
+  set (see tests.standins.postgrest.set_request_context). One transaction per request, on a connection
+  logged in as `authenticator` (one connection per server thread, i.e. per HTTP connection).
+- Calling convention, as PostgREST resolves it from its schema cache (here: pg_proc, cached per name
+  until `reload_schema()` or a restart): body keys pick the overload whose parameters they name (those
+  with defaults may be omitted); arguments are converted with `json_to_record`, as PostgREST does. If
+  none matches, a function with one unnamed json/jsonb parameter gets the whole body. `Prefer:
+  params=single-object` passes the whole body to a function with a single json/jsonb parameter.
+- Results: set-returning -> JSON array; a single composite -> JSON object; void -> 204 without body;
+  other scalars -> the JSON value. `response.status` / `response.headers` GUCs are honoured, and so is
+  `RAISE SQLSTATE 'PGRST'` with JSON message and detail.
+- Errors: PostgREST's SQLSTATE -> HTTP mapping, body `{"code", "details", "hint", "message"}`.
+
+Not implemented (answered with an explicit error, never silently): tables and views (`/rest/v1/<table>`),
+RPC over GET/HEAD, bulk calls with an array body, non-JSON bodies, `Accept` negotiation and filters
+on RPC results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import json
+import socket
+import sys
+import threading
+import time
+import traceback
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, cast
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import jwt
+import psycopg
+from psycopg import sql
+
+from tests.standins.postgrest import API_ROLES, set_request_context
+
+# The Supabase CLI's well-known local development secret; never a real project's.
+TEST_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
+
+SCHEMA = "public"
+JSON_CONTENT_TYPE = "application/json; charset=utf-8"
+JSON_TYPES = ("json", "jsonb")
+_KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
+_JWT_LEEWAY_SECONDS = 30  # PostgREST's allowed clock skew for exp / nbf / iat
+_JWT_ALGORITHMS = ["HS256", "HS384", "HS512"]
+
+
+def make_api_key(role: str, secret: str = TEST_JWT_SECRET) -> str:
+    """A key shaped like Supabase's legacy `anon` / `service_role` keys: an HS256 JWT that never expires soon."""
+    issued = int(time.time())
+    return jwt.encode(
+        {"iss": "supabase", "role": role, "iat": issued, "exp": issued + _KEY_LIFETIME_SECONDS},
+        secret,
+        algorithm="HS256",
+    )
+
+
+# --- replies ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Reply:
+    status: int
+    body: bytes | None = None  # None: no body at all (204)
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+def _json_reply(status: int, payload: Any, headers: Iterable[tuple[str, str]] = ()) -> _Reply:
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return _Reply(status, body, (("Content-Type", JSON_CONTENT_TYPE), *headers))
+
+
+def _error(
+    status: int,
+    code: str | None,
+    message: str,
+    details: Any = None,
+    hint: Any = None,
+    headers: Iterable[tuple[str, str]] = (),
+) -> _Reply:
+    return _json_reply(status, {"code": code, "details": details, "hint": hint, "message": message}, headers)
+
+
+def _injected_fault(status: int) -> _Reply:
+    """What a failing gateway says: PostgREST's own words for the statuses it produces itself."""
+    if status == 503:
+        return _error(
+            503, "PGRST000", "Database connection error. Retrying the connection.", "injected by the stand-in"
+        )
+    if status == 504:
+        return _error(504, "PGRST003", "Timed out acquiring connection from connection pool.")
+    try:
+        phrase = HTTPStatus(status).phrase
+    except ValueError:
+        phrase = f"HTTP {status}"
+    return _error(status, str(status), phrase, "injected by the stand-in")
+
+
+def status_for_sqlstate(sqlstate: str, message: str, authenticated: bool) -> int:
+    """PostgREST's SQLSTATE -> HTTP status mapping (`mapSQLtoHTTP`); unlisted codes are 400."""
+    exact = {
+        "23503": 409,  # foreign_key_violation
+        "23505": 409,  # unique_violation
+        "25006": 405,  # read_only_sql_transaction
+        "53400": 500,  # config limit exceeded
+        "57P01": 503,  # terminating connection due to administrator command
+        "P0001": 400,  # default code for RAISE
+        "42P01": 404,  # undefined table
+        "42P17": 500,  # infinite recursion
+    }
+    if sqlstate in exact:
+        return exact[sqlstate]
+    if sqlstate == "21000":  # cardinality_violation; pg-safeupdate's refusal is the client's fault
+        return 400 if message.endswith("requires a WHERE clause") else 500
+    if sqlstate == "22023":  # a JWT role that does not exist
+        return 401 if message.startswith("role") and message.endswith("does not exist") else 400
+    if sqlstate == "42883":  # undefined function
+        return 406 if message.startswith("function xmlagg(") else 404
+    if sqlstate == "42501":  # insufficient privilege
+        return 403 if authenticated else 401
+    if sqlstate.startswith("PT"):
+        digits = sqlstate[2:]
+        return int(digits) if digits.isdigit() and 100 <= int(digits) <= 599 else 500
+    by_class = {
+        "08": 503, "09": 500, "0L": 403, "0P": 403, "25": 500, "28": 403, "2D": 500, "38": 500, "39": 500,
+        "3B": 500, "40": 500, "53": 503, "54": 500, "55": 500, "57": 500, "58": 500, "F0": 500, "HV": 500,
+        "P0": 500, "XX": 500,
+    }  # fmt: skip
+    return by_class.get(sqlstate[:2], 400)
+
+
+def _db_error(error: psycopg.Error, authenticated: bool) -> _Reply:
+    sqlstate = error.sqlstate or ""
+    diag = error.diag
+    message = diag.message_primary or str(error)
+    detail = diag.message_detail
+    if sqlstate == "PGRST":
+        return _raised_pgrst(message, detail)
+    status = status_for_sqlstate(sqlstate, message, authenticated)
+    headers = [("WWW-Authenticate", "Bearer")] if status == 401 else []
+    return _error(status, sqlstate, message, detail, diag.message_hint, headers)
+
+
+def _raised_pgrst(message: str, detail: str | None) -> _Reply:
+    """`RAISE SQLSTATE 'PGRST' USING message = '{"code":..,"message":..}', detail = '{"status":..,"headers":{}}'`."""
+    hint_message = (
+        "MESSAGE must be a JSON object with obligatory keys: 'code', 'message' and optional keys: 'details', 'hint'."
+    )
+    hint_detail = (
+        "DETAIL must be a JSON object with obligatory keys: 'status', 'headers' and optional key: 'status_text'."
+    )
+    parse_error = "Could not parse JSON in the \"RAISE SQLSTATE 'PGRST'\" error"
+    try:
+        body = json.loads(message)
+        if not isinstance(body, dict) or "code" not in body or "message" not in body:
+            raise ValueError
+    except ValueError:
+        return _error(500, "PGRST121", parse_error, f"Invalid JSON value for MESSAGE: '{message}'", hint_message)
+    if detail is None:
+        return _error(500, "PGRST121", parse_error, "DETAIL is missing in the RAISE statement", hint_detail)
+    try:
+        control = json.loads(detail)
+        if not isinstance(control, dict) or not isinstance(control.get("status"), int) or "headers" not in control:
+            raise ValueError
+        headers = [(str(k), str(v)) for k, v in dict(control["headers"]).items()]
+    except (ValueError, TypeError):
+        return _error(500, "PGRST121", parse_error, f"Invalid JSON value for DETAIL: '{detail}'", hint_detail)
+    payload = {k: body.get(k) for k in ("code", "details", "hint", "message")}
+    return _json_reply(int(control["status"]), payload, headers)
+
+
+# --- the schema cache -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Param:
+    name: str  # "" when unnamed
+    type: str  # format_type(), usable in SQL
+    has_default: bool
+    variadic: bool
+
+
+@dataclass(frozen=True)
+class _Function:
+    name: str
+    params: tuple[_Param, ...]
+    returns_set: bool
+    returns_composite: bool
+    returns_void: bool
+
+    @property
+    def takes_single_unnamed_json(self) -> bool:
+        return len(self.params) == 1 and not self.params[0].name and self.params[0].type in JSON_TYPES
+
+    def accepts(self, keys: frozenset[str]) -> bool:
+        """PostgREST's overload match: every required parameter named, no key that is not a parameter."""
+        if not self.params:
+            return not keys
+        if any(not p.name for p in self.params):
+            return False
+        required = {p.name for p in self.params if not p.has_default}
+        return required <= keys <= {p.name for p in self.params}
+
+    def describe(self) -> str:
+        params = ", ".join(f"{p.name} => {p.type}" for p in self.params)
+        return f"{SCHEMA}.{self.name}({params})"
+
+
+_INTROSPECT = """
+select p.proretset,
+       p.prorettype = 'pg_catalog.void'::pg_catalog.regtype,
+       t.typtype = 'c' or p.prorettype = 'pg_catalog.record'::pg_catalog.regtype,
+       p.pronargdefaults,
+       coalesce(p.proargmodes::text[], pg_catalog.array_fill('i'::text, array[p.pronargs::int])),
+       coalesce(p.proargnames, '{}'::text[]),
+       array(select pg_catalog.format_type(a.oid, null)
+             from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality as a(oid, n)
+             order by a.n)
+from pg_catalog.pg_proc p
+join pg_catalog.pg_type t on t.oid = p.prorettype
+where p.pronamespace = %s::regnamespace and p.proname = %s and p.prokind = 'f'
+order by p.oid
+"""
+
+
+def _introspect(conn: psycopg.Connection, name: str) -> list[_Function]:
+    functions = []
+    for returns_set, returns_void, composite, n_defaults, modes, names, types in conn.execute(
+        _INTROSPECT, (SCHEMA, name)
+    ).fetchall():
+        inputs = [
+            (names[i] if i < len(names) else "", types[i], mode == "v")
+            for i, mode in enumerate(modes)
+            if mode in ("i", "b", "v")
+        ]
+        first_default = len(inputs) - n_defaults
+        params = tuple(
+            _Param(arg_name, arg_type, i >= first_default, variadic)
+            for i, (arg_name, arg_type, variadic) in enumerate(inputs)
+        )
+        functions.append(_Function(name, params, bool(returns_set), bool(composite), bool(returns_void)))
+    return functions
+
+
+def _not_found(conn: psycopg.Connection, name: str, keys: list[str], overloads: list[_Function]) -> _Reply:
+    """PGRST202 in PostgREST's words, with its "Perhaps you meant" hint (difflib standing in for its fuzzy set)."""
+    function = f"{SCHEMA}.{name}"
+    listed = ", ".join(keys)
+    message = f"Could not find the function {function}{f'({listed})' if keys else ' without parameters'}"
+    searched = f" with parameter{'s' if len(keys) > 1 else ''} {listed}" if keys else " without parameters"
+    details = (
+        f"Searched for the function {function}{searched} or with a single unnamed json/jsonb parameter,"
+        " but no matches were found in the schema cache."
+    )
+    hint = None
+    if overloads:
+        signatures = {"(" + ", ".join(sorted(p.name for p in f.params)) + ")" for f in overloads}
+        wanted = "(" + ", ".join(sorted(keys)) + ")"
+        close = difflib.get_close_matches(wanted, sorted(signatures), n=1, cutoff=0.33)
+        if close:
+            hint = f"Perhaps you meant to call the function {function}{close[0]}"
+    else:
+        names = [
+            row[0]
+            for row in conn.execute(
+                "select distinct proname from pg_catalog.pg_proc where pronamespace = %s::regnamespace",
+                (SCHEMA,),
+            ).fetchall()
+        ]
+        close = difflib.get_close_matches(name, names, n=1, cutoff=0.75)
+        if close:
+            hint = f"Perhaps you meant to call the function {SCHEMA}.{close[0]}"
+    return _error(404, "PGRST202", message + " in the schema cache", details, hint)
+
+
+# --- one database session per server thread -------------------------------------------------
+
+
+class _Session:
+    """The handler thread's own `authenticator` connection, opened on first use and reopened when broken."""
+
+    def __init__(self, dsn: str) -> None:
+        self._dsn = dsn
+        self._conn: psycopg.Connection | None = None
+
+    def connection(self) -> psycopg.Connection:
+        if self._conn is not None and (self._conn.closed or self._conn.broken):
+            self.close()
+        if self._conn is None:
+            self._conn = psycopg.connect(self._dsn, autocommit=True, application_name="supabase-rest-standin")
+        return self._conn
+
+    def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
+
+
+class _Refused(Exception):
+    def __init__(self, reply: _Reply) -> None:
+        super().__init__(reply.status)
+        self.reply = reply
+
+
+# --- HTTP ---------------------------------------------------------------------------------------
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(self, address: tuple[str, int], standin: SupabaseRestStandIn) -> None:
+        self.standin = standin
+        self._clients_lock = threading.Lock()
+        self._clients: dict[Any, threading.Thread] = {}
+        super().__init__(address, _Handler)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        thread = threading.Thread(
+            target=self.process_request_thread, args=(request, client_address), daemon=True, name="supabase-rest"
+        )
+        with self._clients_lock:
+            self._clients[request] = thread
+        thread.start()
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            with self._clients_lock:
+                self._clients.pop(request, None)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (or a socket closed by stop()) is not worth a traceback.
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
+
+    def close_clients(self, timeout: float) -> None:
+        """End kept-alive connections too, so a stopped gateway refuses every request."""
+        with self._clients_lock:
+            clients = list(self._clients.items())
+        for sock, _ in clients:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        deadline = time.monotonic() + timeout
+        for _, thread in clients:
+            thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "supabase-rest-standin"
+    disable_nagle_algorithm = True  # headers and body are separate writes; no 40 ms delayed-ACK stalls
+    sys_version = ""
+
+    def setup(self) -> None:
+        super().setup()
+        self._session = _Session(self._server.standin.dsn)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self._session.close()
+
+    @property
+    def _server(self) -> _Server:
+        return cast(_Server, self.server)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        self._serve()
+
+    do_GET = do_HEAD = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_POST
+
+    def _read_body(self) -> bytes:
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        length = int(self.headers.get("Content-Length") or 0)
+        if length < 0:
+            raise ValueError("negative Content-Length")
+        return self.rfile.read(length)
+
+    def _serve(self) -> None:
+        standin = self._server.standin
+        try:
+            body = self._read_body()
+        except ValueError:
+            self.close_connection = True
+            reply = _error(400, "PGRST102", "Empty or invalid json", "unreadable request body")
+        else:
+            headers: dict[str, str] = {}
+            for name, value in self.headers.items():
+                key = name.lower()
+                headers[key] = f"{headers[key]}, {value}" if key in headers else value
+            try:
+                reply = standin._answer(self.command, self.path, headers, body, self._session)
+            except Exception as error:  # a bug in the stand-in: say so loudly, as a 500
+                traceback.print_exc()
+                reply = _error(500, "STANDIN", f"stand-in failure: {error!r}")
+        standin._record(self.command, urlsplit(self.path).path, reply.status)
+        self._write(reply)
+
+    def _write(self, reply: _Reply) -> None:
+        self.send_response(reply.status)
+        for name, value in reply.headers:
+            self.send_header(name, value)
+        if reply.body is not None:
+            self.send_header("Content-Length", str(len(reply.body)))
+        elif reply.status not in (204, 304) and reply.status >= 200:
+            self.send_header("Content-Length", "0")
+        self.end_headers()
+        if reply.body is not None and self.command != "HEAD":
+            self.wfile.write(reply.body)
+        self.wfile.flush()
+
+
+# --- the stand-in -------------------------------------------------------------------------------
+
+
+class SupabaseRestStandIn:
+    """Supabase's REST gateway for `POST /rest/v1/rpc/<function>`, over a real PostgreSQL."""
+
+    def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
+        self.dsn = dsn  # a login as the `authenticator` role
+        self.jwt_secret = jwt_secret
+        self.anon_key = make_api_key("anon", jwt_secret)
+        self.service_role_key = make_api_key("service_role", jwt_secret)
+        self._lock = threading.Lock()
+        self._port = 0
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._failure_status = 503
+        self._requests: list[tuple[str, str, int]] = []
+        self._schema_cache: dict[str, list[_Function]] = {}
+
+    # lifecycle
+
+    def __enter__(self) -> SupabaseRestStandIn:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        """What SUPABASE_URL would be."""
+        if not self._port:
+            raise RuntimeError("the stand-in has not been started")
+        return f"http://127.0.0.1:{self._port}"
+
+    def start(self) -> None:
+        """Serve (again): after stop() the same port is reused when it is still free."""
+        if self._server is not None:
+            return
+        try:
+            server = _Server(("127.0.0.1", self._port), self)
+        except OSError:
+            if not self._port:
+                raise
+            server = _Server(("127.0.0.1", 0), self)
+        self._port = server.server_address[1]
+        self.reload_schema()  # PostgREST loads its schema cache when it starts
+        thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True, name="supabase-rest-accept"
+        )
+        thread.start()
+        self._server, self._thread = server, thread
+
+    def stop(self) -> None:
+        """Stop listening and close every open connection; safe to call twice."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join()
+        server.close_clients(timeout=5.0)
+
+    # test controls
+
+    def fail_next(self, times: int = 1, status: int = 503) -> None:
+        """Answer the next `times` requests with `status` and a JSON error body, without touching the database."""
+        if not 100 <= status <= 599:
+            raise ValueError(f"not an HTTP status: {status}")
+        with self._lock:
+            self._failures = max(0, times)
+            self._failure_status = status
+
+    def requests(self) -> list[tuple[str, str, int]]:
+        """Every request so far: (method, path without the query string, status answered)."""
+        with self._lock:
+            return list(self._requests)
+
+    def reload_schema(self) -> None:
+        """Forget cached function signatures, like `NOTIFY pgrst, 'reload schema'`."""
+        with self._lock:
+            self._schema_cache.clear()
+
+    def _record(self, method: str, path: str, status: int) -> None:
+        with self._lock:
+            self._requests.append((method, path, status))
+
+    # the gateway
+
+    def _answer(self, method: str, target: str, headers: Mapping[str, str], body: bytes, session: _Session) -> _Reply:
+        with self._lock:
+            if self._failures > 0:
+                self._failures -= 1
+                return _injected_fault(self._failure_status)
+        try:
+            return self._route(method, target, headers, body, session)
+        except _Refused as refused:
+            return refused.reply
+
+    def _route(self, method: str, target: str, headers: Mapping[str, str], body: bytes, session: _Session) -> _Reply:
+        url = urlsplit(target)
+        if not url.path.startswith("/rest/v1/"):
+            return _json_reply(404, {"message": "no Route matched with those values"})  # Kong
+        claims = self._authenticate(headers, parse_qs(url.query).get("apikey", [""])[-1])
+        role = claims["role"]
+
+        rest = url.path.removeprefix("/rest/v1")
+        name = unquote(rest.removeprefix("/rpc/")) if rest.startswith("/rpc/") else ""
+        if not name or "/" in name:
+            return _error(
+                404,
+                "PGRST125",
+                "Invalid path specified in request URL",
+                "this stand-in serves only POST /rest/v1/rpc/<function>",
+            )
+        if method != "POST":
+            return _error(
+                405, "PGRST101", f"Cannot use the {method} method on RPC", "this stand-in calls functions by POST only"
+            )
+        profile = headers.get("content-profile")
+        if profile is not None and profile != SCHEMA:
+            return _error(406, "PGRST106", f"The schema must be one of the following: {SCHEMA}")
+
+        try:
+            text = body.decode().strip() or "{}"  # an empty body calls with no arguments, as in PostgREST
+            payload = json.loads(text, parse_constant=_reject_constant)
+        except ValueError:  # UnicodeDecodeError included
+            return _error(400, "PGRST102", "Empty or invalid json")
+        single_object = "params=single-object" in headers.get("prefer", "").replace(" ", "")
+
+        try:
+            conn = session.connection()
+        except psycopg.Error as error:
+            return _error(503, "PGRST000", "Database connection error. Retrying the connection.", str(error))
+        try:
+            function, whole_body, keys = self._resolve(conn, name, payload, single_object)
+            query, params = _call_query(function, whole_body, keys, text)
+        except psycopg.Error as error:
+            return self._lost(error, session, role != "anon")
+        return self._call(session, conn, name, function, query, params, role, claims, headers)
+
+    def _authenticate(self, headers: Mapping[str, str], apikey_param: str) -> dict[str, Any]:
+        """Kong's key check, then PostgREST's JWT check; returns the claims (with `role`)."""
+        apikey = headers.get("apikey") or apikey_param
+        if not apikey:
+            raise _Refused(
+                _json_reply(
+                    401,
+                    {
+                        "message": "No API key found in request",
+                        "hint": "No `apikey` request header or url param was found.",
+                    },
+                )
+            )
+        try:
+            jwt.decode(apikey, self.jwt_secret, algorithms=_JWT_ALGORITHMS, options={"verify_exp": False})
+        except jwt.PyJWTError:
+            raise _Refused(
+                _json_reply(
+                    401,
+                    {
+                        "message": "Invalid API key",
+                        "hint": "Double check your Supabase `anon` or `service_role` API key.",
+                    },
+                )
+            ) from None
+        authorization = headers.get("authorization", "")
+        scheme, _, credentials = authorization.partition(" ")
+        token = credentials.strip() if scheme.lower() == "bearer" else apikey
+        message = None
+        claims: Any = None
+        try:
+            claims = jwt.decode(
+                token,
+                self.jwt_secret,
+                algorithms=_JWT_ALGORITHMS,
+                leeway=_JWT_LEEWAY_SECONDS,
+                options={"verify_aud": False, "verify_iss": False},
+            )
+        except jwt.ExpiredSignatureError:
+            message = "JWT expired"
+        except jwt.ImmatureSignatureError:
+            message = "JWTNotYetValid"
+        except jwt.InvalidAlgorithmError:
+            message = "JWSError JWSNoSignatures"
+        except jwt.InvalidSignatureError:
+            message = "JWSError JWSInvalidSignature"
+        except jwt.PyJWTError:
+            parts = token.count(".") + 1
+            message = (
+                "Empty JWT is sent in Authorization header"
+                if not token
+                else f"JWSError (CompactDecodeError Invalid number of parts: Expected 3 parts; got {parts})"
+                if parts != 3
+                else "JWSError JWSInvalidSignature"
+            )
+        if message is None and not isinstance(claims, dict):
+            message = "Parsing claims failed"
+        if message is not None:
+            challenge = f'Bearer error="invalid_token", error_description="{message}"'
+            raise _Refused(_error(401, "PGRST301", message, headers=[("WWW-Authenticate", challenge)]))
+        role = claims.get("role", "anon")
+        claims["role"] = role if isinstance(role, str) else json.dumps(role)
+        return dict(claims)
+
+    def _resolve(
+        self, conn: psycopg.Connection, name: str, payload: Any, single_object: bool
+    ) -> tuple[_Function, bool, list[str]]:
+        """Pick the overload PostgREST would call: (function, pass the whole body?, argument keys)."""
+        with self._lock:
+            cached = self._schema_cache.get(name)
+        if cached is None:
+            cached = _introspect(conn, name)
+            if cached:  # misses are not cached, so a function created later is found
+                with self._lock:
+                    self._schema_cache[name] = cached
+        keys = sorted(payload) if isinstance(payload, dict) else []
+        if single_object:
+            matches = [f for f in cached if len(f.params) == 1 and f.params[0].type in JSON_TYPES]
+        else:
+            matches = [f for f in cached if f.accepts(frozenset(keys))] if isinstance(payload, dict) else []
+            if not matches:
+                matches = [f for f in cached if f.takes_single_unnamed_json]
+        if not matches:
+            raise _Refused(_not_found(conn, name, keys, cached))
+        if len(matches) > 1:
+            raise _Refused(
+                _error(
+                    300,
+                    "PGRST203",
+                    "Could not choose the best candidate function between: " + ", ".join(f.describe() for f in matches),
+                    hint="Try renaming the parameters or the function itself in the database"
+                    " so function overloading can be resolved",
+                )
+            )
+        function = matches[0]
+        whole_body = single_object or not function.accepts(frozenset(keys)) or not isinstance(payload, dict)
+        return function, whole_body and bool(function.params), keys
+
+    def _call(
+        self,
+        session: _Session,
+        conn: psycopg.Connection,
+        name: str,
+        function: _Function,
+        query: sql.Composed,
+        params: tuple[str, ...],
+        role: str,
+        claims: dict[str, Any],
+        headers: Mapping[str, str],
+    ) -> _Reply:
+        authenticated = role != "anon"
+        try:
+            with conn.transaction():
+                if role not in API_ROLES:
+                    # Let PostgreSQL refuse it, as it refuses PostgREST: authenticator may not become this role.
+                    conn.execute("select set_config('role', %s, true)", (role,))
+                    raise _Refused(_error(403, "42501", f'permission denied to set role "{role}"'))
+                set_request_context(conn, role=role, path=f"/rpc/{name}", headers=headers, claims=claims)
+                row = conn.execute(query, params).fetchone()
+                gucs = conn.execute(
+                    "select current_setting('response.status', true), current_setting('response.headers', true)"
+                ).fetchone()
+        except psycopg.Error as error:
+            if conn.closed or conn.broken or error.sqlstate is None:
+                return self._lost(error, session, authenticated)
+            return _db_error(error, authenticated)
+
+        if function.returns_void:
+            reply = _Reply(204)
+        else:
+            result = row[0] if row is not None and row[0] is not None else "null"
+            reply = _Reply(200, result.encode(), (("Content-Type", JSON_CONTENT_TYPE),))
+        return _apply_response_gucs(reply, gucs)
+
+    @staticmethod
+    def _lost(error: psycopg.Error, session: _Session, authenticated: bool) -> _Reply:
+        if error.sqlstate is not None:
+            return _db_error(error, authenticated)
+        session.close()
+        return _error(503, "PGRST001", "Database client error. Retrying the connection.", str(error) or None)
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _call_query(
+    function: _Function, whole_body: bool, keys: list[str], body: str
+) -> tuple[sql.Composed, tuple[str, ...]]:
+    """The SQL PostgREST would run for this call, returning the response body as JSON text."""
+    target = sql.Identifier(SCHEMA, function.name)
+    source: sql.Composable | None = None
+    params: tuple[str, ...] = ()
+    if whole_body:
+        args: sql.Composable = sql.SQL("%s::{}").format(sql.SQL(function.params[0].type))
+        params = (body,)
+    else:
+        used = [p for p in function.params if p.name in keys]
+        args = sql.SQL(", ").join(
+            sql.SQL("{}{} := pgrst_body.{}").format(
+                sql.SQL("variadic " if p.variadic else ""), sql.Identifier(p.name), sql.Identifier(p.name)
+            )
+            for p in used
+        )
+        if used:
+            columns = sql.SQL(", ").join(sql.SQL("{} {}").format(sql.Identifier(p.name), sql.SQL(p.type)) for p in used)
+            source = sql.SQL("pg_catalog.json_to_record(%s::json) as pgrst_body({})").format(columns)
+            params = (body,)
+    call = sql.SQL("{}({})").format(target, args)
+
+    def from_(*more: sql.Composable) -> sql.Composable:
+        parts = [source, *more] if source is not None else list(more)
+        if not parts:
+            return sql.SQL("")
+        return sql.SQL(" from ") + sql.SQL(" cross join lateral ").join(parts)
+
+    if function.returns_void:
+        query = sql.SQL("select {}{}").format(call, from_())
+    elif function.returns_set or function.returns_composite:
+        if function.returns_composite:
+            rows: sql.Composable = sql.SQL("{} pgrst_call").format(call)
+            value: sql.Composable = sql.SQL("pgrst_call")
+        else:  # set of scalars
+            rows = sql.SQL("(select pgrst_scalar from {} pgrst_scalar) pgrst_call").format(call)
+            value = sql.SQL("pgrst_call.pgrst_scalar")
+        aggregate = (
+            sql.SQL("coalesce(pg_catalog.json_agg({}), '[]')")
+            if function.returns_set
+            else sql.SQL("coalesce(pg_catalog.json_agg({}) -> 0, 'null')")
+        ).format(value)
+        query = sql.SQL("select ({})::text{}").format(aggregate, from_(rows))
+    else:
+        query = sql.SQL("select pg_catalog.to_json({})::text{}").format(call, from_())
+    return query, params
+
+
+def _apply_response_gucs(reply: _Reply, gucs: tuple[Any, ...] | None) -> _Reply:
+    """`set_config('response.status', ...)` and `set_config('response.headers', ...)` from the function."""
+    status_text, headers_text = gucs if gucs is not None else (None, None)
+    status = reply.status
+    headers = list(reply.headers)
+    if status_text:
+        try:
+            status = int(status_text)
+            if not 100 <= status <= 599:
+                raise ValueError
+        except ValueError:
+            return _error(500, "PGRST112", "response.status guc must be a valid status code")
+    if headers_text:
+        try:
+            extra = json.loads(headers_text)
+            if not isinstance(extra, list):
+                raise ValueError
+            for item in extra:
+                if not isinstance(item, dict) or len(item) != 1:
+                    raise ValueError
+                [(name, value)] = item.items()
+                if not isinstance(value, str):
+                    raise ValueError
+                headers = [h for h in headers if h[0].lower() != name.lower()] + [(name, value)]
+        except ValueError:
+            return _error(
+                500,
+                "PGRST111",
+                "response.headers guc must be a JSON array composed of objects with a single key and a string value",
+            )
+    return _Reply(status, reply.body, tuple(headers))
