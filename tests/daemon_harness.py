@@ -57,7 +57,7 @@ def settings_env(backend: Backend, google: GoogleStandIn, **overrides: Any) -> d
 
 
 def make_settings(backend: Backend, google: GoogleStandIn, **overrides: Any) -> Settings:
-    """Settings from these values only (model_validate reads neither the environment nor .env)."""
+    """Settings for the stand-ins; every connection setting is explicit, so the environment cannot redirect it."""
     values = {name.lower(): value for name, value in settings_env(backend, google, **overrides).items()}
     return Settings.model_validate(values)
 
