@@ -6,6 +6,7 @@ import asyncio
 import os
 import signal
 import socket
+import sys
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -17,6 +18,13 @@ from daemon.config import Settings
 from daemon.store import PostgresStore, Store, SupabaseStore
 from daemon.sync import SyncLoop, SyncOptions
 from daemon.tokens import OAuthClient, TokenCipher, TokenManager
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """One line per event on stderr. Tracebacks never show variable values (`diagnose`), because
+    those can hold patient details; log calls themselves name only appointment and clinic ids."""
+    logger.remove()
+    logger.add(sys.stderr, level=level, backtrace=False, diagnose=False)
 
 
 def default_owner() -> str:
@@ -120,6 +128,7 @@ class Daemon:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT."""
+    configure_logging()
     daemon = Daemon(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
