@@ -126,22 +126,24 @@ class Store(ABC):
         )
         return result
 
-    async def retry(self, claim: Claim, owner: str, error: str, delay_seconds: float) -> LeaseResult:
+    async def end_attempt(
+        self,
+        claim: Claim,
+        owner: str,
+        state: Literal["pending", "failed", "parked"],
+        error: str,
+        delay_seconds: float = 0.0,
+    ) -> LeaseResult:
+        """The push did not sync: `pending` again after a delay, `failed`, or `parked`."""
         result: LeaseResult = await self.call(
-            "retry_appointment_sync",
+            "end_appointment_attempt",
             {
                 "p_appointment_id": claim.appointment_id,
                 "p_owner": owner,
+                "p_state": state,
                 "p_error": error,
                 "p_delay_seconds": delay_seconds,
             },
-        )
-        return result
-
-    async def stop(self, claim: Claim, owner: str, state: Literal["failed", "parked"], error: str) -> LeaseResult:
-        result: LeaseResult = await self.call(
-            "stop_appointment_sync",
-            {"p_appointment_id": claim.appointment_id, "p_owner": owner, "p_state": state, "p_error": error},
         )
         return result
 

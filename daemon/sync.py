@@ -213,13 +213,13 @@ class SyncLoop:
                 await self._store.resync(claim.appointment_id)
             logger.info("{}: {} (revision {})", where, state, claim.revision)
         elif result.verdict is Verdict.UNAUTHORIZED:
-            await self._store.stop(claim, owner, "parked", result.error or "needs re-authorisation")
+            await self._store.end_attempt(claim, owner, "parked", result.error or "needs re-authorisation")
             logger.warning("{}: parked until the clinic reconnects Google", where)
         elif result.verdict is Verdict.FAILED or claim.sync_attempts >= self._options.max_attempts:
             error = result.error or "failed"
             if result.verdict is not Verdict.FAILED:
                 error = f"gave up after {claim.sync_attempts} attempts: {error}"
-            await self._store.stop(claim, owner, "failed", error)
+            await self._store.end_attempt(claim, owner, "failed", error)
             logger.error("{}: failed: {}", where, error)
         else:
             await self._retry(claim, result.error or "retry", quota=result.verdict is Verdict.QUOTA)
@@ -233,7 +233,7 @@ class SyncLoop:
             )
         )
         try:
-            await self._store.retry(claim, self._options.owner, error, delay)
+            await self._store.end_attempt(claim, self._options.owner, "pending", error, delay)
             logger.info(
                 "appointment {} clinic {}: retry in {:.1f}s: {}", claim.appointment_id, claim.clinic_id, delay, error
             )

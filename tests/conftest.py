@@ -12,6 +12,7 @@ from hypothesis import settings
 from daemon.config import DEFAULT_MIGRATIONS_DIR
 from daemon.migrations import apply
 from tests.standins.clinics import create_clinic, issue_key
+from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, SUPERUSER, ThrowawayPostgres
 from tests.standins.vapi import Assistant
 
@@ -92,3 +93,10 @@ def clinic(admin: psycopg.Connection) -> Clinic:
 @pytest.fixture
 def assistant(gateway: psycopg.Connection, clinic: Clinic) -> Assistant:
     return Assistant(gateway, clinic.key)
+
+
+@pytest.fixture
+def google() -> Iterator[GoogleStandIn]:
+    """Google Calendar + OAuth on 127.0.0.1."""
+    with GoogleStandIn() as standin:
+        yield standin

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import signal
-import subprocess
 import sys
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -35,12 +33,6 @@ TUESDAY = 2
 
 
 @pytest.fixture
-def google() -> Iterator[GoogleStandIn]:
-    with GoogleStandIn() as standin:
-        yield standin
-
-
-@pytest.fixture
 def backend(database: Database) -> Backend:
     return Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
 
@@ -59,10 +51,29 @@ def synced_count(admin: psycopg.Connection) -> int:
     return int(scalar(admin, "select count(*) from public.appointments where sync_state = 'synced'"))
 
 
-def stop_process(process: subprocess.Popen[bytes], how: signal.Signals) -> tuple[int, str]:
-    process.send_signal(how)
-    output, _ = process.communicate(timeout=30)
-    return process.returncode, output.decode(errors="replace")
+def interrupt_mid_batch(
+    how: signal.Signals,
+    backend: Backend,
+    google: GoogleStandIn,
+    admin: psycopg.Connection,
+    assistant: Assistant,
+    clinic: Clinic,
+) -> tuple[str, int, str]:
+    """Book 14, start `python -m daemon` against slow Google, send `how` once some are synced and
+    some in flight. Returns the clinic's Google account, the exit code and the output."""
+    account = connect_google(admin, google, clinic.id)
+    fill_diary(assistant, 14)
+    google.latency = 0.25
+    process = daemon_process(settings_env(backend, google, sync_workers=4, sync_batch_size=4))
+    try:
+        wait_until(
+            lambda: synced_count(admin) >= 2 and sync_states(admin).get("in_flight", 0) > 0, what="work in flight"
+        )
+    finally:
+        process.send_signal(how)
+        output, _ = process.communicate(timeout=30)
+    google.latency = 0.0
+    return account, process.returncode, output.decode(errors="replace")
 
 
 def test_a_replica_killed_mid_batch_loses_nothing_and_duplicates_nothing(
@@ -72,21 +83,10 @@ def test_a_replica_killed_mid_batch_loses_nothing_and_duplicates_nothing(
     assistant: Assistant,
     clinic: Clinic,
 ) -> None:
-    account = connect_google(admin, google, clinic.id)
-    fill_diary(assistant, 14)
-    google.latency = 0.25
-    victim = daemon_process(settings_env(backend, google, sync_workers=4, sync_batch_size=4))
-    try:
-        wait_until(
-            lambda: synced_count(admin) >= 2 and sync_states(admin).get("in_flight", 0) > 0, what="the victim mid-batch"
-        )
-    finally:
-        returncode, _ = stop_process(victim, signal.SIGKILL)
+    account, returncode, _ = interrupt_mid_batch(signal.SIGKILL, backend, google, admin, assistant, clinic)
     assert returncode == -signal.SIGKILL
-    orphans = scalar(admin, "select count(*) from public.appointments where sync_state = 'in_flight'")
-    assert orphans > 0
+    assert sync_states(admin).get("in_flight", 0) > 0  # orphaned under the dead replica's lease
 
-    google.latency = 0.0
     with running(make_settings(backend, google), owner="survivor"):
         wait_until(all_synced(admin), timeout=30, what="the survivor to finish the backlog")
     events = appointment_events(admin, google, account, clinic.id)
@@ -100,22 +100,12 @@ def test_sigterm_finishes_or_hands_back_in_flight_work_and_exits_cleanly(
     assistant: Assistant,
     clinic: Clinic,
 ) -> None:
-    account = connect_google(admin, google, clinic.id)
-    fill_diary(assistant, 14)
-    google.latency = 0.25
-    process = daemon_process(settings_env(backend, google, sync_workers=4, sync_batch_size=4))
-    try:
-        wait_until(
-            lambda: synced_count(admin) >= 2 and sync_states(admin).get("in_flight", 0) > 0, what="work in flight"
-        )
-    finally:
-        returncode, output = stop_process(process, signal.SIGTERM)
+    account, returncode, output = interrupt_mid_batch(signal.SIGTERM, backend, google, admin, assistant, clinic)
     assert returncode == 0, output
     assert "stopped" in output
     states = sync_states(admin)
     assert "in_flight" not in states and sum(states.values()) == 14
 
-    google.latency = 0.0
     with running(make_settings(backend, google)):
         wait_until(all_synced(admin), what="the rest synced")
     assert len(appointment_events(admin, google, account, clinic.id)) == 14
@@ -194,7 +184,8 @@ def test_production_logging_never_prints_variable_values(capsys: pytest.CaptureF
             logger.exception("appointment {} clinic {}: unexpected error", "a-id", "c-id")
     finally:
         logger.remove()
-        logger.add(sys.stderr)
+        assert sys.__stderr__ is not None
+        logger.add(sys.__stderr__)  # not this test's captured stream, which closes after it
     err = capsys.readouterr().err
     assert "RuntimeError: unexpected" in err and "appointment a-id clinic c-id" in err
     assert "Zelda" not in err

@@ -39,12 +39,6 @@ from tests.standins.vapi import Assistant, VapiCall
 TUESDAY = 2
 
 
-@pytest.fixture
-def google() -> Iterator[GoogleStandIn]:
-    with GoogleStandIn() as standin:
-        yield standin
-
-
 @pytest.fixture(params=["supabase", "postgres"])
 def backend(request: pytest.FixtureRequest, database: Database) -> Iterator[Backend]:
     if request.param == "postgres":

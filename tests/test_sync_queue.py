@@ -186,39 +186,24 @@ def test_retry_fail_and_park_record_the_reason(
 ) -> None:
     first, second, third = add_appointments(admin, connected.id, 3)
     as_service(service, "claim_appointments", p_owner="r", p_limit=3)
-    assert (
-        as_service(
-            service,
-            "retry_appointment_sync",
-            p_appointment_id=first,
-            p_owner="r",
-            p_error="Google: HTTP 503",
-            p_delay_seconds=30,
+    outcomes = [
+        (first, "pending", "Google: HTTP 503", 30),
+        (second, "failed", "Google: HTTP 400 invalid", 0),
+        (third, "parked", "invalid_grant", 0),
+    ]
+    for appointment, state, error, delay in outcomes:
+        assert (
+            as_service(
+                service,
+                "end_appointment_attempt",
+                p_appointment_id=appointment,
+                p_owner="r",
+                p_state=state,
+                p_error=error,
+                p_delay_seconds=delay,
+            )
+            == state
         )
-        == "pending"
-    )
-    assert (
-        as_service(
-            service,
-            "stop_appointment_sync",
-            p_appointment_id=second,
-            p_owner="r",
-            p_state="failed",
-            p_error="Google: HTTP 400 invalid",
-        )
-        == "failed"
-    )
-    assert (
-        as_service(
-            service,
-            "stop_appointment_sync",
-            p_appointment_id=third,
-            p_owner="r",
-            p_state="parked",
-            p_error="invalid_grant",
-        )
-        == "parked"
-    )
     rows = {
         id_: rest
         for id_, *rest in admin.execute(
@@ -239,10 +224,17 @@ def test_bad_arguments_are_refused(service: psycopg.Connection) -> None:
     for params in ({"p_owner": ""}, {"p_owner": "r", "p_limit": 0}, {"p_owner": "r", "p_lease_seconds": 1}):
         with pytest.raises(errors.RaiseException):
             as_service(service, "claim_appointments", **params)
-    with pytest.raises(errors.RaiseException):
-        as_service(
-            service, "stop_appointment_sync", p_appointment_id=uuid.uuid4(), p_owner="r", p_state="synced", p_error="x"
-        )
+    for state, delay in (("synced", 0), ("pending", -1), ("pending", 86401)):
+        with pytest.raises(errors.RaiseException):
+            as_service(
+                service,
+                "end_appointment_attempt",
+                p_appointment_id=uuid.uuid4(),
+                p_owner="r",
+                p_state=state,
+                p_error="x",
+                p_delay_seconds=delay,
+            )
 
 
 def test_release_hands_back_what_a_stopping_replica_holds(

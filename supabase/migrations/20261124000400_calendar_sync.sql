@@ -2,8 +2,8 @@
 -- functions the daemon calls (over Supabase REST as service_role, or directly over SQL).
 --
 --   pending --claim--> in_flight --complete--> synced
---                          |  \--retry--> pending (later)      --fail--> failed (operator re-queues)
---                          |  \--park---> parked (clinic must reconnect Google; resumes by itself)
+--                          |  \--end attempt--> pending (later) | failed (operator re-queues)
+--                          |                     | parked (clinic must reconnect Google; resumes by itself)
 --                          \--lease expires (crashed replica)--> claimable again
 --
 -- Every transition out of in_flight names the lease owner, so a replica whose lease ran out
@@ -116,9 +116,10 @@ begin
 end
 $$;
 
--- A transient failure: try again after p_delay_seconds.
-create function public.retry_appointment_sync(
-  p_appointment_id uuid, p_owner text, p_error text, p_delay_seconds double precision
+-- The attempt did not sync: back to `pending` after p_delay_seconds (a transient failure),
+-- `failed` (permanent, for an operator), or `parked` (the clinic must reconnect Google).
+create function public.end_appointment_attempt(
+  p_appointment_id uuid, p_owner text, p_state text, p_error text, p_delay_seconds double precision default 0
 )
 returns text
 language plpgsql volatile
@@ -127,31 +128,12 @@ as $$
 declare
   v_state text;
 begin
+  perform private.require(p_state in ('pending', 'failed', 'parked'), 'state must be pending, failed or parked');
   perform private.require(p_delay_seconds between 0 and 86400, 'delay must be 0 to 86400 seconds');
   update public.appointments
-     set sync_state = 'pending', next_attempt_at = now() + make_interval(secs => p_delay_seconds),
+     set sync_state = p_state,
+         next_attempt_at = case when p_state = 'pending' then now() + make_interval(secs => p_delay_seconds) end,
          last_sync_error = left(p_error, 500), lease_owner = null, lease_expires_at = null
-   where id = p_appointment_id and sync_state = 'in_flight' and lease_owner = p_owner
-  returning sync_state into v_state;
-  return coalesce(v_state, 'lease_lost');
-end
-$$;
-
--- A permanent failure (or `parked`: the clinic's Google connection needs re-authorisation).
-create function public.stop_appointment_sync(
-  p_appointment_id uuid, p_owner text, p_state text, p_error text
-)
-returns text
-language plpgsql volatile
-set search_path = ''
-as $$
-declare
-  v_state text;
-begin
-  perform private.require(p_state in ('failed', 'parked'), 'state must be failed or parked');
-  update public.appointments
-     set sync_state = p_state, next_attempt_at = null, last_sync_error = left(p_error, 500),
-         lease_owner = null, lease_expires_at = null
    where id = p_appointment_id and sync_state = 'in_flight' and lease_owner = p_owner
   returning sync_state into v_state;
   return coalesce(v_state, 'lease_lost');
@@ -366,8 +348,7 @@ revoke execute on all functions in schema private from public;
 revoke execute on function
   public.claim_appointments(text, integer, integer, integer),
   public.complete_appointment_sync(uuid, text, integer, text, text),
-  public.retry_appointment_sync(uuid, text, text, double precision),
-  public.stop_appointment_sync(uuid, text, text, text),
+  public.end_appointment_attempt(uuid, text, text, text, double precision),
   public.resync_appointment(uuid),
   public.release_appointment_leases(text),
   public.retry_failed_appointments(uuid, uuid),
@@ -380,8 +361,7 @@ revoke execute on function
 grant execute on function
   public.claim_appointments(text, integer, integer, integer),
   public.complete_appointment_sync(uuid, text, integer, text, text),
-  public.retry_appointment_sync(uuid, text, text, double precision),
-  public.stop_appointment_sync(uuid, text, text, text),
+  public.end_appointment_attempt(uuid, text, text, text, double precision),
   public.resync_appointment(uuid),
   public.release_appointment_leases(text),
   public.retry_failed_appointments(uuid, uuid),
