@@ -15,6 +15,7 @@ from loguru import logger
 
 from daemon.calendar import GoogleCalendar
 from daemon.config import Settings
+from daemon.feed import ChangeFeed, PostgresNotifyFeed, RealtimeFeed
 from daemon.store import PostgresStore, Store, SupabaseStore
 from daemon.sync import SyncLoop, SyncOptions
 from daemon.tokens import OAuthClient, TokenCipher, TokenManager
@@ -30,6 +31,23 @@ def configure_logging(level: str = "INFO") -> None:
 def default_owner() -> str:
     """Names this replica in lease columns: host, process and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+
+
+def make_feed(settings: Settings) -> ChangeFeed:
+    """The doorbell for the configured database path."""
+    timing = {
+        "probe_seconds": settings.feed_probe_seconds,
+        "probe_timeout_seconds": settings.feed_probe_timeout_seconds,
+    }
+    if settings.database_backend == "postgres":
+        assert settings.database_url is not None
+        return PostgresNotifyFeed(settings.database_url.get_secret_value(), **timing)
+    assert settings.supabase_url is not None and settings.supabase_service_role_key is not None
+    return RealtimeFeed(
+        settings.supabase_realtime_url or settings.supabase_url,
+        settings.supabase_service_role_key.get_secret_value(),
+        **timing,
+    )
 
 
 async def open_store(settings: Settings) -> Store:
@@ -54,6 +72,7 @@ class Daemon:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncLoop | None = None
         self._stop_requested = False
+        self.feed: ChangeFeed | None = None
 
     async def run(self) -> None:
         settings = self.settings
@@ -89,6 +108,7 @@ class Daemon:
                 shutdown_grace_seconds=settings.sync_shutdown_grace_seconds,
                 backoff_base_seconds=settings.sync_backoff_base_seconds,
                 backoff_cap_seconds=settings.sync_backoff_cap_seconds,
+                coalesce_seconds=settings.sync_coalesce_seconds,
             ),
         )
         if self._stop_requested:
@@ -103,16 +123,26 @@ class Daemon:
             coalesce=True,
         )
         scheduler.start()
+        self.feed = make_feed(settings) if settings.feed_enabled else None
+        feed_task = asyncio.create_task(self.feed.run(self._sync.wake)) if self.feed else None
         logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
         try:
             await self._sync.run()
         finally:
+            if self.feed and feed_task:
+                self.feed.stop()
+                feed_task.cancel()
+                await asyncio.gather(feed_task, return_exceptions=True)
             scheduler.shutdown(wait=False)
             await store.close()
             # Bounded by the Google timeout: a push still running in a worker finishes first.
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
             calendar.close()
             logger.info("daemon {} stopped", self.owner)
+
+    @property
+    def claims(self) -> int:
+        return self._sync.claims if self._sync else 0
 
     def wake(self) -> None:
         """Thread-safe doorbell: something may be due."""

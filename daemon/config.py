@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     # Where the appointments are: Supabase's REST gateway, or PostgreSQL directly.
     supabase_url: str | None = None
     supabase_service_role_key: SecretStr | None = None
+    # Realtime is served under SUPABASE_URL; set this only to point it elsewhere (stand-ins).
+    supabase_realtime_url: str | None = None
     database_url: SecretStr | None = None
     sync_database: Literal["auto", "supabase", "postgres"] = "auto"
 
@@ -50,9 +52,14 @@ class Settings(BaseSettings):
     sync_per_clinic_batch: int = Field(default=10, ge=1, le=1000)
     sync_workers: int = Field(default=16, ge=1, le=256)
     sync_lease_seconds: int = Field(default=120, ge=5, le=3600)
-    sync_poll_seconds: float = Field(default=5.0, gt=0, le=3600)
+    # The timer sweep is the backstop; the change feed is what makes pickup immediate.
+    sync_poll_seconds: float = Field(default=30.0, gt=0, le=3600)
+    feed_enabled: bool = True
+    feed_probe_seconds: float = Field(default=15.0, gt=0, le=600)
+    feed_probe_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     sync_max_attempts: int = Field(default=12, ge=1, le=100)
     sync_shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=600)
+    sync_coalesce_seconds: float = Field(default=0.02, ge=0, le=5)
     sync_backoff_base_seconds: float = Field(default=2.0, gt=0, le=600)
     sync_backoff_cap_seconds: float = Field(default=900.0, gt=0, le=86400)
     google_requests_per_minute: int = Field(default=600, ge=1, le=100_000)

@@ -39,6 +39,8 @@ class SyncOptions:
     shutdown_grace_seconds: float = 30.0
     backoff_base_seconds: float = 2.0
     backoff_cap_seconds: float = 900.0
+    # After a doorbell, wait this long for more before claiming, so a burst makes one claim.
+    coalesce_seconds: float = 0.02
 
 
 def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
@@ -90,10 +92,11 @@ class SyncLoop:
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
-        # `backlog`: the last claim came back full, so more is waiting. `poked`: a doorbell rang
+        # `backlog`: the last claim found work, so more may be waiting. `poked`: a doorbell rang
         # since the last claim began (kept apart so a claim already running cannot swallow it).
         self._backlog = True
         self._poked = True
+        self.claims = 0  # claim queries made, for metrics and for seeing that doorbells coalesce
 
     def wake(self) -> None:
         """Something may be due (a change-feed doorbell, a test): claim soon."""
@@ -122,23 +125,31 @@ class SyncLoop:
         await self._drain()
 
     async def _claim_more(self) -> None:
-        room = self._options.max_in_flight - len(self._in_flight)
-        if room <= 0 or not (self._backlog or self._poked):
+        if not (self._backlog or self._poked) or not self._has_room():
             return
+        room = self._options.max_in_flight - len(self._in_flight)
         self._poked = False
         wanted = min(room, self._options.batch_size)
+        self.claims += 1
         claims = await self._store.claim(
             self._options.owner, wanted, self._options.lease_seconds, self._options.per_clinic_batch
         )
-        self._backlog = len(claims) == wanted
+        # Any claim may have left more behind (the per-clinic cap can make a claim come back
+        # short while that clinic still has a backlog); only an empty claim means drained.
+        self._backlog = bool(claims)
         for claim in claims:
             task = asyncio.create_task(self._sync(claim))
             self._in_flight.add(task)
             task.add_done_callback(self._finished)
 
+    def _has_room(self) -> bool:
+        """Claim in batches: when idle, or once at least half the in-flight slots are free."""
+        free = self._options.max_in_flight - len(self._in_flight)
+        return not self._in_flight or free >= max(1, self._options.max_in_flight // 2)
+
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
-        if self._backlog or self._poked:
+        if (self._backlog or self._poked) and self._has_room():
             self._wake.set()
 
     async def _wait(self) -> None:
@@ -146,6 +157,9 @@ class SyncLoop:
             await asyncio.wait_for(self._wake.wait(), timeout=self._options.poll_seconds)
         except TimeoutError:
             self._poked = True  # the timer is the backstop: look again
+            return
+        if self._options.coalesce_seconds > 0:
+            await self._sleep(self._options.coalesce_seconds)
 
     async def _sleep(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):

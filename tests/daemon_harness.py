@@ -34,6 +34,7 @@ class Backend:
 
     name: str
     env: dict[str, str]
+    feed: bool = False  # whether a change feed is there to subscribe to (else the timer alone)
 
 
 def settings_env(backend: Backend, google: GoogleStandIn, **overrides: Any) -> dict[str, str]:
@@ -51,6 +52,9 @@ def settings_env(backend: Backend, google: GoogleStandIn, **overrides: Any) -> d
         "SYNC_BACKOFF_BASE_SECONDS": "0.05",
         "SYNC_BACKOFF_CAP_SECONDS": "0.5",
         "SYNC_SHUTDOWN_GRACE_SECONDS": "5",
+        "FEED_ENABLED": str(backend.feed).lower(),
+        "FEED_PROBE_SECONDS": "0.5",
+        "FEED_PROBE_TIMEOUT_SECONDS": "1",
     }
     env.update({name.upper(): str(value) for name, value in overrides.items()})
     return env
