@@ -1,6 +1,6 @@
 """Booking-to-calendar latency: from a booking's commit to Google receiving its insert.
 
-    .venv/bin/python -m bench.feed_latency [--bookings 200] [--rate 20] [--sweep-seconds 1]
+    .venv/bin/python -m bench.feed_latency [--bookings 200] [--rate 20] [--clinics 10] [--sweep-seconds 1]
 
 Bookings go through `vapi_tool_call` at a steady rate (as PostgREST runs it); the daemon runs
 in this process against the local Google stand-in (no added latency) and pushes them. Latency
@@ -85,7 +85,9 @@ def backend_for(path: str, pg: ThrowawayPostgres, dbname: str) -> Iterator[Backe
         )
 
 
-def measure(pg: ThrowawayPostgres, path: str, feed: bool, bookings: int, rate: float, sweep: float) -> Run:
+def measure(
+    pg: ThrowawayPostgres, path: str, feed: bool, bookings: int, rate: float, sweep: float, clinics: int
+) -> Run:
     with (
         database(pg, f"bench_{path}_{int(feed)}") as dbname,
         GoogleStandIn() as google,
@@ -93,9 +95,11 @@ def measure(pg: ThrowawayPostgres, path: str, feed: bool, bookings: int, rate: f
         psycopg.connect(pg.dsn(dbname, AUTHENTICATOR), autocommit=True) as gateway,
         backend_for(path, pg, dbname) as backend,
     ):
-        clinic_id = create_clinic(admin, "Bench Clinic", hours=ALWAYS_OPEN, booking_horizon_days=730)
-        account = connect_google(admin, google, clinic_id)
-        assistant = Assistant(gateway, issue_key(admin, clinic_id), VapiCall())
+        accounts, assistants = [], []
+        for n in range(clinics):  # spread over clinics: one clinic alone is held to Google's 10 requests/s
+            clinic_id = create_clinic(admin, f"Bench Clinic {n}", hours=ALWAYS_OPEN, booking_horizon_days=730)
+            accounts.append(connect_google(admin, google, clinic_id))
+            assistants.append(Assistant(gateway, issue_key(admin, clinic_id), VapiCall()))
         overrides = {"sync_poll_seconds": 30} if feed else {"sync_poll_seconds": sweep}
         runner = DaemonThread(make_settings(backend, google, feed_enabled=feed, **overrides)).start()
         try:
@@ -104,26 +108,33 @@ def measure(pg: ThrowawayPostgres, path: str, feed: bool, bookings: int, rate: f
                     lambda: runner.daemon.feed is not None and runner.daemon.feed.state is FeedState.SUBSCRIBED,
                     what="the feed",
                 )
-            committed = book_steadily(assistant, admin, bookings, rate)
-            wait_until(lambda: len(google.events(account)) == bookings, timeout=120, what="every event")
+            committed = book_steadily(assistants, admin, bookings, rate)
+            wait_until(
+                lambda: sum(len(google.events(a)) for a in accounts) == bookings, timeout=120, what="every event"
+            )
         finally:
             runner.stop()
         created = {
             e["id"]: dt.datetime.fromisoformat(e["created"].replace("Z", "+00:00")).timestamp()
+            for account in accounts
             for e in google.events(account)
         }
         latencies = [(created[event_id_for(appointment)] - at) * 1000 for appointment, at in committed.items()]
         return Run(path, "feed" if feed else f"sweep ({sweep:g} s)", latencies)
 
 
-def book_steadily(assistant: Assistant, admin: psycopg.Connection, count: int, rate: float) -> dict[uuid.UUID, float]:
-    """Book `count` appointments at `rate` per second; when each one's transaction committed."""
+def book_steadily(
+    assistants: list[Assistant], admin: psycopg.Connection, count: int, rate: float
+) -> dict[uuid.UUID, float]:
+    """Book `count` appointments at `rate` per second, round-robin over the clinics' assistants;
+    return when each one's transaction committed."""
     day = upcoming(3, weeks_ahead=4)
     committed: dict[uuid.UUID, float] = {}
     start = time.monotonic()
     for n in range(count):
         time.sleep(max(0.0, start + n / rate - time.monotonic()))
-        minutes = 30 * n  # back to back 30-minute check-ups, round the clock
+        assistant = assistants[n % len(assistants)]
+        minutes = 30 * (n // len(assistants))  # back to back 30-minute check-ups, round the clock
         clock = f"{day + dt.timedelta(days=minutes // 1440)}T{(minutes % 1440) // 60:02d}:{minutes % 60:02d}"
         answer = assistant.use("book_appointment", {"start": clock, "patient_name": f"Bench {n}"})
         at = time.time()  # the RPC returns after its transaction committed
@@ -139,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--bookings", type=int, default=200)
     parser.add_argument("--rate", type=float, default=20.0, help="bookings per second")
     parser.add_argument("--sweep-seconds", type=float, default=1.0, help="the timer, when the feed is off")
+    parser.add_argument("--clinics", type=int, default=10)
     parser.add_argument("--paths", default="postgres,supabase")
     args = parser.parse_args(argv)
     logger.remove()
@@ -147,9 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     with ThrowawayPostgres() as pg:
         for path in args.paths.split(","):
             for feed in (True, False):
-                runs.append(measure(pg, path, feed, args.bookings, args.rate, args.sweep_seconds))
+                runs.append(measure(pg, path, feed, args.bookings, args.rate, args.sweep_seconds, args.clinics))
     print(
-        f"\nbooking commit -> Google insert, {args.bookings} bookings at {args.rate:g}/s, "
+        f"\nbooking commit -> Google insert, {args.bookings} bookings at {args.rate:g}/s over {args.clinics} clinics, "
         f"{os.cpu_count()} cores, Google stand-in without added latency"
     )
     print(f"{'path':<10}{'mode':<16}{'bookings':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")

@@ -1,9 +1,10 @@
-"""The local demo: a scripted phone call booking through `vapi_tool_call`.
+"""The local demo: phone calls book through `vapi_tool_call`; the daemon puts them in the calendar.
 
 Everything runs on this machine: a throwaway PostgreSQL made to look like a Supabase
-database, the project's migrations, a demo clinic, and the calls a Vapi assistant would make
-through Supabase's REST gateway (imitated exactly: role, request headers, one transaction).
-Nothing is sent to Supabase, Vapi or Google, and everything is removed afterwards.
+database, the project's migrations, a demo clinic connected to a stand-in Google Calendar, the
+sync daemon (direct-PostgreSQL path, LISTEN/NOTIFY doorbell), and the calls a Vapi assistant
+would make through Supabase's REST gateway (imitated exactly: role, request headers, one
+transaction). Nothing is sent to Supabase, Vapi or Google, and everything is removed afterwards.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ from loguru import logger
 
 from daemon.config import DEFAULT_MIGRATIONS_DIR
 from daemon.migrations import apply
+from tests.daemon_harness import Backend, connect_google, make_settings, running, wait_until
 from tests.standins.clinics import create_clinic, issue_key
+from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, ThrowawayPostgres
 from tests.standins.vapi import Assistant, VapiCall, tool_call
 
@@ -70,24 +73,45 @@ def conversation(gateway: psycopg.Connection, key: str) -> None:
     use(jane, "cancel_appointment", {})
 
 
+def everything_synced(admin: psycopg.Connection) -> bool:
+    row = admin.execute("select bool_and(sync_state = 'synced') from public.appointments").fetchone()
+    return row == (True,)
+
+
 def show_appointments(admin: psycopg.Connection) -> None:
-    print("\nAppointments table (what the calendar sync daemon will push):")
+    print("\nAppointments table:")
     rows = admin.execute(
-        "select reference, starts_at, service, status, sync_state, revision"
+        "select reference, starts_at, service, status, sync_state, revision, synced_revision,"
+        " extract(epoch from synced_at - updated_at) * 1000"
         " from public.appointments order by created_at"
     ).fetchall()
-    print(f"  {'ref':<8}{'London time':<20}{'service':<12}{'status':<11}{'sync':<9}revision")
-    for reference, starts_at, service, status, sync_state, revision in rows:
+    print(
+        f"  {'ref':<8}{'London time':<20}{'service':<12}{'status':<11}{'sync':<9}{'revision':<10}last change -> synced"
+    )
+    for reference, starts_at, service, status, sync_state, revision, synced, lag in rows:
         local = starts_at.astimezone(LONDON)
-        print(f"  {reference:<8}{local:%a %d %b %H:%M}{'':<4}{service:<12}{status:<11}{sync_state:<9}{revision}")
+        print(
+            f"  {reference:<8}{local:%a %d %b %H:%M}{'':<4}{service:<12}{status:<11}{sync_state:<9}"
+            f"{f'{synced}/{revision}':<10}{lag:.0f} ms"
+        )
+
+
+def show_calendar(google: GoogleStandIn, account: str) -> None:
+    print(f"\nGoogle Calendar of {account} (stand-in):")
+    for event in sorted(google.events(account), key=lambda e: e["created"]):
+        start = dt.datetime.fromisoformat(event["start"]["dateTime"])
+        print(f"  {event['id'][:10]}...  {start:%a %d %b %H:%M %z}  {event['status']:<10} {event['summary']}")
 
 
 def main() -> int:
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
     print(__doc__.strip().splitlines()[0])
-    print("Local stand-ins only: PostgreSQL imitating Supabase; no Supabase, Vapi or Google involved.")
-    with ThrowawayPostgres() as pg:
+    print(
+        "Local stand-ins only: PostgreSQL imitating Supabase, a stand-in Google Calendar;"
+        " no Supabase, Vapi or Google involved."
+    )
+    with ThrowawayPostgres() as pg, GoogleStandIn() as google:
         pg.create_database("demo")
         pg.bootstrap_supabase("demo")
         applied = apply(pg.dsn("demo", MIGRATOR), DEFAULT_MIGRATIONS_DIR)
@@ -97,9 +121,14 @@ def main() -> int:
             psycopg.connect(pg.dsn("demo", AUTHENTICATOR), autocommit=True) as gateway,
         ):
             clinic_id = create_clinic(admin, "Riverside Clinic (demo)")
-            conversation(gateway, issue_key(admin, clinic_id))
+            account = connect_google(admin, google, clinic_id, "reception@riverside.example")
+            backend = Backend("postgres", {"DATABASE_URL": pg.dsn("demo", MIGRATOR)}, feed=True)
+            with running(make_settings(backend, google, sync_poll_seconds=30)):
+                conversation(gateway, issue_key(admin, clinic_id))
+                wait_until(lambda: everything_synced(admin), what="the calendar to catch up")
             show_appointments(admin)
-    print("\nThrowaway database removed.")
+            show_calendar(google, account)
+    print("\nThrowaway database and stand-ins removed.")
     return 0
 
 

@@ -105,9 +105,10 @@ def test_a_change_the_calendar_must_hear_about_requeues_a_synced_row(
 
 def test_sync_bookkeeping_alone_does_not_requeue(admin: psycopg.Connection, clinic: Clinic) -> None:
     appointment_id = insert(admin, clinic.id, "2030-01-08 10:00Z")
+    changed_at = row(admin, appointment_id)["updated_at"]
     mark_synced(admin, appointment_id)
     synced = row(admin, appointment_id)
-    assert (synced["sync_state"], synced["revision"]) == ("synced", 1)
+    assert (synced["sync_state"], synced["revision"], synced["updated_at"]) == ("synced", 1, changed_at)
 
 
 def test_a_change_during_a_push_keeps_the_lease_and_raises_the_revision(

@@ -86,11 +86,12 @@ language plpgsql
 set search_path = ''
 as $$
 begin
-  new.updated_at := now();
   if (new.starts_at, new.ends_at, new.status, new.patient, new.service, new.notes)
      is distinct from
      (old.starts_at, old.ends_at, old.status, old.patient, old.service, old.notes)
   then
+    -- updated_at is when the appointment changed, not when the daemon last touched the row.
+    new.updated_at := now();
     new.revision := old.revision + 1;
     if new.sync_state not in ('in_flight', 'parked') then
       new.sync_state := 'pending';
