@@ -77,8 +77,8 @@ class Daemon:
     async def run(self) -> None:
         settings = self.settings
         self._loop = asyncio.get_running_loop()
-        executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
         store = await open_store(settings)
+        executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
         tokens = TokenManager(
             store,
             self._cipher,
@@ -143,11 +143,6 @@ class Daemon:
     @property
     def claims(self) -> int:
         return self._sync.claims if self._sync else 0
-
-    def wake(self) -> None:
-        """Thread-safe doorbell: something may be due."""
-        if self._loop is not None and self._sync is not None:
-            self._loop.call_soon_threadsafe(self._sync.wake)
 
     def stop(self) -> None:
         """Thread-safe: stop claiming, finish or release in-flight work, return from run()."""

@@ -48,7 +48,9 @@ class FeedDown(Exception):
 
 
 class ChangeFeed(ABC):
-    def __init__(self, *, probe_seconds: float, probe_timeout_seconds: float, backoff_cap_seconds: float) -> None:
+    def __init__(
+        self, *, probe_seconds: float = 15.0, probe_timeout_seconds: float = 10.0, backoff_cap_seconds: float = 30.0
+    ) -> None:
         self.state = FeedState.STARTING
         self.subscriptions = 0  # successful (re)subscriptions, each followed by a sweep
         self.last_change_at: float | None = None
@@ -99,20 +101,8 @@ class ChangeFeed(ABC):
 
 
 class RealtimeFeed(ChangeFeed):
-    def __init__(
-        self,
-        supabase_url: str,
-        api_key: str,
-        *,
-        probe_seconds: float = 15.0,
-        probe_timeout_seconds: float = 10.0,
-        backoff_cap_seconds: float = 30.0,
-    ) -> None:
-        super().__init__(
-            probe_seconds=probe_seconds,
-            probe_timeout_seconds=probe_timeout_seconds,
-            backoff_cap_seconds=backoff_cap_seconds,
-        )
+    def __init__(self, supabase_url: str, api_key: str, **timing: float) -> None:
+        super().__init__(**timing)
         self._url = supabase_url.rstrip("/") + "/realtime/v1"
         self._key = api_key
 
@@ -192,19 +182,8 @@ class RealtimeFeed(ChangeFeed):
 
 
 class PostgresNotifyFeed(ChangeFeed):
-    def __init__(
-        self,
-        dsn: str,
-        *,
-        probe_seconds: float = 15.0,
-        probe_timeout_seconds: float = 10.0,
-        backoff_cap_seconds: float = 30.0,
-    ) -> None:
-        super().__init__(
-            probe_seconds=probe_seconds,
-            probe_timeout_seconds=probe_timeout_seconds,
-            backoff_cap_seconds=backoff_cap_seconds,
-        )
+    def __init__(self, dsn: str, **timing: float) -> None:
+        super().__init__(**timing)
         self._dsn = dsn
 
     async def _session(self, doorbell: Doorbell) -> None:

@@ -17,7 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from google.oauth2.credentials import Credentials
 from loguru import logger
 
-from daemon.store import Store
+from daemon.store import ConnectionTokens, Store, StoreError
 
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events"
 # A token this close to expiry is refreshed before use rather than sent.
@@ -105,18 +105,22 @@ class TokenManager:
             cached = self._cache.get(clinic_id)
             if cached and cached.value != stale and cached.usable(self._clock()):
                 return cached.value
-            stored = await self._stored_token(clinic_id)
-            if stored and stored.value != stale and stored.usable(self._clock()):
-                self._cache[clinic_id] = stored
-                return stored.value
-            return (await self._refresh_locked(clinic_id)).value
+            tokens = await self._active_tokens(clinic_id)
+            if tokens.access_token_encrypted and tokens.access_token_expires_at:
+                stored = AccessToken(
+                    self._cipher.decrypt(tokens.access_token_encrypted), tokens.access_token_expires_at
+                )
+                if stored.value != stale and stored.usable(self._clock()):
+                    self._cache[clinic_id] = stored
+                    return stored.value
+            return (await self._refresh_locked(tokens)).value
 
     async def refresh(self, clinic_id: uuid.UUID) -> None:
         """Refresh now (the scheduled job); NeedsReauth / TokenUnavailable are logged, not raised."""
         try:
             async with self._locks.setdefault(clinic_id, asyncio.Lock()):
-                await self._refresh_locked(clinic_id)
-        except (NeedsReauth, TokenUnavailable) as error:
+                await self._refresh_locked(await self._active_tokens(clinic_id))
+        except (NeedsReauth, TokenUnavailable, StoreError) as error:
             logger.warning("token refresh for clinic {} failed: {}", clinic_id, error)
 
     async def refresh_due(self, within_seconds: int) -> int:
@@ -126,22 +130,15 @@ class TokenManager:
             await self.refresh(clinic_id)
         return len(due)
 
-    def forget(self, clinic_id: uuid.UUID) -> None:
-        self._cache.pop(clinic_id, None)
-
-    async def _stored_token(self, clinic_id: uuid.UUID) -> AccessToken | None:
-        tokens = await self._store.connection_tokens(clinic_id)
-        if tokens is None or tokens.status != "active":
-            raise NeedsReauth("the clinic has no active Google Calendar connection")
-        if tokens.access_token_encrypted is None or tokens.access_token_expires_at is None:
-            return None
-        return AccessToken(self._cipher.decrypt(tokens.access_token_encrypted), tokens.access_token_expires_at)
-
-    async def _refresh_locked(self, clinic_id: uuid.UUID) -> AccessToken:
+    async def _active_tokens(self, clinic_id: uuid.UUID) -> ConnectionTokens:
         tokens = await self._store.connection_tokens(clinic_id)
         if tokens is None or tokens.status != "active":
             self._cache.pop(clinic_id, None)
             raise NeedsReauth("the clinic has no active Google Calendar connection")
+        return tokens
+
+    async def _refresh_locked(self, tokens: ConnectionTokens) -> AccessToken:
+        clinic_id = tokens.clinic_id
         refresh_token = self._cipher.decrypt(tokens.refresh_token_encrypted)
         loop = asyncio.get_running_loop()
         try:

@@ -40,9 +40,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from tests.standins.service import LocalService
 
 CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
 API_PATH = "/calendar/v3/"
@@ -373,7 +374,7 @@ class _Handler(BaseHTTPRequestHandler):
         return True
 
 
-class GoogleStandIn:
+class GoogleStandIn(LocalService):
     """Google Calendar API v3 and Google's OAuth token endpoint on 127.0.0.1, in a background thread.
 
     Use as a context manager (or call start()/stop()). Accounts, tokens and calendars are created with
@@ -411,18 +412,6 @@ class GoogleStandIn:
         self._change = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
-
-    def __enter__(self) -> GoogleStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         """Listen on a free port of 127.0.0.1 and serve in a daemon thread."""

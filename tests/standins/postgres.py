@@ -9,12 +9,13 @@ from __future__ import annotations
 import tempfile
 import warnings
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
+
+from tests.standins.service import LocalService
 
 BOOTSTRAP_SQL = Path(__file__).with_name("supabase_bootstrap.sql")
 SUPERUSER = "postgres"
@@ -24,7 +25,7 @@ MIGRATOR = "migrator"
 AUTHENTICATOR = "authenticator"
 
 
-class ThrowawayPostgres:
+class ThrowawayPostgres(LocalService):
     """A private cluster in a temporary directory, removed again on exit."""
 
     def __init__(self) -> None:
@@ -32,18 +33,6 @@ class ThrowawayPostgres:
         self._server: Any = None
         self._host = ""
         self._port = 0
-
-    def __enter__(self) -> ThrowawayPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def start(self) -> None:
         with warnings.catch_warnings():

@@ -71,7 +71,6 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http import HTTPStatus
-from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -83,6 +82,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.standins.service import LocalService
 from tests.standins.supabase_rest import TEST_JWT_SECRET, make_api_key
 
 PUBLICATION = "supabase_realtime"
@@ -467,7 +467,7 @@ class _Relation:
 # --- the stand-in -------------------------------------------------------------------------------------
 
 
-class RealtimeStandIn:
+class RealtimeStandIn(LocalService):
     """Supabase Realtime (postgres_changes + broadcast) over the project's real PostgreSQL, on 127.0.0.1."""
 
     def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
@@ -493,18 +493,6 @@ class RealtimeStandIn:
         self._last_stamp = ""
 
     # lifecycle
-
-    def __enter__(self) -> RealtimeStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:

@@ -41,7 +41,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from types import TracebackType
 from typing import Any, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -50,6 +49,7 @@ import psycopg
 from psycopg import sql
 
 from tests.standins.postgrest import API_ROLES, set_request_context
+from tests.standins.service import LocalService
 
 # The Supabase CLI's well-known local development secret; never a real project's.
 TEST_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -446,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
 # --- the stand-in -------------------------------------------------------------------------------
 
 
-class SupabaseRestStandIn:
+class SupabaseRestStandIn(LocalService):
     """Supabase's REST gateway for `POST /rest/v1/rpc/<function>`, over a real PostgreSQL."""
 
     def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
@@ -464,18 +464,6 @@ class SupabaseRestStandIn:
         self._schema_cache: dict[str, list[_Function]] = {}
 
     # lifecycle
-
-    def __enter__(self) -> SupabaseRestStandIn:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     @property
     def url(self) -> str:
