@@ -331,3 +331,51 @@ def test_work_held_by_a_dead_replica_is_taken_over_after_its_lease(
     [event] = appointment_events(admin, google, account, clinic.id).values()
     assert event["id"] == event_id_for(scalar(admin, "select id from public.appointments"))
     assert scalar(admin, "select sync_attempts from public.appointments") == 2
+
+
+@pytest.mark.parametrize("write_back_lost", [False, True], ids=["event-id-known", "event-id-lost"])
+def test_a_reinstated_appointment_restores_its_cancelled_event_instead_of_duplicating_it(
+    backend: Backend,
+    google: GoogleStandIn,
+    admin: psycopg.Connection,
+    assistant: Assistant,
+    clinic: Clinic,
+    account: str,
+    write_back_lost: bool,
+) -> None:
+    reference = book(assistant, f"{upcoming(TUESDAY)}T10:00")
+    with running(make_settings(backend, google)):
+        wait_until(all_synced(admin), what="the booking synced")
+        assistant.use("cancel_appointment", {"reference": reference})
+        wait_until(lambda: scalar(admin, "select synced_revision from public.appointments") == 2, what="cancelled")
+        [event] = google.events(account)
+        assert event["status"] == "cancelled"
+        if write_back_lost:  # as if the daemon died before recording the event id
+            admin.execute("update public.appointments set calendar_event_id = null")
+        admin.execute("update public.appointments set status = 'booked', cancelled_at = null")  # staff reinstate it
+        wait_until(lambda: scalar(admin, "select synced_revision from public.appointments") == 3, what="reinstated")
+    [event] = appointment_events(admin, google, account, clinic.id).values()
+    assert event["status"] == "confirmed"
+    assert posts(google, status=200) == 1
+
+
+def test_tokens_are_refreshed_ahead_of_expiry_without_any_booking(
+    backend: Backend,
+    google: GoogleStandIn,
+    admin: psycopg.Connection,
+    clinic: Clinic,
+    account: str,
+) -> None:
+    assert scalar(admin, "select last_refreshed_at from public.calendar_connections") is None
+    with running(make_settings(backend, google, token_refresh_interval_seconds=0.2)):
+        wait_until(
+            lambda: scalar(admin, "select last_refreshed_at from public.calendar_connections") is not None,
+            what="the scheduled refresh",
+        )
+    row = admin.execute(
+        "select access_token_encrypted, access_token_expires_at > now() + interval '50 minutes'"
+        " from public.calendar_connections"
+    ).fetchone()
+    assert row is not None and row[0].startswith("gAAAAA") and row[1] is True
+    assert [r.status for r in google.requests() if r.path == "/token"] == [200]
+    assert not any(r.path.endswith("/events") for r in google.requests())

@@ -289,12 +289,13 @@ as $$
 $$;
 
 -- Active connections whose access token is missing or expires within p_within_seconds.
+-- (Two columns on purpose: PostgREST answers a one-column table with bare values, not rows.)
 create function public.calendar_connections_to_refresh(p_within_seconds integer default 600)
-returns table (clinic_id uuid)
+returns table (clinic_id uuid, access_token_expires_at timestamptz)
 language sql stable
 set search_path = ''
 as $$
-  select clinic_id from public.calendar_connections
+  select clinic_id, access_token_expires_at from public.calendar_connections
   where status = 'active'
     and (access_token_expires_at is null
          or access_token_expires_at < now() + make_interval(secs => p_within_seconds))
