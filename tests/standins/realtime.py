@@ -82,7 +82,7 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from tests.standins.service import LocalService
+from tests.standins.service import LocalServer
 from tests.standins.supabase_rest import TEST_JWT_SECRET, make_api_key
 
 PUBLICATION = "supabase_realtime"
@@ -467,8 +467,10 @@ class _Relation:
 # --- the stand-in -------------------------------------------------------------------------------------
 
 
-class RealtimeStandIn(LocalService):
-    """Supabase Realtime (postgres_changes + broadcast) over the project's real PostgreSQL, on 127.0.0.1."""
+class RealtimeStandIn(LocalServer):
+    """Supabase Realtime (postgres_changes + broadcast) over the project's real PostgreSQL, on 127.0.0.1.
+
+    `url` is what SUPABASE_URL would be; the socket is at `<url>/realtime/v1/websocket`."""
 
     def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
         self.dsn = dsn  # a superuser login: it installs the capture trigger and LISTENs
@@ -493,13 +495,6 @@ class RealtimeStandIn(LocalService):
         self._last_stamp = ""
 
     # lifecycle
-
-    @property
-    def url(self) -> str:
-        """What SUPABASE_URL would be; the socket is at `<url>/realtime/v1/websocket`."""
-        if not self._port:
-            raise RuntimeError("the stand-in has not been started")
-        return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> None:
         """Listen to the database, then serve; after stop() the same port is used again."""

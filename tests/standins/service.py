@@ -25,3 +25,16 @@ class LocalService(ABC):
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+class LocalServer(LocalService):
+    """A stand-in listening on a port of 127.0.0.1 (`_port` is 0 until it has been started)."""
+
+    _port: int = 0
+
+    @property
+    def url(self) -> str:
+        """Its base URL: what SUPABASE_URL would be for a Supabase stand-in."""
+        if not self._port:
+            raise RuntimeError("the stand-in has not been started")
+        return f"http://127.0.0.1:{self._port}"

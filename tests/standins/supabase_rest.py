@@ -49,7 +49,7 @@ import psycopg
 from psycopg import sql
 
 from tests.standins.postgrest import API_ROLES, set_request_context
-from tests.standins.service import LocalService
+from tests.standins.service import LocalServer
 
 # The Supabase CLI's well-known local development secret; never a real project's.
 TEST_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
@@ -446,7 +446,7 @@ class _Handler(BaseHTTPRequestHandler):
 # --- the stand-in -------------------------------------------------------------------------------
 
 
-class SupabaseRestStandIn(LocalService):
+class SupabaseRestStandIn(LocalServer):
     """Supabase's REST gateway for `POST /rest/v1/rpc/<function>`, over a real PostgreSQL."""
 
     def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
@@ -464,13 +464,6 @@ class SupabaseRestStandIn(LocalService):
         self._schema_cache: dict[str, list[_Function]] = {}
 
     # lifecycle
-
-    @property
-    def url(self) -> str:
-        """What SUPABASE_URL would be."""
-        if not self._port:
-            raise RuntimeError("the stand-in has not been started")
-        return f"http://127.0.0.1:{self._port}"
 
     def start(self) -> None:
         """Serve (again): after stop() the same port is reused when it is still free."""
