@@ -59,16 +59,17 @@ def interrupt_mid_batch(
     assistant: Assistant,
     clinic: Clinic,
 ) -> tuple[str, int, str]:
-    """Book 14, start `python -m daemon` against slow Google, send `how` once some are synced and
-    some in flight. Returns the clinic's Google account, the exit code and the output."""
+    """Book 14, start `python -m daemon`, send `how` once some are synced and others are stuck in
+    flight (Google slowed to longer than the wait). Returns the account, exit code and output."""
     account = connect_google(admin, google, clinic.id)
     fill_diary(assistant, 14)
     google.latency = 0.25
     process = daemon_process(settings_env(backend, google, sync_workers=4, sync_batch_size=4))
     try:
-        wait_until(
-            lambda: synced_count(admin) >= 2 and sync_states(admin).get("in_flight", 0) > 0, what="work in flight"
-        )
+        wait_until(lambda: synced_count(admin) >= 2, what="the first pushes")
+        google.latency = 5.0  # whatever Google receives from now on hangs past the signal
+        slowed = len(google.requests())
+        wait_until(lambda: any(r.status == 0 for r in google.requests()[slowed:]), what="a push stuck in flight")
     finally:
         process.send_signal(how)
         output, _ = process.communicate(timeout=30)
