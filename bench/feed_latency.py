@@ -136,9 +136,8 @@ def book_steadily(
         assistant = assistants[n % len(assistants)]
         minutes = 30 * (n // len(assistants))  # back to back 30-minute check-ups, round the clock
         clock = f"{day + dt.timedelta(days=minutes // 1440)}T{(minutes % 1440) // 60:02d}:{minutes % 60:02d}"
-        answer = assistant.use("book_appointment", {"start": clock, "patient_name": f"Bench {n}"})
+        reference = assistant.book(clock, f"Bench {n}")
         at = time.time()  # the RPC returns after its transaction committed
-        reference = str(answer["result"]).rsplit("Reference ", 1)[1].rstrip(".")
         row = admin.execute("select id from public.appointments where reference = %s", (reference,)).fetchone()
         assert row is not None
         committed[row[0]] = at

@@ -24,7 +24,7 @@ from tests.daemon_harness import Backend, connect_google, make_settings, running
 from tests.standins.clinics import create_clinic, issue_key
 from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, ThrowawayPostgres
-from tests.standins.vapi import Assistant, VapiCall, tool_call
+from tests.standins.vapi import Assistant, VapiCall, reference_of, tool_call
 
 LONDON = ZoneInfo("Europe/London")
 
@@ -57,7 +57,7 @@ def conversation(gateway: psycopg.Connection, key: str) -> None:
     booked = use(jane, "book_appointment", {"start": f"{day}T10:30", "patient_name": "Jane Doe"}, call_id="demo-1")
     print("  (Vapi retries the same tool call after a network blip: same answer, no second booking)")
     use(jane, "book_appointment", {"start": f"{day}T10:30", "patient_name": "Jane Doe"}, call_id="demo-1")
-    reference = booked.rsplit("Reference ", 1)[-1].rstrip(".")
+    reference = reference_of(booked)
 
     john = Assistant(gateway, key, VapiCall(customer_number="+447700900456"))
     print("\nCall 2 (caller +447700900456)")

@@ -53,12 +53,6 @@ def account(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clinic) ->
     return connect_google(admin, google, clinic.id)
 
 
-def book(assistant: Assistant, start: str, name: str = "Jane Doe", **extra: str) -> str:
-    result = assistant.use("book_appointment", {"start": start, "patient_name": name, **extra})
-    assert "result" in result, result
-    return str(result["result"]).rsplit("Reference ", 1)[1].rstrip(".")
-
-
 def next_in_month(month: int) -> dt.date:
     today = dt.datetime.now(LONDON).date()
     day = dt.date(today.year if today.month < month else today.year + 1, month, 12)
@@ -85,9 +79,9 @@ def test_a_booking_lands_in_its_clinics_calendar_at_the_right_local_time(
     other_id = create_clinic(admin, "Hillside Surgery", booking_horizon_days=400)
     other_account = connect_google(admin, google, other_id)
     winter, summer = next_in_month(1), next_in_month(7)
-    book(assistant, f"{winter}T10:00", notes="Bring inhaler")
-    book(assistant, f"{summer}T10:00", name="John Roe", patient_phone="07700 900456")
-    book(Assistant(gateway, issue_key(admin, other_id), VapiCall()), f"{winter}T10:00", name="Sam Poe")
+    assistant.book(f"{winter}T10:00", notes="Bring inhaler")
+    assistant.book(f"{summer}T10:00", "John Roe", patient_phone="07700 900456")
+    Assistant(gateway, issue_key(admin, other_id), VapiCall()).book(f"{winter}T10:00", "Sam Poe")
 
     with running(make_settings(backend, google)):
         wait_until(all_synced(admin), what="every appointment synced")
@@ -125,7 +119,7 @@ def test_reschedule_and_cancel_reach_the_calendar(
     account: str,
 ) -> None:
     day = upcoming(TUESDAY)
-    reference = book(assistant, f"{day}T10:00")
+    reference = assistant.book(f"{day}T10:00")
     with running(make_settings(backend, google)):
         wait_until(all_synced(admin), what="the booking synced")
         assistant.use("reschedule_appointment", {"reference": reference, "new_start": f"{day}T15:30"})
@@ -156,7 +150,7 @@ def test_a_lost_response_after_google_created_the_event_does_not_duplicate_it(
     account: str,
     drops: int,
 ) -> None:
-    book(assistant, f"{upcoming(TUESDAY)}T11:00")
+    assistant.book(f"{upcoming(TUESDAY)}T11:00")
     google.inject(Fault.drop_after_commit(), times=drops, method="POST")
     with running(make_settings(backend, google)):
         wait_until(all_synced(admin), what="the booking synced")
@@ -176,10 +170,10 @@ def test_an_expired_access_token_is_refreshed_and_the_push_retried(
 ) -> None:
     day = upcoming(TUESDAY)
     with running(make_settings(backend, google)):
-        book(assistant, f"{day}T09:00")
+        assistant.book(f"{day}T09:00")
         wait_until(all_synced(admin), what="the first booking synced")
         google.expire_access_tokens(account)
-        book(assistant, f"{day}T09:30")
+        assistant.book(f"{day}T09:30")
         wait_until(all_synced(admin), what="the second booking synced")
     assert len(appointment_events(admin, google, account, clinic.id)) == 2
     token_calls = [r.status for r in google.requests() if r.path == "/token"]
@@ -203,10 +197,10 @@ def test_a_revoked_grant_parks_only_that_clinic_and_reconnecting_drains_its_back
     google.revoke(refresh_token)  # e.g. the Google project was left in "Testing": 7-day tokens
     day = upcoming(TUESDAY)
     for clock in ("09:00", "10:00", "11:00"):
-        book(assistant, f"{day}T{clock}")
+        assistant.book(f"{day}T{clock}")
     hillside = Assistant(gateway, issue_key(admin, other_id), VapiCall())
     for clock in ("09:00", "10:00"):
-        book(hillside, f"{day}T{clock}")
+        hillside.book(f"{day}T{clock}")
 
     with running(make_settings(backend, google)):
         wait_until(lambda: sync_states(admin) == {"synced": 2, "parked": 3}, what="parked and synced")
@@ -238,7 +232,7 @@ def test_a_rate_limit_storm_delays_but_loses_nothing(
 ) -> None:
     day = upcoming(TUESDAY)
     for n in range(8):
-        book(assistant, f"{day}T{9 + n:02d}:00", name=f"Patient {n}")
+        assistant.book(f"{day}T{9 + n:02d}:00", f"Patient {n}")
     google.inject(Fault.error(429, "rateLimitExceeded"), times=6)
     google.inject(Fault.error(403, "userRateLimitExceeded"), times=4)
     google.inject(Fault.error(503, "backendError"), times=4)
@@ -261,7 +255,7 @@ def test_permanent_errors_are_visible_and_an_operator_can_retry_them(
     tmp_path: object,
 ) -> None:
     admin.execute("update public.clinics set calendar_id = 'no-such-calendar@group.calendar.google.com'")
-    book(assistant, f"{upcoming(TUESDAY)}T10:00")
+    assistant.book(f"{upcoming(TUESDAY)}T10:00")
     with running(make_settings(backend, google)):
         wait_until(lambda: sync_states(admin) == {"failed": 1}, what="the failure recorded")
         error = scalar(admin, "select last_sync_error from public.appointments")
@@ -282,7 +276,7 @@ def test_a_bad_request_fails_with_its_reason(
     assistant: Assistant,
     account: str,
 ) -> None:
-    book(assistant, f"{upcoming(TUESDAY)}T10:00")
+    assistant.book(f"{upcoming(TUESDAY)}T10:00")
     google.inject(Fault.error(400, "invalid"), method="POST")
     with running(make_settings(backend, google)):
         wait_until(lambda: sync_states(admin) == {"failed": 1}, what="the failure recorded")
@@ -304,7 +298,7 @@ def test_two_replicas_racing_on_one_backlog_push_each_booking_once(
         accounts[clinic_id] = connect_google(admin, google, clinic_id)
         clinic_assistant = Assistant(gateway, issue_key(admin, clinic_id), VapiCall())
         for hour in range(9, 17):
-            book(clinic_assistant, f"{upcoming(TUESDAY)}T{hour:02d}:00", name=f"P{n}-{hour}")
+            clinic_assistant.book(f"{upcoming(TUESDAY)}T{hour:02d}:00", f"P{n}-{hour}")
     google.latency = 0.01
     settings = make_settings(backend, google, sync_batch_size=5, sync_per_clinic_batch=2)
     with running(settings, owner="replica-a"), running(settings, owner="replica-b"):
@@ -322,7 +316,7 @@ def test_work_held_by_a_dead_replica_is_taken_over_after_its_lease(
     clinic: Clinic,
     account: str,
 ) -> None:
-    book(assistant, f"{upcoming(TUESDAY)}T10:00")
+    assistant.book(f"{upcoming(TUESDAY)}T10:00")
     dead = uuid.uuid4().hex
     admin.execute("select * from public.claim_appointments(%s, 10, 5)", (dead,))
     admin.execute("update public.appointments set lease_expires_at = now() + interval '1 second'")
@@ -343,7 +337,7 @@ def test_a_reinstated_appointment_restores_its_cancelled_event_instead_of_duplic
     account: str,
     write_back_lost: bool,
 ) -> None:
-    reference = book(assistant, f"{upcoming(TUESDAY)}T10:00")
+    reference = assistant.book(f"{upcoming(TUESDAY)}T10:00")
     with running(make_settings(backend, google)):
         wait_until(all_synced(admin), what="the booking synced")
         assistant.use("cancel_appointment", {"reference": reference})

@@ -29,10 +29,7 @@ def other_clinic(admin: psycopg.Connection) -> Clinic:
 
 
 def book(gateway: psycopg.Connection, clinic: Clinic, start: str, caller: str = "+447700900123") -> str:
-    item = Assistant(gateway, clinic.key, VapiCall(customer_number=caller)).use(
-        "book_appointment", {"start": start, "patient_name": "Pat Example"}
-    )
-    return str(item["result"]).rsplit("Reference ", 1)[1].rstrip(".")
+    return Assistant(gateway, clinic.key, VapiCall(customer_number=caller)).book(start, "Pat Example")
 
 
 @contextmanager

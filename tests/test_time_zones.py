@@ -85,8 +85,7 @@ def test_a_time_that_happens_twice_means_the_first_and_says_so(
 
 def test_rescheduling_into_the_skipped_hour_is_refused(admin: psycopg.Connection, night_clinic: Assistant) -> None:
     spring = next_clock_change(forward=True)
-    result = night_clinic.use("book_appointment", {"start": f"{spring}T09:00", "patient_name": "Jo"})["result"]
-    reference = result.rsplit("Reference ", 1)[1].rstrip(".")
+    reference = night_clinic.book(f"{spring}T09:00", "Jo")
     error = night_clinic.use("reschedule_appointment", {"reference": reference, "new_start": f"{spring}T01:30"})
     assert error["error"] == f"{spring} 01:30 does not exist in London: clocks go forward"
     assert booked_start(admin) == dt.datetime.combine(spring, dt.time(8, 0), UTC)

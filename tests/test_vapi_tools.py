@@ -390,14 +390,9 @@ def test_a_refused_call_leaves_no_trace_so_its_id_stays_usable(assistant: Assist
 # --- cancel_appointment and reschedule_appointment ------------------------------------
 
 
-def _book(assistant: Assistant, start: str, **extra: str) -> str:
-    result = answer(assistant.use("book_appointment", {"start": start, "patient_name": "Jane Doe", **extra}))
-    return result.rsplit("Reference ", 1)[1].rstrip(".")
-
-
 def test_cancel_by_reference_requeues_the_row_for_the_calendar(assistant: Assistant, admin: psycopg.Connection) -> None:
     day = upcoming(TUESDAY)
-    reference = _book(assistant, f"{day}T10:00")
+    reference = assistant.book(f"{day}T10:00")
     admin.execute(
         "update public.appointments set sync_state = 'synced', synced_revision = 1, "
         "calendar_event_id = 'abcde12345', synced_at = now()"
@@ -414,13 +409,13 @@ def test_cancel_by_reference_requeues_the_row_for_the_calendar(assistant: Assist
         f"The booking {reference} is already cancelled"
     )
     # The freed slot can be booked again.
-    _book(assistant, f"{day}T10:00")
+    assistant.book(f"{day}T10:00")
 
 
 def test_cancel_by_caller_number_needs_to_know_which_booking(assistant: Assistant, admin: psycopg.Connection) -> None:
     day = upcoming(TUESDAY)
-    first = _book(assistant, f"{day}T10:00")
-    second = _book(assistant, f"{day}T15:00")
+    first = assistant.book(f"{day}T10:00")
+    second = assistant.book(f"{day}T15:00")
 
     error = refusal(assistant.use("cancel_appointment", {}))
     assert error.startswith("There are 2 upcoming bookings for that phone number: ")
@@ -444,14 +439,14 @@ def test_cancel_by_caller_number_needs_to_know_which_booking(assistant: Assistan
 def test_cancel_refusals(
     assistant: Assistant, admin: psycopg.Connection, arguments: dict[str, Any], expected: str
 ) -> None:
-    _book(assistant, f"{upcoming(TUESDAY)}T10:00")
+    assistant.book(f"{upcoming(TUESDAY)}T10:00")
     assert refusal(assistant.use("cancel_appointment", arguments)).startswith(expected)
     assert [r["status"] for r in appointments(admin)] == ["booked"]
 
 
 def test_reschedule_moves_the_booking_and_requeues_it(assistant: Assistant, admin: psycopg.Connection) -> None:
     day = upcoming(TUESDAY)
-    reference = _book(assistant, f"{day}T10:00", service="Consultation")
+    reference = assistant.book(f"{day}T10:00", service="Consultation")
     admin.execute("update public.appointments set sync_state = 'synced', synced_revision = 1, synced_at = now()")
 
     later = day + dt.timedelta(days=1)
@@ -467,8 +462,8 @@ def test_reschedule_moves_the_booking_and_requeues_it(assistant: Assistant, admi
 
 def test_reschedule_refusals_leave_the_booking_where_it_was(assistant: Assistant, admin: psycopg.Connection) -> None:
     day = upcoming(TUESDAY)
-    reference = _book(assistant, f"{day}T10:00")
-    _book(assistant, f"{day}T11:00", patient_phone="07700 900555")
+    reference = assistant.book(f"{day}T10:00")
+    assistant.book(f"{day}T11:00", patient_phone="07700 900555")
 
     for new_start, expected in [
         (f"{day}T11:15", f"11:15 on Tuesday {day.day} {day:%B %Y} is not available. Nearest free times that day: "),

@@ -15,6 +15,11 @@ def new_tool_call_id() -> str:
     return f"call_{uuid.uuid4().hex[:20]}{next(_ids)}"
 
 
+def reference_of(confirmation: str) -> str:
+    """The booking reference at the end of a "Booked: ... Reference K7P2QX." confirmation."""
+    return confirmation.rsplit("Reference ", 1)[1].rstrip(".")
+
+
 def tool_call(
     name: str, arguments: dict[str, Any], *, call_id: str | None = None, as_string: bool = False
 ) -> dict[str, Any]:
@@ -85,3 +90,9 @@ class Assistant:
         [result] = response["results"]
         assert result["toolCallId"] == item["id"]
         return dict(result)
+
+    def book(self, start: str, patient_name: str = "Jane Doe", **extra: str) -> str:
+        """Book (which must succeed) and return the booking's reference."""
+        item = self.use("book_appointment", {"start": start, "patient_name": patient_name, **extra})
+        assert "result" in item and "\n" not in item["result"], item
+        return reference_of(str(item["result"]))
