@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import os
 import signal
 import socket
-import sys
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,18 +15,13 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
 
 from daemon.calendar import GoogleCalendar
-from daemon.config import Settings
+from daemon.config import Settings, StoreSettings
 from daemon.feed import ChangeFeed, PostgresNotifyFeed, RealtimeFeed
-from daemon.store import PostgresStore, Store, SupabaseStore
+from daemon.logs import configure_logging
+from daemon.metrics import BacklogSnapshot, Health, HealthServer, Metrics
+from daemon.store import PostgresStore, Store, StoreError, SupabaseStore
 from daemon.sync import SyncLoop, SyncOptions
 from daemon.tokens import OAuthClient, TokenCipher, TokenManager
-
-
-def configure_logging(level: str = "INFO") -> None:
-    """One line per event on stderr. Tracebacks never show variable values (`diagnose`), because
-    those can hold patient details; log calls themselves name only appointment and clinic ids."""
-    logger.remove()
-    logger.add(sys.stderr, level=level, backtrace=False, diagnose=False)
 
 
 def default_owner() -> str:
@@ -50,7 +46,7 @@ def make_feed(settings: Settings) -> ChangeFeed:
     )
 
 
-async def open_store(settings: Settings) -> Store:
+async def open_store(settings: StoreSettings) -> Store:
     if settings.database_backend == "postgres":
         assert settings.database_url is not None
         postgres = PostgresStore(settings.database_url.get_secret_value())
@@ -62,21 +58,50 @@ async def open_store(settings: Settings) -> Store:
     return supabase
 
 
+# /healthz fails when the event loop cannot run a no-op within this long (a wedged loop).
+LIVENESS_TIMEOUT_SECONDS = 5.0
+
+
 class Daemon:
-    """One replica: the sync loop plus the scheduled token refresh."""
+    """One replica: the sync loop, the scheduled token refresh and backlog snapshot, and the
+    metrics and health endpoints."""
 
     def __init__(self, settings: Settings, *, owner: str | None = None) -> None:
         self.settings = settings
         self.owner = owner or default_owner()
+        self.metrics = Metrics()
         self._cipher = TokenCipher(settings.token_encryption_key.get_secret_value())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncLoop | None = None
         self._stop_requested = False
         self.feed: ChangeFeed | None = None
+        self.health: HealthServer | None = None
 
     async def run(self) -> None:
-        settings = self.settings
         self._loop = asyncio.get_running_loop()
+        self.health = self._start_health_server()
+        try:
+            await self._run()
+        finally:
+            if self.health is not None:
+                self.health.stop()
+
+    def _start_health_server(self) -> HealthServer | None:
+        if not self.settings.metrics_enabled:
+            return None
+        server = HealthServer(
+            self.metrics,
+            host=self.settings.metrics_host,
+            port=self.settings.metrics_port,
+            liveness=self._liveness,
+            readiness=self._readiness,
+        )
+        server.start()
+        logger.info("metrics and health checks on http://{}:{}/metrics", self.settings.metrics_host, server.port)
+        return server
+
+    async def _run(self) -> None:
+        settings = self.settings
         store = await open_store(settings)
         executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
         tokens = TokenManager(
@@ -89,6 +114,7 @@ class Daemon:
                 settings.google_timeout_seconds,
             ),
             executor,
+            metrics=self.metrics,
         )
         calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
         self._sync = SyncLoop(
@@ -110,6 +136,7 @@ class Daemon:
                 backoff_cap_seconds=settings.sync_backoff_cap_seconds,
                 coalesce_seconds=settings.sync_coalesce_seconds,
             ),
+            self.metrics,
         )
         if self._stop_requested:
             self._sync.stop()
@@ -122,8 +149,20 @@ class Daemon:
             max_instances=1,
             coalesce=True,
         )
+        scheduler.add_job(
+            self._snapshot_backlog,
+            "interval",
+            args=[store],
+            seconds=settings.backlog_metrics_seconds,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         scheduler.start()
         self.feed = make_feed(settings) if settings.feed_enabled else None
+        self.metrics.feed_state(self.feed.state if self.feed else None)
+        if self.feed:
+            self.feed.on_state = self.metrics.feed_state
         feed_task = asyncio.create_task(self.feed.run(self._sync.wake)) if self.feed else None
         logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
         try:
@@ -140,6 +179,38 @@ class Daemon:
             calendar.close()
             logger.info("daemon {} stopped", self.owner)
 
+    async def _snapshot_backlog(self, store: Store) -> None:
+        try:
+            self.metrics.backlog(BacklogSnapshot.from_json(await store.call("sync_backlog", {})))
+        except (StoreError, ValueError) as error:
+            logger.warning("could not read the backlog for metrics: {}", error)
+
+    def _liveness(self) -> Health:
+        """Called from the health server's thread: can the event loop still run something?"""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return Health(False, {"error": "event loop not running"})
+        started = time.monotonic()
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(timeout=LIVENESS_TIMEOUT_SECONDS)
+        return Health(True, {"loop_delay_seconds": round(time.monotonic() - started, 4)})
+
+    def _readiness(self) -> Health:
+        """Ready once a claim has reached the database and while claims keep reaching it."""
+        sync = self._sync
+        detail = {
+            "owner": self.owner,
+            "database": self.settings.database_backend,
+            "feed": str(self.feed.state) if self.feed else "disabled",
+        }
+        if sync is None or sync.last_claim_ok is None:
+            return Health(False, {**detail, "error": "not yet claimed from the database"})
+        if sync.failing_since is not None:
+            failing = round(time.monotonic() - sync.failing_since, 1)
+            return Health(False, {**detail, "error": f"database unreachable for {failing}s"})
+        if self._stop_requested:
+            return Health(False, {**detail, "error": "shutting down"})
+        return Health(True, detail)
+
     @property
     def claims(self) -> int:
         return self._sync.claims if self._sync else 0
@@ -153,7 +224,7 @@ class Daemon:
 
 async def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT."""
-    configure_logging()
+    configure_logging(settings.log_level, settings.log_format)
     daemon = Daemon(settings)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):

@@ -17,7 +17,7 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import httplib2
@@ -65,12 +65,16 @@ class Verdict(enum.Enum):
     UNAUTHORIZED = "unauthorized"  # the access token was refused: refresh and try once more
 
 
+RetryReason = Literal["rate_limited", "quota", "google_error", "network", "token", "internal"]
+
+
 @dataclass(frozen=True)
 class PushResult:
     verdict: Verdict
     event_id: str | None = None
     event_link: str | None = None
     error: str | None = None
+    retry_reason: RetryReason | None = None  # why a RETRY / QUOTA verdict, for metrics
 
 
 def _reason(error: HttpError) -> str:
@@ -89,10 +93,12 @@ def classify(error: HttpError, *, what: str) -> PushResult:
     text = f"Google {what}: HTTP {status}" + (f" {reason}" if reason else "")
     if status == 401:
         return PushResult(Verdict.UNAUTHORIZED, error=text)
-    if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS) or status >= 500:
-        return PushResult(Verdict.RETRY, error=text)
+    if status == 429 or (status == 403 and reason in RATE_LIMIT_REASONS):
+        return PushResult(Verdict.RETRY, error=text, retry_reason="rate_limited")
+    if status >= 500:
+        return PushResult(Verdict.RETRY, error=text, retry_reason="google_error")
     if status == 403 and reason in QUOTA_REASONS:
-        return PushResult(Verdict.QUOTA, error=text)
+        return PushResult(Verdict.QUOTA, error=text, retry_reason="quota")
     if status == 404:
         return PushResult(Verdict.FAILED, error=f"{text} (the clinic's calendar was not found)")
     return PushResult(Verdict.FAILED, error=text)
@@ -108,6 +114,13 @@ def _same_event(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
         and all(instant(existing.get(k, {})) == instant(wanted[k]) for k in ("start", "end"))
         and all(existing.get(k) == wanted[k] for k in ("summary", "description"))
     )
+
+
+@dataclass(frozen=True)
+class CalendarInfo:
+    calendar_id: str
+    summary: str
+    time_zone: str | None
 
 
 class GoogleCalendar:
@@ -158,7 +171,9 @@ class GoogleCalendar:
         except HttpError as error:
             return classify(error, what="calendar request failed")
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
-            return PushResult(Verdict.RETRY, error=f"Google unreachable: {type(error).__name__}")
+            return PushResult(
+                Verdict.RETRY, error=f"Google unreachable: {type(error).__name__}", retry_reason="network"
+            )
 
     def _put(self, claim: Claim, token: str) -> PushResult:
         events = self._events()
@@ -181,6 +196,17 @@ class GoogleCalendar:
             if not _same_event(event, body):
                 event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token)
         return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
+
+    def describe(self, calendar_id: str, access_token: str) -> CalendarInfo:
+        """The calendar's name and time zone, from a one-item events.list (the calendar.events scope
+        allows no calendars.get). Proves the token works and the calendar exists; raises HttpError."""
+        listing = self._run(self._events().list(calendarId=calendar_id, maxResults=1), access_token)
+        return CalendarInfo(calendar_id, str(listing.get("summary") or calendar_id), listing.get("timeZone"))
+
+    def event(self, calendar_id: str, event_id: str, access_token: str) -> dict[str, Any]:
+        """One event as Google has it (a deleted one has status "cancelled"); raises HttpError."""
+        event: dict[str, Any] = self._run(self._events().get(calendarId=calendar_id, eventId=event_id), access_token)
+        return event
 
     def _remove(self, claim: Claim, token: str) -> PushResult:
         event_id = event_id_for(claim.appointment_id)

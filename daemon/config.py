@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -12,6 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
 GOOGLE_CALENDAR_ENDPOINT = "https://www.googleapis.com/calendar/v3/"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
+GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
 
 
 class DatabaseSettings(BaseSettings):
@@ -25,18 +26,40 @@ class DatabaseSettings(BaseSettings):
     migrations_dir: Path = Field(default=DEFAULT_MIGRATIONS_DIR)
 
 
-class Settings(BaseSettings):
-    """Everything the sync daemon needs. See the README for what each setting means."""
+class StoreSettings(BaseSettings):
+    """Where the appointments are: Supabase's REST gateway, or PostgreSQL directly. Enough for
+    the operator commands that only talk to the database."""
 
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
-    # Where the appointments are: Supabase's REST gateway, or PostgreSQL directly.
     supabase_url: str | None = None
     supabase_service_role_key: SecretStr | None = None
+    # The public (anon) key: what Vapi sends as `apikey`; needed by `vapi-tools` and `verify --round-trip`.
+    supabase_anon_key: SecretStr | None = None
     # Realtime is served under SUPABASE_URL; set this only to point it elsewhere (stand-ins).
     supabase_realtime_url: str | None = None
     database_url: SecretStr | None = None
     sync_database: Literal["auto", "supabase", "postgres"] = "auto"
+
+    @model_validator(mode="after")
+    def _one_database(self) -> Self:
+        backend = self.database_backend
+        if backend == "postgres" and self.database_url is None:
+            raise ValueError("DATABASE_URL is required when SYNC_DATABASE=postgres")
+        if backend == "supabase" and (self.supabase_url is None or self.supabase_service_role_key is None):
+            raise ValueError("set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (or DATABASE_URL for direct PostgreSQL)")
+        return self
+
+    @property
+    def database_backend(self) -> Literal["supabase", "postgres"]:
+        """`auto` means PostgreSQL when DATABASE_URL is set, else Supabase."""
+        if self.sync_database != "auto":
+            return self.sync_database
+        return "postgres" if self.database_url is not None else "supabase"
+
+
+class Settings(StoreSettings):
+    """Everything the sync daemon needs. See the README for what each setting means."""
 
     # Google OAuth client and token encryption.
     google_client_id: str
@@ -46,6 +69,7 @@ class Settings(BaseSettings):
     )
     google_api_endpoint: str = GOOGLE_CALENDAR_ENDPOINT
     google_token_uri: str = GOOGLE_TOKEN_URI
+    google_auth_uri: str = GOOGLE_AUTH_URI
 
     # Tuning.
     sync_batch_size: int = Field(default=50, ge=1, le=1000)
@@ -67,18 +91,12 @@ class Settings(BaseSettings):
     token_refresh_margin_seconds: int = Field(default=600, ge=60, le=3000)
     token_refresh_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
 
-    @model_validator(mode="after")
-    def _one_database(self) -> Settings:
-        backend = self.database_backend
-        if backend == "postgres" and self.database_url is None:
-            raise ValueError("DATABASE_URL is required when SYNC_DATABASE=postgres")
-        if backend == "supabase" and (self.supabase_url is None or self.supabase_service_role_key is None):
-            raise ValueError("set SUPABASE_URL and SUPABASE_SERVICE_ROLE_KEY (or DATABASE_URL for direct PostgreSQL)")
-        return self
-
-    @property
-    def database_backend(self) -> Literal["supabase", "postgres"]:
-        """`auto` means PostgreSQL when DATABASE_URL is set, else Supabase."""
-        if self.sync_database != "auto":
-            return self.sync_database
-        return "postgres" if self.database_url is not None else "supabase"
+    # Observability.
+    metrics_enabled: bool = True
+    metrics_host: str = "0.0.0.0"  # inside a container the orchestrator probes from outside
+    metrics_port: int = Field(default=9108, ge=0, le=65535)  # 0: any free port (tests)
+    backlog_metrics_seconds: float = Field(default=15.0, gt=0, le=3600)
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    # `verify` compares the database's applied migrations with these files.
+    migrations_dir: Path = DEFAULT_MIGRATIONS_DIR

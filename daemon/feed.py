@@ -51,13 +51,24 @@ class ChangeFeed(ABC):
     def __init__(
         self, *, probe_seconds: float = 15.0, probe_timeout_seconds: float = 10.0, backoff_cap_seconds: float = 30.0
     ) -> None:
-        self.state = FeedState.STARTING
+        self._state = FeedState.STARTING
+        self.on_state: Callable[[FeedState], None] | None = None  # told of every change (metrics)
         self.subscriptions = 0  # successful (re)subscriptions, each followed by a sweep
         self.last_change_at: float | None = None
         self._probe_seconds = probe_seconds
         self._probe_timeout = probe_timeout_seconds
         self._backoff_cap = backoff_cap_seconds
         self._stopping = asyncio.Event()
+
+    @property
+    def state(self) -> FeedState:
+        return self._state
+
+    @state.setter
+    def state(self, state: FeedState) -> None:
+        self._state = state
+        if self.on_state is not None:
+            self.on_state(state)
 
     def stop(self) -> None:
         self._stopping.set()

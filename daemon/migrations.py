@@ -11,6 +11,7 @@ runners from applying the same migration.
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -18,6 +19,8 @@ from pathlib import Path
 
 import psycopg
 from loguru import logger
+
+from daemon.config import DatabaseSettings
 
 # What splitting a file into statements may drop or reflow, and so what a comparison ignores.
 SPLIT_NOISE = re.compile(r"--[^\n]*|/\*.*?\*/|[\s;]", re.DOTALL)
@@ -162,3 +165,23 @@ def apply(dsn: str, directory: Path) -> list[str]:
         finally:
             conn.execute("select pg_advisory_unlock(%s)", (ADVISORY_LOCK_KEY,))
     return applied
+
+
+def migrate_command(settings: DatabaseSettings, action: str) -> int:
+    """`clinic-sync migrate [apply|status]`: 0 when done (status: all applied), 1 otherwise."""
+    try:
+        if action == "status":
+            with psycopg.connect(settings.database_url) as conn:
+                states = status(conn, discover(settings.migrations_dir))
+            for entry in states:
+                print(f"{entry.version}  {entry.name:<32} {entry.state.value}")
+            return 0 if all(s.state is State.APPLIED for s in states) else 1
+        applied = apply(settings.database_url, settings.migrations_dir)
+        print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else "; up to date"))
+        return 0
+    except MigrationError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    except psycopg.Error as error:
+        print(f"error: database: {error}".strip(), file=sys.stderr)
+        return 1

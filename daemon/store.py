@@ -48,6 +48,7 @@ class Claim:
     created_at: dt.datetime
     time_zone: str
     calendar_id: str
+    changed_at: dt.datetime | None = None  # when this revision was made (booking-to-calendar latency)
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Claim:
@@ -67,6 +68,7 @@ class Claim:
             created_at=_timestamp(row["created_at"]),
             time_zone=str(row["time_zone"]),
             calendar_id=str(row["calendar_id"]),
+            changed_at=_timestamp(row["changed_at"]) if row.get("changed_at") else None,
         )
 
 
@@ -82,6 +84,11 @@ class ConnectionTokens:
 def _timestamp(value: str) -> dt.datetime:
     # PostgreSQL's JSON writes "2026-12-01T10:00:00+00:00"; Python 3.11 parses it as is.
     return dt.datetime.fromisoformat(value)
+
+
+def _is_json_document(value: Any) -> bool:
+    """Objects and lists of objects are jsonb arguments; lists of scalars are PostgreSQL arrays."""
+    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(item, dict) for item in value))
 
 
 def _jsonable(value: Any) -> Any:
@@ -184,6 +191,7 @@ class Store(ABC):
         scopes: list[str],
         access_token_encrypted: str | None = None,
         access_token_expires_at: dt.datetime | None = None,
+        refresh_token_expires_at: dt.datetime | None = None,
     ) -> None:
         await self.call(
             "save_calendar_connection",
@@ -194,6 +202,7 @@ class Store(ABC):
                 "p_scopes": scopes,
                 "p_access_token_encrypted": access_token_encrypted,
                 "p_access_token_expires_at": access_token_expires_at,
+                "p_refresh_token_expires_at": refresh_token_expires_at,
             },
         )
 
@@ -237,7 +246,7 @@ class PostgresStore(Store):
     @staticmethod
     def _invocation(function: str, params: Mapping[str, Any]) -> tuple[sql.Composed, list[Any]]:
         arguments = sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(name)) for name in params)
-        values = [Jsonb(v) if isinstance(v, dict) else v for v in params.values()]
+        values = [Jsonb(v) if _is_json_document(v) else v for v in params.values()]
         return sql.SQL("public.{}({})").format(sql.Identifier(function), arguments), values
 
     async def _fetch(self, query: sql.Composed, values: list[Any]) -> Any:

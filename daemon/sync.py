@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Literal
 
 from loguru import logger
 
-from daemon.calendar import GoogleCalendar, PushResult, Verdict
+from daemon.calendar import GoogleCalendar, PushResult, RetryReason, Verdict
+from daemon.metrics import Metrics
 from daemon.store import Claim, Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
 
@@ -81,9 +84,16 @@ class RateLimiter:
 
 class SyncLoop:
     def __init__(
-        self, store: Store, calendar: GoogleCalendar, tokens: TokenManager, executor: Executor, options: SyncOptions
+        self,
+        store: Store,
+        calendar: GoogleCalendar,
+        tokens: TokenManager,
+        executor: Executor,
+        options: SyncOptions,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._calendar = calendar
         self._tokens = tokens
         self._executor = executor
@@ -97,6 +107,8 @@ class SyncLoop:
         self._backlog = True
         self._poked = True
         self.claims = 0  # claim queries made, for metrics and for seeing that doorbells coalesce
+        self.last_claim_ok: float | None = None  # monotonic time of the last claim that reached the database
+        self.failing_since: float | None = None  # monotonic time claims started failing, None while they work
 
     def wake(self) -> None:
         """Something may be due (a change-feed doorbell, a test): claim soon."""
@@ -115,8 +127,10 @@ class SyncLoop:
             try:
                 await self._claim_more()
                 failures = 0
+                self.failing_since = None
             except StoreError as error:
                 failures += 1
+                self.failing_since = self.failing_since or time.monotonic()
                 delay = backoff_delay(failures, 1.0, 30.0)
                 logger.warning("claiming failed ({}); retrying in {:.1f}s", error, delay)
                 await self._sleep(delay)
@@ -134,6 +148,8 @@ class SyncLoop:
         claims = await self._store.claim(
             self._options.owner, wanted, self._options.lease_seconds, self._options.per_clinic_batch
         )
+        self.last_claim_ok = time.monotonic()
+        self._metrics.claimed(len(claims))
         # Any claim may have left more behind (the per-clinic cap can make a claim come back
         # short while that clinic still has a backlog); only an empty claim means drained.
         self._backlog = bool(claims)
@@ -191,7 +207,7 @@ class SyncLoop:
             )
         except Exception as error:  # a bug must not lose the appointment: re-queue it
             logger.exception("appointment {} clinic {}: unexpected error", claim.appointment_id, claim.clinic_id)
-            await self._retry(claim, f"internal error: {type(error).__name__}")
+            await self._retry(claim, f"internal error: {type(error).__name__}", "internal")
 
     async def _push(self, claim: Claim) -> PushResult:
         await self._limiter.acquire(claim.clinic_id)
@@ -200,7 +216,7 @@ class SyncLoop:
         except NeedsReauth as error:
             return PushResult(Verdict.UNAUTHORIZED, error=f"needs re-authorisation: {error}")
         except TokenUnavailable as error:
-            return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}")
+            return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}", retry_reason="token")
         loop = asyncio.get_running_loop()
         result = await loop.run_in_executor(self._executor, self._calendar.push, claim, token)
         if result.verdict is not Verdict.UNAUTHORIZED:
@@ -210,35 +226,46 @@ class SyncLoop:
         except NeedsReauth as error:
             return PushResult(Verdict.UNAUTHORIZED, error=f"needs re-authorisation: {error}")
         except TokenUnavailable as error:
-            return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}")
+            return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}", retry_reason="token")
         await self._limiter.acquire(claim.clinic_id)
         result = await loop.run_in_executor(self._executor, self._calendar.push, claim, token)
         if result.verdict is Verdict.UNAUTHORIZED:
-            return PushResult(Verdict.RETRY, error=result.error)
+            return PushResult(Verdict.RETRY, error=result.error, retry_reason="token")
         return result
 
     async def _record(self, claim: Claim, result: PushResult) -> None:
         owner = self._options.owner
+        # One line per outcome, naming ids only (bound, so JSON logs carry them as fields).
+        log = logger.bind(appointment_id=str(claim.appointment_id), clinic_id=str(claim.clinic_id))
         where = f"appointment {claim.appointment_id} clinic {claim.clinic_id}"
         if result.verdict is Verdict.SYNCED:
             assert result.event_id is not None
             state = await self._store.complete(claim, owner, result.event_id, result.event_link)
             if state == "lease_lost":
                 await self._store.resync(claim.appointment_id)
-            logger.info("{}: {} (revision {})", where, state, claim.revision)
+            else:
+                self._metrics.synced(_action(claim), _latency(claim))
+            log.bind(outcome=state).info("{}: {} (revision {})", where, state, claim.revision)
         elif result.verdict is Verdict.UNAUTHORIZED:
             await self._store.end_attempt(claim, owner, "parked", result.error or "needs re-authorisation")
-            logger.warning("{}: parked until the clinic reconnects Google", where)
+            self._metrics.parked()
+            log.bind(outcome="parked").warning("{}: parked until the clinic reconnects Google", where)
         elif result.verdict is Verdict.FAILED or claim.sync_attempts >= self._options.max_attempts:
             error = result.error or "failed"
             if result.verdict is not Verdict.FAILED:
                 error = f"gave up after {claim.sync_attempts} attempts: {error}"
             await self._store.end_attempt(claim, owner, "failed", error)
-            logger.error("{}: failed: {}", where, error)
+            self._metrics.failed("rejected" if result.verdict is Verdict.FAILED else "gave_up")
+            log.bind(outcome="failed").error("{}: failed: {}", where, error)
         else:
-            await self._retry(claim, result.error or "retry", quota=result.verdict is Verdict.QUOTA)
+            await self._retry(
+                claim,
+                result.error or "retry",
+                result.retry_reason or "google_error",
+                quota=result.verdict is Verdict.QUOTA,
+            )
 
-    async def _retry(self, claim: Claim, error: str, *, quota: bool = False) -> None:
+    async def _retry(self, claim: Claim, error: str, reason: RetryReason, *, quota: bool = False) -> None:
         delay = (
             QUOTA_BACKOFF_SECONDS
             if quota
@@ -246,14 +273,29 @@ class SyncLoop:
                 claim.sync_attempts, self._options.backoff_base_seconds, self._options.backoff_cap_seconds
             )
         )
+        self._metrics.retried(reason)
+        log = logger.bind(appointment_id=str(claim.appointment_id), clinic_id=str(claim.clinic_id), outcome="retry")
         try:
             await self._store.end_attempt(claim, self._options.owner, "pending", error, delay)
-            logger.info(
+            log.info(
                 "appointment {} clinic {}: retry in {:.1f}s: {}", claim.appointment_id, claim.clinic_id, delay, error
             )
         except StoreError as store_error:
-            logger.warning(
+            log.warning(
                 "appointment {}: could not schedule a retry ({}); the lease will expire",
                 claim.appointment_id,
                 store_error,
             )
+
+
+def _action(claim: Claim) -> Literal["insert", "update", "delete"]:
+    if claim.status == "cancelled":
+        return "delete"
+    return "insert" if claim.calendar_event_id is None else "update"
+
+
+def _latency(claim: Claim) -> float | None:
+    """Seconds from the change being committed to Google confirming it."""
+    if claim.changed_at is None:
+        return None
+    return max(0.0, (dt.datetime.now(dt.UTC) - claim.changed_at).total_seconds())

@@ -17,6 +17,7 @@ from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from google.oauth2.credentials import Credentials
 from loguru import logger
 
+from daemon.metrics import Metrics
 from daemon.store import ConnectionTokens, Store, StoreError
 
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events"
@@ -87,8 +88,10 @@ class TokenManager:
         oauth: OAuthClient,
         executor: Executor,
         clock: Callable[[], dt.datetime] = _now,
+        metrics: Metrics | None = None,
     ) -> None:
         self._store = store
+        self._metrics = metrics or Metrics()
         self._cipher = cipher
         self._oauth = oauth
         self._executor = executor
@@ -115,11 +118,16 @@ class TokenManager:
                     return stored.value
             return (await self._refresh_locked(tokens)).value
 
+    async def force_refresh(self, clinic_id: uuid.UUID) -> str:
+        """Exchange the refresh token now, whatever the cached token's age: proves the grant is alive.
+        Raises NeedsReauth or TokenUnavailable."""
+        async with self._locks.setdefault(clinic_id, asyncio.Lock()):
+            return (await self._refresh_locked(await self._active_tokens(clinic_id))).value
+
     async def refresh(self, clinic_id: uuid.UUID) -> None:
         """Refresh now (the scheduled job); NeedsReauth / TokenUnavailable are logged, not raised."""
         try:
-            async with self._locks.setdefault(clinic_id, asyncio.Lock()):
-                await self._refresh_locked(await self._active_tokens(clinic_id))
+            await self.force_refresh(clinic_id)
         except (NeedsReauth, TokenUnavailable, StoreError) as error:
             logger.warning("token refresh for clinic {} failed: {}", clinic_id, error)
 
@@ -145,13 +153,16 @@ class TokenManager:
             credentials = await loop.run_in_executor(self._executor, self._exchange, refresh_token)
         except google.auth.exceptions.RefreshError as error:
             if getattr(error, "retryable", False):
+                self._metrics.token_refresh("error")
                 await self._store.record_token_failure(clinic_id, _describe(error), needs_reauth=False)
                 raise TokenUnavailable(_describe(error)) from error
             self._cache.pop(clinic_id, None)
+            self._metrics.token_refresh("needs_reauth")
             await self._store.record_token_failure(clinic_id, _describe(error), needs_reauth=True)
             logger.warning("clinic {} must reconnect Google Calendar: {}", clinic_id, _describe(error))
             raise NeedsReauth(_describe(error)) from error
         except (google.auth.exceptions.TransportError, OSError, httplib2.HttpLib2Error) as error:
+            self._metrics.token_refresh("error")
             await self._store.record_token_failure(clinic_id, _describe(error), needs_reauth=False)
             raise TokenUnavailable(_describe(error)) from error
         expiry = credentials.expiry.replace(tzinfo=dt.UTC) if credentials.expiry else self._clock()
@@ -164,6 +175,7 @@ class TokenManager:
             self._cipher.encrypt(rotated) if rotated else None,
         )
         self._cache[clinic_id] = token
+        self._metrics.token_refresh("ok")
         logger.info("refreshed the Google access token of clinic {}", clinic_id)
         return token
 

@@ -55,6 +55,9 @@ def settings_env(backend: Backend, google: GoogleStandIn, **overrides: Any) -> d
         "FEED_ENABLED": str(backend.feed).lower(),
         "FEED_PROBE_SECONDS": "0.5",
         "FEED_PROBE_TIMEOUT_SECONDS": "1",
+        "METRICS_HOST": "127.0.0.1",
+        "METRICS_PORT": "0",
+        "BACKLOG_METRICS_SECONDS": "0.5",
     }
     env.update({name.upper(): str(value) for name, value in overrides.items()})
     return env

@@ -9,7 +9,7 @@ import psycopg
 import pytest
 from loguru import logger
 
-from daemon.app import configure_logging
+from daemon.logs import configure_logging
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import (
     Backend,

@@ -1,0 +1,56 @@
+# The clinic calendar sync daemon (`clinic-sync run`), one replica per container.
+#
+#   docker build -t clinic-sync .
+#   docker run --env-file .env -p 9108:9108 clinic-sync            # the daemon; SIGTERM drains, exits 0
+#   docker run --env-file .env clinic-sync migrate                  # any other subcommand instead of `run`
+#
+# Metrics, /healthz and /readyz are served on METRICS_HOST:METRICS_PORT (0.0.0.0:9108 by default).
+# CI has no Docker engine: this file is checked statically (hadolint + tests/test_dockerfile.py).
+# Both stages must use the same base image: the venv's interpreter links to /usr/local/bin/python3.
+
+FROM python:3.11.14-slim-bookworm AS builder
+
+ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+RUN python -m venv /opt/venv
+ENV PATH="/opt/venv/bin:$PATH"
+
+WORKDIR /src
+# README.md is the project's `readme` in pyproject.toml: the build needs it.
+COPY pyproject.toml README.md ./
+COPY daemon ./daemon
+RUN pip install --no-cache-dir .
+
+
+FROM python:3.11.14-slim-bookworm
+
+# A fixed numeric uid/gid, so that `runAsNonRoot` and volume permissions can rely on it.
+RUN groupadd --system --gid 10001 clinic \
+    && useradd --system --no-log-init --uid 10001 --gid 10001 --no-create-home \
+       --home-dir /nonexistent --shell /usr/sbin/nologin clinic
+
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+# A non-editable install has no supabase/ next to the package: `migrate` reads MIGRATIONS_DIR.
+COPY supabase/migrations /app/supabase/migrations
+
+ENV PATH="/opt/venv/bin:$PATH" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    LOG_FORMAT=json \
+    MIGRATIONS_DIR=/app/supabase/migrations
+
+EXPOSE 9108
+
+# Liveness only (readiness is /readyz, for the orchestrator). Slim images have no curl, and the
+# exec form expands no variables, so Python reads METRICS_PORT itself; urlopen raises on non-2xx.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('METRICS_PORT', '9108') + '/healthz', timeout=4)"]
+
+USER 10001:10001
+
+# Exec form: PID 1 is the Python process itself and receives SIGTERM (drain, then exit 0).
+STOPSIGNAL SIGTERM
+ENTRYPOINT ["clinic-sync"]
+CMD ["run"]

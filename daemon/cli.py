@@ -1,0 +1,272 @@
+"""`clinic-sync`: the operator's command (also `python -m daemon`).
+
+    clinic-sync run                      the sync daemon (the default)
+    clinic-sync migrate [status]         apply the SQL migrations to DATABASE_URL, or list them
+    clinic-sync verify [--json] [--round-trip --clinic ID]
+    clinic-sync add-clinic --name ... [--time-zone] [--calendar-id] [--hours ...] [--service ...]
+    clinic-sync keys|rotate-key|revoke-key
+    clinic-sync connect-google --clinic ID [--copy-paste]
+    clinic-sync vapi-tools --clinic ID [--clinic-key KEY | --issue-key]
+    clinic-sync retry-failed [--clinic ID] [--appointment ID]
+
+Settings come from the environment (or `.env`); see the README. Exit codes: 0 done, 1 failed
+(database, Google, or a failed check), 2 bad usage or configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from daemon import admin
+from daemon.admin import NewClinic, UsageError
+from daemon.app import open_store, serve
+from daemon.config import DatabaseSettings, Settings, StoreSettings
+from daemon.google_connect import ConnectError, ConnectOptions, connect_google
+from daemon.store import Store, StoreError
+from daemon.vapi_tools import tool_definitions
+
+T = TypeVar("T")
+Handler = Callable[[argparse.Namespace], int]
+
+
+class ConfigurationError(Exception):
+    """A setting is missing or invalid; the message names it."""
+
+
+def load(settings_class: type[T]) -> T:
+    try:
+        return settings_class()
+    except ValidationError as error:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']).upper() or 'settings'}: {e['msg']}" for e in error.errors()
+        )
+        raise ConfigurationError(problems) from error
+
+
+async def with_store(settings: StoreSettings, action: Callable[[Store], Awaitable[T]]) -> T:
+    store = await open_store(settings)
+    try:
+        return await action(store)
+    finally:
+        await store.close()
+
+
+def _run(args: argparse.Namespace) -> int:
+    asyncio.run(serve(load(Settings)))
+    return 0
+
+
+def _migrate(args: argparse.Namespace) -> int:
+    from daemon.migrations import migrate_command
+
+    overrides = {"database_url": args.database_url} if args.database_url else {}
+    try:
+        settings = DatabaseSettings(**overrides)
+    except ValidationError as error:
+        raise ConfigurationError("set DATABASE_URL or pass --database-url") from error
+    return migrate_command(settings, args.action)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from daemon.verify import VerifyOptions, print_report, run_checks
+
+    settings = load(Settings)
+    if args.round_trip and args.clinic is None:
+        raise UsageError("--round-trip needs --clinic: the test clinic whose calendar receives the synthetic booking")
+    options = VerifyOptions(round_trip_clinic=args.clinic if args.round_trip else None, budget_seconds=args.budget)
+    report = asyncio.run(run_checks(settings, options))
+    print_report(report, as_json=args.json)
+    return 0 if report.passed else 1
+
+
+def _add_clinic(args: argparse.Namespace) -> int:
+    clinic = NewClinic(
+        name=args.name,
+        time_zone=args.time_zone,
+        calendar_id=args.calendar_id,
+        hours=args.hours or list(admin.DEFAULT_HOURS),
+        services=args.service or list(admin.DEFAULT_SERVICES),
+        phone_country_code=args.phone_country_code,
+        key_label=args.key_label,
+    )
+    admin.parse_hours(clinic.hours)  # refuse bad notation before touching the database
+    admin.parse_services(clinic.services)
+    created = asyncio.run(with_store(load(StoreSettings), lambda store: admin.add_clinic(store, clinic)))
+    print(f"clinic id:  {created.clinic_id}")
+    print(f"clinic key: {created.key}")
+    print("The key is shown only this once (only its hash is stored): put it in Vapi as the x-clinic-key header.")
+    print(f"Next: clinic-sync connect-google --clinic {created.clinic_id}")
+    print(f"      clinic-sync vapi-tools --clinic {created.clinic_id} --clinic-key <the key above>")
+    return 0
+
+
+def _keys(args: argparse.Namespace) -> int:
+    rows = asyncio.run(with_store(load(StoreSettings), lambda store: admin.list_keys(store, args.clinic)))
+    for row in rows:
+        state = "revoked " + str(row["revoked_at"]) if row["revoked_at"] else "active"
+        print(f"{row['id']}  {row['key_prefix']}…  {row['label'] or '-':<12} created {row['created_at']}  {state}")
+    if not rows:
+        print("no keys")
+    return 0
+
+
+def _rotate_key(args: argparse.Namespace) -> int:
+    key = asyncio.run(
+        with_store(
+            load(StoreSettings), lambda store: admin.rotate_key(store, args.clinic, args.label, args.grace_minutes)
+        )
+    )
+    print(f"clinic key: {key}")
+    when = f"in {args.grace_minutes} minute(s)" if args.grace_minutes else "now"
+    print(f"Shown only this once. The clinic's previous keys stop working {when}: update Vapi's x-clinic-key header.")
+    return 0
+
+
+def _revoke_key(args: argparse.Namespace) -> int:
+    asyncio.run(with_store(load(StoreSettings), lambda store: admin.revoke_key(store, args.key_id)))
+    print(f"key {args.key_id} revoked")
+    return 0
+
+
+def _connect_google(args: argparse.Namespace) -> int:
+    settings = load(Settings)
+    options = ConnectOptions(copy_paste=args.copy_paste, port=args.port, open_browser=not args.no_browser)
+    result = asyncio.run(connect_google(settings, args.clinic, options))
+    print(result.summary())
+    for warning in result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def _vapi_tools(args: argparse.Namespace) -> int:
+    settings = load(StoreSettings)
+    if settings.supabase_url is None:
+        raise ConfigurationError("SUPABASE_URL: the tools' server URL is <SUPABASE_URL>/rest/v1/rpc/vapi_tool_call")
+
+    async def gather(store: Store) -> tuple[dict[str, Any], str | None]:
+        profile = await admin.clinic_profile(store, args.clinic)
+        key = await admin.issue_key(store, args.clinic, "vapi") if args.issue_key else args.clinic_key
+        return profile, key
+
+    profile, key = asyncio.run(with_store(settings, gather))
+    anon = settings.supabase_anon_key.get_secret_value() if settings.supabase_anon_key else None
+    print(json.dumps(tool_definitions(profile, settings.supabase_url, anon, key), indent=2))
+    if anon is None or key is None:
+        print(
+            "note: placeholders left for "
+            + " and ".join(
+                what
+                for what, missing in (("SUPABASE_ANON_KEY", anon is None), ("the clinic key", key is None))
+                if missing
+            ),
+            file=sys.stderr,
+        )
+    print(
+        f'note: set the assistant\'s metadata to {{"org_id": "{args.clinic}"}} so every call is checked against '
+        "the key's clinic",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _retry_failed(args: argparse.Namespace) -> int:
+    count = asyncio.run(
+        with_store(load(StoreSettings), lambda store: store.retry_failed(args.clinic, args.appointment))
+    )
+    print(f"re-queued {count} failed appointment(s)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="clinic-sync", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", metavar="command")
+
+    def command(name: str, handler: Handler, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    command("run", _run, "run the sync daemon until SIGTERM/SIGINT")
+
+    migrate = command("migrate", _migrate, "apply pending SQL migrations to DATABASE_URL, or show their status")
+    migrate.add_argument("action", nargs="?", choices=["apply", "status"], default="apply")
+    migrate.add_argument("--database-url", help="defaults to DATABASE_URL")
+
+    verify = command("verify", _verify, "check that this deployment is ready for production")
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.add_argument("--round-trip", action="store_true", help="also book through the Vapi RPC and wait for Google")
+    verify.add_argument("--clinic", type=uuid.UUID, help="the test clinic for --round-trip")
+    verify.add_argument("--budget", type=float, default=30.0, help="seconds the round trip may take (default 30)")
+
+    add = command("add-clinic", _add_clinic, "create a clinic and print its key (once)")
+    add.add_argument("--name", required=True)
+    add.add_argument("--time-zone", default="Europe/London", help="IANA name (default Europe/London)")
+    add.add_argument("--calendar-id", default="primary", help="Google calendar id (default: the account's own)")
+    add.add_argument(
+        "--hours",
+        action="append",
+        help="opening hours, repeatable: 'mon-fri 09:00-17:00' (the default), 'sat 09:00-12:00'",
+    )
+    add.add_argument(
+        "--service", action="append", help="service, repeatable: 'Check-up=30' (minutes; '*' after the default)"
+    )
+    add.add_argument("--phone-country-code", default="44", help="for national numbers like 07700 900123 (default 44)")
+    add.add_argument("--key-label", default="vapi")
+
+    keys = command("keys", _keys, "list a clinic's keys (prefixes only)")
+    keys.add_argument("--clinic", type=uuid.UUID, required=True)
+    rotate = command("rotate-key", _rotate_key, "issue a new clinic key; the old ones stop after a grace period")
+    rotate.add_argument("--clinic", type=uuid.UUID, required=True)
+    rotate.add_argument("--grace-minutes", type=int, default=60, help="how long the old keys keep working (default 60)")
+    rotate.add_argument("--label", default="vapi")
+    revoke = command("revoke-key", _revoke_key, "revoke one clinic key now (ids from `keys`)")
+    revoke.add_argument("key_id", type=uuid.UUID)
+
+    connect = command("connect-google", _connect_google, "connect a clinic's Google Calendar (OAuth consent)")
+    connect.add_argument("--clinic", type=uuid.UUID, required=True)
+    connect.add_argument(
+        "--copy-paste", action="store_true", help="headless server: open the link elsewhere, paste back the address"
+    )
+    connect.add_argument("--no-browser", action="store_true", help="print the link instead of opening a browser")
+    connect.add_argument("--port", type=int, default=0, help="local port for Google's redirect (default: any free)")
+
+    tools = command("vapi-tools", _vapi_tools, "print the clinic's Vapi tool definitions (JSON)")
+    tools.add_argument("--clinic", type=uuid.UUID, required=True)
+    which_key = tools.add_mutually_exclusive_group()
+    which_key.add_argument("--clinic-key", help="the clinic key to put in the x-clinic-key header")
+    which_key.add_argument("--issue-key", action="store_true", help="issue a new clinic key for these tools")
+
+    retry = command("retry-failed", _retry_failed, "put failed appointments back in the sync queue")
+    retry.add_argument("--clinic", type=uuid.UUID, help="only this clinic's")
+    retry.add_argument("--appointment", type=uuid.UUID, help="only this appointment")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    handler: Handler = getattr(args, "handler", _run)
+    try:
+        return handler(args)
+    except ConfigurationError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except (StoreError, ConnectError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

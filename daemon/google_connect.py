@@ -1,0 +1,222 @@
+"""`clinic-sync connect-google`: a clinic's Google account grants the daemon its calendar.
+
+The OAuth consent flow of google-auth-oauthlib, for an installed app: offline access with
+`prompt=consent`, so Google issues a refresh token even to an account that consented before.
+Two ways to finish it:
+- local redirect (default): a one-request web server on localhost receives Google's redirect;
+- copy-paste (a headless server): the operator opens the link on any machine, signs in, and
+  pastes back the address the browser ends on (`http://localhost:1/?code=...`; nothing listens
+  there, so the browser shows an error page, but its address bar holds the code).
+
+Before anything is stored the new token must read the clinic's calendar; the refresh token is
+stored Fernet-encrypted, and the operator is told which account and calendar were connected,
+and warned when Google says the grant expires (an OAuth app still in "Testing": 7 days).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import uuid
+import webbrowser
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+import google.auth.jwt
+from google_auth_oauthlib.flow import InstalledAppFlow
+from googleapiclient.errors import HttpError
+from oauthlib.oauth2.rfc6749.errors import OAuth2Error
+
+from daemon import admin
+from daemon.app import open_store
+from daemon.calendar import CalendarInfo, GoogleCalendar, classify
+from daemon.config import Settings
+from daemon.tokens import CALENDAR_SCOPE, TokenCipher
+
+# openid + email name the account in the id_token; calendar.events is all the daemon uses.
+SCOPES = [CALENDAR_SCOPE, "openid", "https://www.googleapis.com/auth/userinfo.email"]
+COPY_PASTE_REDIRECT = "http://localhost:1/"
+CONSENT_TIMEOUT_SECONDS = 300
+
+
+class ConnectError(Exception):
+    """The clinic was not connected; the message says why and what to do. Nothing was stored."""
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    copy_paste: bool = False
+    port: int = 0
+    open_browser: bool = True
+    timeout_seconds: int = CONSENT_TIMEOUT_SECONDS
+    show: Callable[[str], None] = print
+    ask: Callable[[str], str] = input
+
+
+@dataclass(frozen=True)
+class ConnectResult:
+    clinic_name: str
+    account: str
+    calendar: CalendarInfo
+    refresh_token_expires_at: dt.datetime | None
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        zone = f" ({self.calendar.time_zone})" if self.calendar.time_zone else ""
+        return (
+            f"Connected {self.clinic_name} to Google account {self.account}, "
+            f"calendar {self.calendar.summary!r} [{self.calendar.calendar_id}]{zone}."
+        )
+
+
+async def connect_google(settings: Settings, clinic_id: uuid.UUID, options: ConnectOptions) -> ConnectResult:
+    cipher = TokenCipher(settings.token_encryption_key.get_secret_value())
+    store = await open_store(settings)
+    try:
+        profile = await admin.clinic_profile(store, clinic_id)
+        flow = _flow(settings)
+        token = await asyncio.to_thread(_consent, flow, options)
+        _require_grant(token)
+        account = _account(token)
+        calendar = await _describe(settings, str(profile["calendar_id"]), str(token["access_token"]), account)
+        expires_at = _refresh_token_expiry(token)
+        await store.save_connection(
+            clinic_id,
+            account,
+            cipher.encrypt(str(token["refresh_token"])),
+            _granted(token),
+            access_token_encrypted=cipher.encrypt(str(token["access_token"])),
+            access_token_expires_at=_access_token_expiry(token),
+            refresh_token_expires_at=expires_at,
+        )
+    finally:
+        await store.close()
+    return ConnectResult(profile["name"], account, calendar, expires_at, _warnings(profile, calendar, expires_at))
+
+
+def _flow(settings: Settings) -> InstalledAppFlow:
+    config = {
+        "installed": {
+            "client_id": settings.google_client_id,
+            "client_secret": settings.google_client_secret.get_secret_value(),
+            "auth_uri": settings.google_auth_uri,
+            "token_uri": settings.google_token_uri,
+            "redirect_uris": ["http://localhost"],
+        }
+    }
+    return InstalledAppFlow.from_client_config(config, scopes=SCOPES)
+
+
+def _consent(flow: InstalledAppFlow, options: ConnectOptions) -> dict[str, Any]:
+    """Run the consent flow (blocking: it waits for the person); the token endpoint's answer."""
+    try:
+        if options.copy_paste:
+            flow.redirect_uri = COPY_PASTE_REDIRECT
+            url, _ = flow.authorization_url(access_type="offline", prompt="consent")
+            options.show(
+                "Open this link in a browser on any computer, sign in with the clinic's Google account and allow"
+                f" access:\n\n    {url}\n\nThe browser then fails to load a localhost page; that is expected."
+            )
+            pasted = options.ask("Paste the full address from the browser's address bar: ").strip()
+            if not pasted.startswith(("http://localhost", "https://localhost")):
+                raise ConnectError(
+                    "that is not the localhost address Google sent the browser to; run the command again"
+                )
+            # oauthlib insists on https; the loopback redirect is http by Google's design.
+            flow.fetch_token(authorization_response=pasted.replace("http://", "https://", 1))
+        else:
+            flow.run_local_server(
+                host="localhost",
+                port=options.port,
+                open_browser=options.open_browser and _has_browser(),
+                authorization_prompt_message="Open this link to let the clinic's Google account grant access:\n\n"
+                "    {url}\n",
+                success_message="The clinic's calendar is connected. You can close this window.",
+                timeout_seconds=options.timeout_seconds,
+                access_type="offline",
+                prompt="consent",
+            )
+    except OAuth2Error as error:
+        raise ConnectError(f"Google refused: {error.description or error.error}") from error
+    except Exception as error:
+        if type(error).__name__ == "WSGITimeoutError":
+            raise ConnectError(f"no answer from the browser within {options.timeout_seconds}s") from error
+        raise
+    token: dict[str, Any] = dict(flow.oauth2session.token)
+    return token
+
+
+def _has_browser() -> bool:
+    try:
+        webbrowser.get()
+    except webbrowser.Error:
+        return False
+    return True
+
+
+def _granted(token: dict[str, Any]) -> list[str]:
+    scope = token.get("scope", [])
+    return sorted(scope.split() if isinstance(scope, str) else scope)
+
+
+def _require_grant(token: dict[str, Any]) -> None:
+    if not token.get("refresh_token"):
+        raise ConnectError("Google issued no refresh token, so the daemon could not act for the clinic; run again")
+    if CALENDAR_SCOPE not in _granted(token):
+        # Google's granular consent lets the account holder untick a permission.
+        raise ConnectError("the calendar permission was not granted; run again and tick 'View and edit events'")
+
+
+def _account(token: dict[str, Any]) -> str:
+    """The account's email, from the id_token (straight from the token endpoint over TLS, so not re-verified)."""
+    id_token = token.get("id_token")
+    if not id_token:
+        return "(unnamed account)"
+    claims = google.auth.jwt.decode(id_token, verify=False)  # type: ignore[no-untyped-call]
+    return str(claims.get("email") or claims.get("sub") or "(unnamed account)")
+
+
+async def _describe(settings: Settings, calendar_id: str, access_token: str, account: str) -> CalendarInfo:
+    calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connect")
+    try:
+        return await asyncio.get_running_loop().run_in_executor(executor, calendar.describe, calendar_id, access_token)
+    except HttpError as error:
+        raise ConnectError(
+            f"{account} cannot use calendar {calendar_id!r}: {classify(error, what='calendar').error}."
+            " Share that calendar with the account, or set the clinic's calendar id; nothing was stored"
+        ) from error
+    finally:
+        executor.shutdown(wait=True)
+        calendar.close()
+
+
+def _access_token_expiry(token: dict[str, Any]) -> dt.datetime | None:
+    expires_at = token.get("expires_at")
+    return dt.datetime.fromtimestamp(float(expires_at), dt.UTC) if expires_at else None
+
+
+def _refresh_token_expiry(token: dict[str, Any]) -> dt.datetime | None:
+    seconds = token.get("refresh_token_expires_in")
+    return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(seconds)) if seconds else None
+
+
+def _warnings(
+    profile: dict[str, Any], calendar: CalendarInfo, refresh_token_expires_at: dt.datetime | None
+) -> list[str]:
+    warnings = []
+    if refresh_token_expires_at is not None:
+        days = (refresh_token_expires_at - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+        warnings.append(
+            f"Google will end this grant in {days:.0f} day(s) ({refresh_token_expires_at:%Y-%m-%d %H:%M} UTC). "
+            "That is what a Google Cloud OAuth app in 'Testing' gets: publish the app (OAuth consent screen ->"
+            " Publish) and connect again, or the clinic's bookings will stop reaching the calendar."
+        )
+    if calendar.time_zone and calendar.time_zone != profile["time_zone"]:
+        warnings.append(
+            f"the calendar's time zone is {calendar.time_zone} but the clinic's is {profile['time_zone']}: events"
+            " keep the right instant but may display oddly"
+        )
+    return warnings

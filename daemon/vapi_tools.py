@@ -1,0 +1,116 @@
+"""The Vapi function-tool definitions for one clinic, ready to paste into Vapi (or POST to /tool).
+
+The argument names and which are required mirror what `public.vapi_tool_call` accepts (the
+tests hold the two together); the descriptions are what the model reads, so they name the
+clinic's time zone and services.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+RPC_PATH = "/rest/v1/rpc/vapi_tool_call"
+CLINIC_KEY_PLACEHOLDER = "<the clinic key printed by add-clinic or rotate-key>"
+ANON_KEY_PLACEHOLDER = "<SUPABASE_ANON_KEY>"
+# Vapi's default; the RPC answers in milliseconds, so this only bounds a gateway outage.
+TOOL_TIMEOUT_SECONDS = 20
+
+
+def tool_definitions(
+    profile: Mapping[str, Any], supabase_url: str, anon_key: str | None, clinic_key: str | None
+) -> list[dict[str, Any]]:
+    """Four function tools whose server is the clinic's RPC endpoint, authenticated by its key."""
+    zone = str(profile["time_zone"])
+    services = [str(s["name"]) for s in profile["services"]]
+    server = {
+        "url": supabase_url.rstrip("/") + RPC_PATH,
+        "timeoutSeconds": TOOL_TIMEOUT_SECONDS,
+        "headers": {
+            "apikey": anon_key or ANON_KEY_PLACEHOLDER,
+            "x-clinic-key": clinic_key or CLINIC_KEY_PLACEHOLDER,
+            "Content-Type": "application/json",
+        },
+    }
+    service = _service_property(services)
+    phone = {
+        "type": "string",
+        "description": "The patient's phone number; leave out to use the number they are calling from.",
+    }
+    reference = {"type": "string", "description": "The booking reference the caller was given (6 characters)."}
+    tools = [
+        _tool(
+            "check_availability",
+            f"List the free appointment start times at {profile['name']} on one day, in clinic local time ({zone}).",
+            {
+                "date": {"type": "string", "description": f"The day, as YYYY-MM-DD ({zone})."},
+                "service": service,
+            },
+            ["date"],
+            "Let me check the diary.",
+        ),
+        _tool(
+            "book_appointment",
+            f"Book an appointment at {profile['name']}. Confirm the time and name with the caller first.",
+            {
+                "start": {
+                    "type": "string",
+                    "description": f"Start time, YYYY-MM-DDTHH:MM in clinic local time ({zone}).",
+                },
+                "patient_name": {"type": "string", "description": "The patient's full name."},
+                "patient_phone": phone,
+                "service": service,
+                "notes": {"type": "string", "description": "Anything the clinic should know (optional, short)."},
+            },
+            ["start", "patient_name"],
+            "Booking that for you now.",
+        ),
+        _tool(
+            "cancel_appointment",
+            "Cancel a booking, found by its reference or the patient's phone number (and its start time when "
+            "that number has several).",
+            {
+                "reference": reference,
+                "patient_phone": phone,
+                "start": {"type": "string", "description": f"Start time of the booking, YYYY-MM-DDTHH:MM ({zone})."},
+            },
+            [],
+            "Cancelling that now.",
+        ),
+        _tool(
+            "reschedule_appointment",
+            "Move a booking, found by its reference or the patient's phone number, to a new start time.",
+            {
+                "reference": reference,
+                "patient_phone": phone,
+                "new_start": {"type": "string", "description": f"New start time, YYYY-MM-DDTHH:MM ({zone})."},
+            },
+            ["new_start"],
+            "Moving that for you now.",
+        ),
+    ]
+    for tool in tools:
+        tool["server"] = server
+    return tools
+
+
+def _service_property(services: Sequence[str]) -> dict[str, Any]:
+    prop: dict[str, Any] = {"type": "string", "description": "The service; leave out for the clinic's default."}
+    if services:
+        prop["enum"] = list(services)
+    return prop
+
+
+def _tool(
+    name: str, description: str, properties: dict[str, Any], required: list[str], request_start: str
+) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "async": False,
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": required},
+        },
+        "messages": [{"type": "request-start", "content": request_start}],
+    }

@@ -1,0 +1,430 @@
+"""`clinic-sync verify`: is this deployment ready for production? One line per check.
+
+Each check is `ok`, `warn` (works, but someone should look) or `fail` (bookings would be lost,
+late or unsafe); any `fail` makes the command exit 1. Checks that depend on a failed one are
+reported as `skip` rather than as a cascade of failures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import enum
+import json
+import re
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import httpx
+from googleapiclient.errors import HttpError
+from rich.console import Console
+from rich.markup import escape
+
+from daemon import admin
+from daemon.app import make_feed, open_store
+from daemon.calendar import GoogleCalendar, classify, event_id_for
+from daemon.config import Settings
+from daemon.feed import FeedState
+from daemon.migrations import discover
+from daemon.store import Store, StoreError
+from daemon.tokens import NeedsReauth, OAuthClient, TokenCipher, TokenManager, TokenUnavailable
+from daemon.vapi_tools import RPC_PATH
+
+FEED_TIMEOUT_SECONDS = 15.0
+MAX_PENDING_AGE_SECONDS = 300.0
+ROUND_TRIP_LABEL = "verify round-trip"
+ROUND_TRIP_PATIENT = "Readiness Check"
+SEARCH_DAYS = 14
+
+
+class Status(enum.StrEnum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+    SKIP = "skip"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Report:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return all(check.status is not Status.FAIL for check in self.checks)
+
+    def add(self, name: str, status: Status, detail: str, **data: Any) -> Check:
+        check = Check(name, status, detail, data)
+        self.checks.append(check)
+        return check
+
+
+@dataclass(frozen=True)
+class VerifyOptions:
+    round_trip_clinic: uuid.UUID | None = None
+    budget_seconds: float = 30.0
+    feed_timeout_seconds: float = FEED_TIMEOUT_SECONDS
+    max_pending_age_seconds: float = MAX_PENDING_AGE_SECONDS
+
+
+async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
+    report = Report()
+    try:
+        store = await open_store(settings)
+        facts = await store.call("readiness_facts", {})
+    except StoreError as error:
+        report.add("database", Status.FAIL, f"unreachable over the {settings.database_backend} path: {error}")
+        for name in ("migrations", "row-level security", "realtime publication", "change feed", "google", "backlog"):
+            report.add(name, Status.SKIP, "needs the database")
+        return report
+    try:
+        report.add("database", Status.OK, f"reachable over the {settings.database_backend} path")
+        _check_schema(report, settings, facts)
+        await _check_feed(report, settings, options)
+        executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
+        calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
+        try:
+            google = _Google(settings, store, executor, calendar)
+            await _check_connections(report, store, google)
+            await _check_backlog(report, store, options)
+            if options.round_trip_clinic is not None:
+                await _round_trip(report, settings, store, google, options)
+        finally:
+            executor.shutdown(wait=True, cancel_futures=True)
+            calendar.close()
+    finally:
+        await store.close()
+    return report
+
+
+def _check_schema(report: Report, settings: Settings, facts: Mapping[str, Any]) -> None:
+    known = [m.version for m in discover(settings.migrations_dir)]
+    applied = set(facts["applied_migrations"])
+    pending = [v for v in known if v not in applied]
+    unknown = sorted(applied - set(known))
+    if pending:
+        report.add(
+            "migrations", Status.FAIL, f"{len(pending)} not applied: {', '.join(pending)} (run: clinic-sync migrate)"
+        )
+    elif unknown:
+        report.add("migrations", Status.WARN, f"at head, and the database has newer ones: {', '.join(unknown)}")
+    else:
+        report.add("migrations", Status.OK, f"at head ({known[-1] if known else 'none'})")
+
+    no_rls, anon = facts["tables_without_rls"], facts["anon_table_privileges"]
+    if no_rls or anon:
+        problems = ([f"RLS disabled on {', '.join(no_rls)}"] if no_rls else []) + (
+            [f"anon holds {', '.join(anon)}"] if anon else []
+        )
+        report.add("row-level security", Status.FAIL, "; ".join(problems))
+    else:
+        report.add("row-level security", Status.OK, "enabled on every public table; anon holds no table privilege")
+
+    if facts["appointments_in_realtime"]:
+        report.add("realtime publication", Status.OK, "public.appointments is in supabase_realtime")
+    else:
+        # Only the Supabase path listens through Realtime; the direct path uses LISTEN/NOTIFY.
+        status = Status.FAIL if settings.database_backend == "supabase" else Status.WARN
+        report.add("realtime publication", status, "public.appointments is not in the supabase_realtime publication")
+
+
+async def _check_feed(report: Report, settings: Settings, options: VerifyOptions) -> None:
+    if not settings.feed_enabled:
+        report.add(
+            "change feed",
+            Status.WARN,
+            f"FEED_ENABLED=false: changes wait for the sweep (every {settings.sync_poll_seconds:g}s)",
+        )
+        return
+    feed = make_feed(settings)
+    kind = "Realtime" if settings.database_backend == "supabase" else "LISTEN/NOTIFY"
+    started = time.monotonic()
+    task = asyncio.create_task(feed.run(lambda: None))
+    try:
+        subscribed = await _until(lambda: feed.state is FeedState.SUBSCRIBED, options.feed_timeout_seconds)
+    finally:
+        feed.stop()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    if subscribed:
+        report.add("change feed", Status.OK, f"{kind} subscribed in {time.monotonic() - started:.1f}s")
+    else:
+        report.add(
+            "change feed",
+            Status.FAIL,
+            f"{kind} not subscribed within {options.feed_timeout_seconds:g}s; bookings would wait for the sweep",
+        )
+
+
+class _Google:
+    """Token refresh and calendar calls for the checks, off the event loop."""
+
+    def __init__(self, settings: Settings, store: Store, executor: ThreadPoolExecutor, calendar: GoogleCalendar):
+        self.calendar = calendar
+        self.executor = executor
+        self.tokens = TokenManager(
+            store,
+            TokenCipher(settings.token_encryption_key.get_secret_value()),
+            OAuthClient(
+                settings.google_client_id,
+                settings.google_client_secret.get_secret_value(),
+                settings.google_token_uri,
+                settings.google_timeout_seconds,
+            ),
+            executor,
+        )
+
+    async def run(self, call: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)
+
+
+async def _check_connections(report: Report, store: Store, google: _Google) -> None:
+    rows = await store.call_rows("calendar_connections_overview", {})
+    if not rows:
+        report.add("google", Status.WARN, "no clinics yet (clinic-sync add-clinic)")
+        return
+    for row in rows:
+        name = f"google: {row['clinic_name']}"
+        clinic_id = uuid.UUID(str(row["clinic_id"]))
+        if row["status"] == "not_connected":
+            report.add(name, Status.FAIL, f"not connected (clinic-sync connect-google --clinic {clinic_id})")
+            continue
+        if row["status"] != "active":
+            report.add(
+                name,
+                Status.FAIL,
+                f"needs re-authorisation: {row['last_error'] or row['status']} "
+                f"(clinic-sync connect-google --clinic {clinic_id})",
+                clinic_id=str(clinic_id),
+            )
+            continue
+        report.checks.append(await _check_connection(name, clinic_id, row, google))
+
+
+async def _check_connection(name: str, clinic_id: uuid.UUID, row: Mapping[str, Any], google: _Google) -> Check:
+    try:
+        token = await google.tokens.force_refresh(clinic_id)
+    except NeedsReauth as error:
+        return Check(
+            name, Status.FAIL, f"needs re-authorisation: {error} (clinic-sync connect-google --clinic {clinic_id})"
+        )
+    except TokenUnavailable as error:
+        return Check(name, Status.FAIL, f"token refresh failed: {error}")
+    try:
+        info = await google.run(google.calendar.describe, row["calendar_id"], token)
+    except HttpError as error:
+        return Check(name, Status.FAIL, f"calendar {row['calendar_id']!r}: {classify(error, what='calendar').error}")
+    except OSError as error:
+        return Check(name, Status.FAIL, f"Google unreachable: {type(error).__name__}")
+    detail = f"{row['google_account'] or 'account'}, calendar {info.summary!r}"
+    notes = []
+    if info.time_zone and info.time_zone != row["time_zone"]:
+        notes.append(f"the calendar's zone is {info.time_zone}, the clinic's {row['time_zone']}")
+    if row["refresh_token_expires_at"]:
+        notes.append(
+            f"Google will end this grant at {row['refresh_token_expires_at']} (a project in 'Testing' gives 7 days: "
+            "publish the OAuth app)"
+        )
+    return Check(name, Status.WARN if notes else Status.OK, "; ".join([detail, *notes]))
+
+
+async def _check_backlog(report: Report, store: Store, options: VerifyOptions) -> None:
+    backlog = await store.call("sync_backlog", {})
+    states = {k: int(v) for k, v in backlog["by_state"].items()}
+    age = float(backlog["oldest_pending_age_seconds"])
+    waiting = states.get("pending", 0) + states.get("in_flight", 0)
+    detail = (
+        f"{waiting} waiting (oldest {age:.0f}s), {states.get('parked', 0)} parked, {states.get('failed', 0)} failed,"
+        f" {states.get('synced', 0)} synced"
+    )
+    if waiting and age > options.max_pending_age_seconds:
+        report.add("backlog", Status.FAIL, f"{detail}: is the daemon running?", **states)
+    elif states.get("failed", 0) or states.get("parked", 0):
+        report.add("backlog", Status.WARN, f"{detail} (clinic-sync retry-failed re-queues failed ones)", **states)
+    else:
+        report.add("backlog", Status.OK, detail, **states)
+
+
+async def _round_trip(
+    report: Report, settings: Settings, store: Store, google: _Google, options: VerifyOptions
+) -> None:
+    assert options.round_trip_clinic is not None
+    if settings.supabase_url is None or settings.supabase_anon_key is None:
+        report.add("round trip", Status.FAIL, "needs SUPABASE_URL and SUPABASE_ANON_KEY: it books the way Vapi does")
+        return
+    trip = RoundTrip(settings.supabase_url, settings.supabase_anon_key.get_secret_value(), store, google, options)
+    report.checks.append(await trip.run())
+
+
+class RoundTrip:
+    """A synthetic booking through the Vapi RPC (with a temporary key) that must reach the test
+    clinic's calendar within the budget; then cancelled, its event gone, its row and key removed."""
+
+    def __init__(self, supabase_url: str, anon_key: str, store: Store, google: _Google, options: VerifyOptions):
+        assert options.round_trip_clinic is not None
+        self._url = supabase_url.rstrip("/") + RPC_PATH
+        self._anon_key = anon_key
+        self._store = store
+        self._google = google
+        self._clinic = options.round_trip_clinic
+        self._budget = options.budget_seconds
+
+    async def run(self) -> Check:
+        try:
+            profile = await admin.clinic_profile(self._store, self._clinic)
+        except StoreError as error:
+            return Check("round trip", Status.FAIL, str(error))
+        key = await admin.issue_key(self._store, self._clinic, ROUND_TRIP_LABEL)
+        try:
+            async with httpx.AsyncClient(headers={"apikey": self._anon_key, "x-clinic-key": key}, timeout=20.0) as http:
+                return await self._book_and_check(http, profile)
+        finally:
+            await self._revoke(key)
+
+    async def _book_and_check(self, http: httpx.AsyncClient, profile: Mapping[str, Any]) -> Check:
+        slot = await self._free_slot(http, profile)
+        if slot is None:
+            return Check("round trip", Status.FAIL, f"no free time in the next {SEARCH_DAYS} days to book")
+        started = time.monotonic()
+        confirmation = await self._tool(
+            http,
+            "book_appointment",
+            {"start": slot, "patient_name": ROUND_TRIP_PATIENT, "notes": "clinic-sync verify; removed automatically"},
+        )
+        match = re.search(r"Reference ([A-Z0-9]{4,12})", confirmation)
+        if match is None:
+            return Check("round trip", Status.FAIL, f"booking refused: {confirmation}")
+        reference = match[1]
+        try:
+            synced = await self._until_synced(reference, "booked")
+            if synced is None:
+                return Check(
+                    "round trip", Status.FAIL, f"not in the calendar after {self._budget:g}s: is the daemon running?"
+                )
+            latency = time.monotonic() - started
+            problem = await self._event_problem(profile, synced)
+            if problem:
+                return Check("round trip", Status.FAIL, problem)
+            return Check(
+                "round trip",
+                Status.OK,
+                f"booked {slot} through the Vapi RPC, in Google Calendar after {latency:.1f}s; cleaned up",
+                {"latency_seconds": round(latency, 3)},
+            )
+        finally:
+            await self._clean_up(http, reference)
+
+    async def _free_slot(self, http: httpx.AsyncClient, profile: Mapping[str, Any]) -> str | None:
+        today = dt.datetime.now(dt.UTC).date()
+        for offset in range(1, SEARCH_DAYS + 1):
+            day = (today + dt.timedelta(days=offset)).isoformat()
+            answer = await self._tool(http, "check_availability", {"date": day})
+            # "Free start times on <day> for a 30-minute Check-up (GMT time): 09:00, 09:15."
+            _, _, times = answer.rpartition("): ")
+            found = re.findall(r"\b\d{2}:\d{2}\b", times) if answer.startswith("Free start times") else []
+            if found:
+                return f"{day}T{found[-1]}"  # the day's last slot: the least likely to be wanted by a patient
+        return None
+
+    async def _tool(self, http: httpx.AsyncClient, name: str, arguments: Mapping[str, Any]) -> str:
+        call_id = f"verify-{uuid.uuid4()}"
+        envelope = {
+            "message": {
+                "type": "tool-calls",
+                "toolCallList": [
+                    {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
+                ],
+                "call": {"id": call_id},
+                "assistant": {"metadata": {"org_id": str(self._clinic)}},
+            }
+        }
+        response = await http.post(self._url, json=envelope)
+        response.raise_for_status()
+        [result] = response.json()["results"]
+        return str(result.get("result") or result.get("error"))
+
+    async def _status(self, reference: str) -> Mapping[str, Any] | None:
+        status: Mapping[str, Any] | None = await self._store.call(
+            "appointment_sync_status", {"p_clinic_id": self._clinic, "p_reference": reference}
+        )
+        return status
+
+    async def _until_synced(self, reference: str, status: str) -> Mapping[str, Any] | None:
+        deadline = time.monotonic() + self._budget
+        while time.monotonic() < deadline:
+            row = await self._status(reference)
+            if row and row["status"] == status and row["sync_state"] == "synced":
+                return row
+            await asyncio.sleep(0.2)
+        return None
+
+    async def _event_problem(self, profile: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
+        event_id = event_id_for(uuid.UUID(str(row["appointment_id"])))
+        try:
+            token = await self._google.tokens.access_token(self._clinic)
+            event = await self._google.run(self._google.calendar.event, profile["calendar_id"], event_id, token)
+        except (NeedsReauth, TokenUnavailable) as error:
+            return f"synced, but its event cannot be read back: {error}"
+        except HttpError as error:
+            return f"synced, but Google has no such event: {classify(error, what='event').error}"
+        if event.get("status") != "confirmed":
+            return f"synced, but the event is {event.get('status')}"
+        return None
+
+    async def _clean_up(self, http: httpx.AsyncClient, reference: str) -> None:
+        with contextlib.suppress(httpx.HTTPError, StoreError):
+            await self._tool(http, "cancel_appointment", {"reference": reference})
+            row = await self._until_synced(reference, "cancelled")
+            if row is not None:
+                await self._store.call("delete_cancelled_appointment", {"p_appointment_id": row["appointment_id"]})
+
+    async def _revoke(self, key: str) -> None:
+        with contextlib.suppress(StoreError):
+            for row in await admin.list_keys(self._store, self._clinic):
+                if row["label"] == ROUND_TRIP_LABEL and key.startswith(row["key_prefix"]) and not row["revoked_at"]:
+                    await admin.revoke_key(self._store, uuid.UUID(str(row["id"])))
+
+
+async def _until(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(step)
+    return True
+
+
+STYLES = {Status.OK: ("green", "✔"), Status.WARN: ("yellow", "!"), Status.FAIL: ("red", "✘"), Status.SKIP: ("dim", "-")}
+
+
+def print_report(report: Report, *, as_json: bool, console: Console | None = None) -> None:
+    console = console or Console(highlight=False)
+    if as_json:
+        console.print_json(json.dumps({"passed": report.passed, "checks": [_jsonable(c) for c in report.checks]}))
+        return
+    for check in report.checks:
+        colour, mark = STYLES[check.status]
+        console.print(
+            f"[{colour}]{mark} {check.status.value:<4}[/] [bold]{escape(check.name)}[/]: {escape(check.detail)}"
+        )
+    verdict = "[green]ready[/]" if report.passed else "[red]not ready[/]"
+    console.print(
+        f"{verdict}: {sum(c.status is Status.FAIL for c in report.checks)} failed, "
+        f"{sum(c.status is Status.WARN for c in report.checks)} warning(s)"
+    )
+
+
+def _jsonable(check: Check) -> dict[str, Any]:
+    return {**asdict(check), "status": check.status.value, "data": dict(check.data)}
