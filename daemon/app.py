@@ -46,11 +46,12 @@ def make_feed(settings: Settings) -> ChangeFeed:
     )
 
 
-async def open_store(settings: StoreSettings) -> Store:
+async def open_store(settings: StoreSettings, *, timeout: float = 30.0) -> Store:
+    """The configured database path, connected; StoreError when the database cannot be reached."""
     if settings.database_backend == "postgres":
         assert settings.database_url is not None
         postgres = PostgresStore(settings.database_url.get_secret_value())
-        await postgres.open()
+        await postgres.open(timeout)
         return postgres
     assert settings.supabase_url is not None and settings.supabase_service_role_key is not None
     supabase = SupabaseStore(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import psycopg
 from psycopg import sql
 from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 LeaseResult = Literal["synced", "pending", "failed", "parked", "lease_lost"]
 
@@ -237,8 +237,11 @@ class PostgresStore(Store):
             dsn, min_size=1, max_size=max_connections, open=False, kwargs={"autocommit": True}
         )
 
-    async def open(self) -> None:
-        await self._pool.open(wait=True, timeout=30)
+    async def open(self, timeout: float = 30.0) -> None:
+        try:
+            await self._pool.open(wait=True, timeout=timeout)
+        except PoolTimeout as error:
+            raise StoreError(f"database: no connection within {timeout:g}s") from error
 
     async def close(self) -> None:
         await self._pool.close()

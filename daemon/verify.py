@@ -39,6 +39,8 @@ FEED_TIMEOUT_SECONDS = 15.0
 MAX_PENDING_AGE_SECONDS = 300.0
 ROUND_TRIP_LABEL = "verify round-trip"
 ROUND_TRIP_PATIENT = "Readiness Check"
+# Ofcom reserves 07700 900000-900999 for fiction: never a real patient.
+ROUND_TRIP_PHONE = "+447700900000"
 SEARCH_DAYS = 14
 
 
@@ -76,20 +78,21 @@ class VerifyOptions:
     round_trip_clinic: uuid.UUID | None = None
     budget_seconds: float = 30.0
     feed_timeout_seconds: float = FEED_TIMEOUT_SECONDS
+    connect_timeout_seconds: float = 10.0
     max_pending_age_seconds: float = MAX_PENDING_AGE_SECONDS
 
 
 async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
     report = Report()
     try:
-        store = await open_store(settings)
-        facts = await store.call("readiness_facts", {})
+        store = await open_store(settings, timeout=options.connect_timeout_seconds)
     except StoreError as error:
-        report.add("database", Status.FAIL, f"unreachable over the {settings.database_backend} path: {error}")
-        for name in ("migrations", "row-level security", "realtime publication", "change feed", "google", "backlog"):
-            report.add(name, Status.SKIP, "needs the database")
-        return report
+        return _unreachable(report, settings, error)
     try:
+        try:
+            facts = await store.call("readiness_facts", {})
+        except StoreError as error:
+            return _unreachable(report, settings, error)
         report.add("database", Status.OK, f"reachable over the {settings.database_backend} path")
         _check_schema(report, settings, facts)
         await _check_feed(report, settings, options)
@@ -106,6 +109,13 @@ async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
             calendar.close()
     finally:
         await store.close()
+    return report
+
+
+def _unreachable(report: Report, settings: Settings, error: StoreError) -> Report:
+    report.add("database", Status.FAIL, f"unreachable over the {settings.database_backend} path: {error}")
+    for name in ("migrations", "row-level security", "realtime publication", "change feed", "google", "backlog"):
+        report.add(name, Status.SKIP, "needs the database")
     return report
 
 
@@ -301,7 +311,12 @@ class RoundTrip:
         confirmation = await self._tool(
             http,
             "book_appointment",
-            {"start": slot, "patient_name": ROUND_TRIP_PATIENT, "notes": "clinic-sync verify; removed automatically"},
+            {
+                "start": slot,
+                "patient_name": ROUND_TRIP_PATIENT,
+                "patient_phone": ROUND_TRIP_PHONE,
+                "notes": "clinic-sync verify; removed automatically",
+            },
         )
         match = re.search(r"Reference ([A-Z0-9]{4,12})", confirmation)
         if match is None:
