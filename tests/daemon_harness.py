@@ -46,6 +46,7 @@ def settings_env(backend: Backend, google: GoogleStandIn, **overrides: Any) -> d
         "TOKEN_ENCRYPTION_KEY": TOKEN_KEY,
         "GOOGLE_API_ENDPOINT": google.api_endpoint,
         "GOOGLE_TOKEN_URI": google.token_uri,
+        "GOOGLE_AUTH_URI": google.auth_uri,
         "GOOGLE_TIMEOUT_SECONDS": "2",
         "SYNC_POLL_SECONDS": "0.2",
         "SYNC_LEASE_SECONDS": "5",
