@@ -425,7 +425,7 @@ STYLES = {Status.OK: ("green", "✔"), Status.WARN: ("yellow", "!"), Status.FAIL
 
 
 def print_report(report: Report, *, as_json: bool, console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    console = console or Console(highlight=False, soft_wrap=True)
     if as_json:
         console.print_json(json.dumps({"passed": report.passed, "checks": [_jsonable(c) for c in report.checks]}))
         return
