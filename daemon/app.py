@@ -9,7 +9,7 @@ import signal
 import socket
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
@@ -46,6 +46,22 @@ def make_feed(settings: Settings) -> ChangeFeed:
     )
 
 
+def token_manager(settings: Settings, store: Store, executor: Executor, metrics: Metrics | None = None) -> TokenManager:
+    """Access tokens for every clinic, refreshed with the configured OAuth client."""
+    return TokenManager(
+        store,
+        TokenCipher(settings.token_encryption_key.get_secret_value()),
+        OAuthClient(
+            settings.google_client_id,
+            settings.google_client_secret.get_secret_value(),
+            settings.google_token_uri,
+            settings.google_timeout_seconds,
+        ),
+        executor,
+        metrics=metrics,
+    )
+
+
 async def open_store(settings: StoreSettings, *, timeout: float = 30.0) -> Store:
     """The configured database path, connected; StoreError when the database cannot be reached."""
     if settings.database_backend == "postgres":
@@ -71,7 +87,6 @@ class Daemon:
         self.settings = settings
         self.owner = owner or default_owner()
         self.metrics = Metrics()
-        self._cipher = TokenCipher(settings.token_encryption_key.get_secret_value())
         self._loop: asyncio.AbstractEventLoop | None = None
         self._sync: SyncLoop | None = None
         self._stop_requested = False
@@ -105,18 +120,7 @@ class Daemon:
         settings = self.settings
         store = await open_store(settings)
         executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
-        tokens = TokenManager(
-            store,
-            self._cipher,
-            OAuthClient(
-                settings.google_client_id,
-                settings.google_client_secret.get_secret_value(),
-                settings.google_token_uri,
-                settings.google_timeout_seconds,
-            ),
-            executor,
-            metrics=self.metrics,
-        )
+        tokens = token_manager(settings, store, executor, self.metrics)
         calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
         self._sync = SyncLoop(
             store,

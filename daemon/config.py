@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # In a source checkout and in the container image alike, migrations sit next to the package.
@@ -100,3 +100,11 @@ class Settings(StoreSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `verify` compares the database's applied migrations with these files.
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+
+    @field_validator("token_encryption_key")
+    @classmethod
+    def _fernet_keys(cls, value: SecretStr) -> SecretStr:
+        from daemon.tokens import TokenCipher
+
+        TokenCipher(value.get_secret_value())  # refuses anything but Fernet keys, naming the setting
+        return value

@@ -35,9 +35,10 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
+from daemon.calendar import RetryReason
+
 SyncAction = Literal["insert", "update", "delete"]
 FailureReason = Literal["rejected", "gave_up"]
-RetryReason = Literal["rate_limited", "quota", "google_error", "network", "token", "internal"]
 RefreshResult = Literal["ok", "needs_reauth", "error"]
 
 SYNC_ACTIONS: Final[tuple[str, ...]] = get_args(SyncAction)

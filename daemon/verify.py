@@ -26,13 +26,13 @@ from rich.console import Console
 from rich.markup import escape
 
 from daemon import admin
-from daemon.app import make_feed, open_store
+from daemon.app import make_feed, open_store, token_manager
 from daemon.calendar import GoogleCalendar, classify, event_id_for
 from daemon.config import Settings
 from daemon.feed import FeedState
 from daemon.migrations import discover
 from daemon.store import Store, StoreError
-from daemon.tokens import NeedsReauth, OAuthClient, TokenCipher, TokenManager, TokenUnavailable
+from daemon.tokens import NeedsReauth, TokenUnavailable
 from daemon.vapi_tools import RPC_PATH
 
 FEED_TIMEOUT_SECONDS = 15.0
@@ -184,17 +184,7 @@ class _Google:
     def __init__(self, settings: Settings, store: Store, executor: ThreadPoolExecutor, calendar: GoogleCalendar):
         self.calendar = calendar
         self.executor = executor
-        self.tokens = TokenManager(
-            store,
-            TokenCipher(settings.token_encryption_key.get_secret_value()),
-            OAuthClient(
-                settings.google_client_id,
-                settings.google_client_secret.get_secret_value(),
-                settings.google_token_uri,
-                settings.google_timeout_seconds,
-            ),
-            executor,
-        )
+        self.tokens = token_manager(settings, store, executor)
 
     async def run(self, call: Callable[..., Any], *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self.executor, call, *args)

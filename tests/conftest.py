@@ -11,9 +11,11 @@ from hypothesis import settings
 
 from daemon.config import DEFAULT_MIGRATIONS_DIR
 from daemon.migrations import apply
+from tests.daemon_harness import Backend
 from tests.standins.clinics import create_clinic, issue_key
 from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, SUPERUSER, ThrowawayPostgres
+from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.vapi import Assistant
 
 TEMPLATE = "ccs_template"
@@ -100,3 +102,20 @@ def google() -> Iterator[GoogleStandIn]:
     """Google Calendar + OAuth on 127.0.0.1."""
     with GoogleStandIn() as standin:
         yield standin
+
+
+@pytest.fixture
+def rest(database: Database) -> Iterator[SupabaseRestStandIn]:
+    """Supabase's REST gateway over this test's database."""
+    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as standin:
+        yield standin
+
+
+@pytest.fixture(params=["supabase", "postgres"])
+def backend(request: pytest.FixtureRequest, database: Database) -> Iterator[Backend]:
+    """Each database path in turn, without a change feed (the timer sweeps)."""
+    if request.param == "postgres":
+        yield Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
+        return
+    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as rest:
+        yield Backend("supabase", {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key})

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import uuid
-from collections.abc import Iterator
 
 import psycopg
 import pytest
 
-from daemon.__main__ import main as daemon_main
 from daemon.calendar import event_id_for
-from tests.conftest import Clinic, Database
+from daemon.cli import main as daemon_main
+from tests.conftest import Clinic
 from tests.daemon_harness import (
     Backend,
     all_synced,
@@ -32,20 +31,10 @@ from tests.daemon_harness import (
 from tests.dates import LONDON, upcoming
 from tests.standins.clinics import create_clinic, issue_key
 from tests.standins.google import Fault, GoogleStandIn
-from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
-from tests.standins.supabase_rest import SupabaseRestStandIn
+from tests.standins.postgres import scalar
 from tests.standins.vapi import Assistant, VapiCall
 
 TUESDAY = 2
-
-
-@pytest.fixture(params=["supabase", "postgres"])
-def backend(request: pytest.FixtureRequest, database: Database) -> Iterator[Backend]:
-    if request.param == "postgres":
-        yield Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
-        return
-    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as rest:
-        yield Backend("supabase", {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key})
 
 
 @pytest.fixture

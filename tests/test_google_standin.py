@@ -1,28 +1,51 @@
-"""The Google stand-in behaves like Google, as seen through the real google-api-python-client and google-auth."""
+"""The Google stand-in behaves like Google, as seen through the real google-api-python-client, google-auth and
+google-auth-oauthlib."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import queue
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import google_auth_httplib2
 import httplib2
+import httpx
 import pytest
+from google.auth import jwt
 from google.auth.exceptions import RefreshError
 from google.oauth2.credentials import Credentials
+from google_auth_oauthlib.flow import Flow, InstalledAppFlow
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
+from oauthlib.oauth2 import AccessDeniedError, InvalidGrantError, OAuth2Error
 
-from tests.standins.google import CALENDAR_EVENTS_SCOPE, Fault, GoogleStandIn, RecordedRequest
+from tests.standins.google import (
+    CALENDAR_EVENTS_SCOPE,
+    OPENID_SCOPE,
+    USERINFO_EMAIL_SCOPE,
+    Fault,
+    GoogleStandIn,
+    RecordedRequest,
+)
 
 CLINIC = "clinic@example.com"
 OTHER_CLINIC = "other@example.com"
 TEAM_CALENDAR = "team@group.calendar.google.com"
 EVENTS_PATH = "/calendar/v3/calendars/primary/events"
+AUTH_PATH = "/o/oauth2/auth"
+# Where the copy-paste flow says the browser goes afterwards; nothing needs to listen there.
+LOOPBACK = "http://127.0.0.1:8765/"
+# What connect-google asks for: the calendar, and who the account is.
+SCOPES = [CALENDAR_EVENTS_SCOPE, OPENID_SCOPE, USERINFO_EMAIL_SCOPE]
 
 Connect = Callable[..., Any]
+MakeFlow = Callable[..., Any]
 
 
 @pytest.fixture
@@ -190,6 +213,463 @@ def test_unknown_access_token_is_401(google: GoogleStandIn, refresh_token: str, 
     error = http_error(lambda: service.events().list(calendarId="primary").execute())
     assert error.status_code == 401
     assert google.requests()[-1] == RecordedRequest("GET", EVENTS_PATH, None, 401, "alt=json")
+
+
+# -- the authorization-code flow (google-auth-oauthlib) ---------------------------------------------
+
+
+@pytest.fixture
+def make_flow(google: GoogleStandIn, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeFlow]:
+    """Builds real google-auth-oauthlib flows for the stand-in's client; closes their HTTP sessions afterwards.
+
+    oauthlib refuses a plain-http token endpoint unless OAUTHLIB_INSECURE_TRANSPORT is set.
+    """
+    monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
+    flows: list[Any] = []
+
+    def make(scopes: list[str] = SCOPES, *, client_id: str | None = None, flow_class: Any = Flow, **kwargs: Any) -> Any:
+        config = {
+            "installed": {
+                "client_id": client_id or google.client_id,
+                "client_secret": google.client_secret,
+                "auth_uri": google.auth_uri,
+                "token_uri": google.token_uri,
+                "redirect_uris": ["http://localhost"],
+            }
+        }
+        flow = flow_class.from_client_config(config, scopes=scopes, **kwargs)
+        flows.append(flow)
+        return flow
+
+    yield make
+    for flow in flows:
+        flow.oauth2session.close()
+
+
+@pytest.fixture
+def browser() -> Iterator[httpx.Client]:
+    """The user's browser; it follows no redirect unless asked to."""
+    with httpx.Client(timeout=5.0) as client:
+        yield client
+
+
+def authorize(browser: httpx.Client, flow: Any, **kwargs: Any) -> str:
+    """Visit the flow's authorization URL and return where Google sent the browser back to (copy-paste mode)."""
+    url, _ = flow.authorization_url(**kwargs)
+    response = browser.get(url)
+    assert response.status_code == 302, response.text
+    return str(response.headers["location"])
+
+
+class _Prompts(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.messages: queue.Queue[str] = queue.Queue()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.put(record.getMessage())
+
+
+@contextlib.contextmanager
+def authorization_prompts() -> Iterator[queue.Queue[str]]:
+    """What InstalledAppFlow.run_local_server tells the user to visit: it logs its prompt at INFO as it prints it."""
+    logger = logging.getLogger("google_auth_oauthlib.flow")
+    handler, level = _Prompts(), logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        yield handler.messages
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+
+def run_local_server(flow: Any, browser: httpx.Client, **kwargs: Any) -> Any:
+    """Run InstalledAppFlow.run_local_server as connect-google does, playing the browser: open the URL it prompts
+    with and follow the stand-in's redirect to its local server. Returns its credentials or raises its error."""
+    with authorization_prompts() as prompts, ThreadPoolExecutor(1) as pool:
+        outcome = pool.submit(
+            flow.run_local_server,
+            port=0,
+            open_browser=False,
+            authorization_prompt_message="{url}",
+            timeout_seconds=10,
+            access_type="offline",
+            **kwargs,
+        )
+        url = prompts.get(timeout=10)
+        landing = browser.get(url, follow_redirects=True)
+        assert landing.status_code == 200, landing.text
+        return outcome.result(timeout=10)
+
+
+def query_of(url: str) -> dict[str, str]:
+    return dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(url).query))
+
+
+def test_installed_app_flow_with_local_server(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client, connect: Connect
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(flow_class=InstalledAppFlow)
+    creds = run_local_server(flow, browser, prompt="consent")
+
+    assert creds.token.startswith("ya29.") and creds.refresh_token.startswith("1//")
+    assert set(creds.granted_scopes) == set(SCOPES)
+    assert jwt.decode(creds.id_token, verify=False)["email"] == CLINIC  # type: ignore[no-untyped-call]
+    # The access token works for the calendar of the account that consented.
+    listing = connect(creds).events().list(calendarId="primary", maxResults=1).execute()
+    assert (listing["kind"], listing["summary"], listing["timeZone"]) == ("calendar#events", CLINIC, "Europe/London")
+
+    authorization, exchange = google.requests()[:2]
+    assert (authorization.method, authorization.path, authorization.account, authorization.status) == (
+        "GET",
+        AUTH_PATH,
+        CLINIC,
+        302,
+    )
+    sent = query_of("?" + authorization.query)
+    assert sent["redirect_uri"].startswith("http://localhost:") and sent["code_challenge_method"] == "S256"
+    assert (sent["access_type"], sent["prompt"], sent["response_type"]) == ("offline", "consent", "code")
+    assert exchange == RecordedRequest("POST", "/token", CLINIC, 200)
+
+
+def test_copy_paste_flow_and_its_refresh_token(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client, connect: Connect
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    redirected = authorize(browser, flow, prompt="consent")
+    assert redirected.startswith(LOOPBACK + "?")
+    back = query_of(redirected)
+    assert back["code"].startswith("4/") and back["prompt"] == "consent"
+    assert set(back["scope"].split()) == set(SCOPES)
+
+    token = flow.fetch_token(authorization_response=redirected)
+    assert token["token_type"] == "Bearer" and token["expires_in"] == 3599
+    assert "refresh_token_expires_in" not in token
+    creds = flow.credentials
+
+    # The refresh token works with the refresh grant, as the daemon uses it, and for the calendar.
+    stored = credentials(google, creds.refresh_token)
+    refresh(stored)
+    assert stored.granted_scopes == [CALENDAR_EVENTS_SCOPE]
+    assert connect(stored).events().list(calendarId="primary").execute()["items"] == []
+    # Refreshing with every scope of the consent brings a new ID token too.
+    refresh(creds)
+    assert jwt.decode(creds.id_token, verify=False)["email"] == CLINIC  # type: ignore[no-untyped-call]
+
+
+def test_id_token_claims(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    token = flow.fetch_token(authorization_response=authorize(browser, flow))
+    claims = jwt.decode(token["id_token"], verify=False)  # type: ignore[no-untyped-call]
+    assert claims["iss"] == "https://accounts.google.com"
+    assert claims["aud"] == claims["azp"] == google.client_id
+    assert (claims["email"], claims["email_verified"]) == (CLINIC, True)
+    assert claims["sub"].isdigit() and len(claims["sub"]) == 21
+    assert claims["iat"] < claims["exp"]
+
+
+def test_without_openid_there_is_no_id_token(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow([CALENDAR_EVENTS_SCOPE], redirect_uri=LOOPBACK)
+    token = flow.fetch_token(authorization_response=authorize(browser, flow))
+    assert "id_token" not in token and token["scope"] == [CALENDAR_EVENTS_SCOPE]
+
+
+def test_short_email_scope_comes_back_as_userinfo_email_plus_openid(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow([CALENDAR_EVENTS_SCOPE, "email"], redirect_uri=LOOPBACK)
+    # As with Google, oauthlib then refuses the answer: the granted scopes differ from the requested ones.
+    with pytest.raises(Warning, match="Scope has changed"):
+        flow.fetch_token(authorization_response=authorize(browser, flow))
+
+    monkeypatch.setenv("OAUTHLIB_RELAX_TOKEN_SCOPE", "1")
+    google.consent(CLINIC)
+    token = flow.fetch_token(authorization_response=authorize(browser, flow))
+    assert token["scope"] == [CALENDAR_EVENTS_SCOPE, USERINFO_EMAIL_SCOPE, OPENID_SCOPE]
+    assert jwt.decode(token["id_token"], verify=False)["email"] == CLINIC  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.parametrize(
+    ("access_type", "prompt", "with_refresh_token"),
+    [("offline", "consent", True), ("offline", None, False), ("online", "consent", False), ("online", None, False)],
+)
+def test_refresh_token_only_for_offline_access_with_the_consent_screen(
+    google: GoogleStandIn,
+    make_flow: MakeFlow,
+    browser: httpx.Client,
+    access_type: str,
+    prompt: str | None,
+    with_refresh_token: bool,
+) -> None:
+    google.add_account(CLINIC)  # the account granted calendar.events before: no consent screen unless asked for
+    google.consent(CLINIC)
+    flow = make_flow([CALENDAR_EVENTS_SCOPE], redirect_uri=LOOPBACK)
+    kwargs = {"access_type": access_type} | ({"prompt": prompt} if prompt else {})
+    redirected = authorize(browser, flow, **kwargs)
+    assert query_of(redirected)["prompt"] == ("consent" if prompt else "none")
+    token = flow.fetch_token(authorization_response=redirected)
+    assert ("refresh_token" in token) is with_refresh_token
+    assert token["access_token"].startswith("ya29.")
+
+
+def test_first_consent_gives_a_refresh_token_without_prompt(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client
+) -> None:
+    old = google.add_account(CLINIC)
+    google.remove_access(CLINIC)  # the user removed the app in their Google account settings
+    with pytest.raises(RefreshError, match="invalid_grant"):
+        refresh(credentials(google, old))
+
+    google.consent(CLINIC)
+    flow = make_flow([CALENDAR_EVENTS_SCOPE], redirect_uri=LOOPBACK)
+    assert "refresh_token" in flow.fetch_token(authorization_response=authorize(browser, flow))
+    # Granted now: the next offline authorization skips the consent screen and brings no refresh token ...
+    google.consent(CLINIC)
+    assert "refresh_token" not in flow.fetch_token(authorization_response=authorize(browser, flow))
+    # ... unless it asks for a scope not granted yet.
+    google.consent(CLINIC)
+    flow = make_flow(SCOPES, redirect_uri=LOOPBACK)
+    assert "refresh_token" in flow.fetch_token(authorization_response=authorize(browser, flow))
+
+
+def test_testing_mode_refresh_token_lives_seven_days(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client
+) -> None:
+    unlimited = google.add_account(CLINIC)
+    google.consent(CLINIC, testing_mode=True)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    token = flow.fetch_token(authorization_response=authorize(browser, flow, prompt="consent"))
+    assert token["refresh_token_expires_in"] == 604799
+    limited = credentials(google, token["refresh_token"])
+    refresh(limited)
+
+    google.expire_refresh_tokens(CLINIC)  # the 7 days pass
+    with pytest.raises(RefreshError) as caught:
+        refresh(credentials(google, token["refresh_token"]))
+    assert caught.value.retryable is False and "invalid_grant" in str(caught.value)
+    refresh(credentials(google, unlimited))  # tokens without a time limit live on
+
+
+def test_consent_needs_a_known_account(google: GoogleStandIn) -> None:
+    with pytest.raises(KeyError):
+        google.consent(CLINIC)
+
+
+def test_without_a_decision_the_browser_shows_sign_in(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client
+) -> None:
+    google.add_account(CLINIC)
+    url, _ = make_flow(redirect_uri=LOOPBACK).authorization_url(login_hint=CLINIC)
+    page = browser.get(url)
+    assert page.status_code == 200 and "location" not in page.headers
+    assert page.headers["content-type"].startswith("text/html") and "Sign in" in page.text and CLINIC in page.text
+    assert google.requests()[-1] == RecordedRequest("GET", AUTH_PATH, None, 200, urllib.parse.urlsplit(url).query)
+
+
+def test_prompt_none_cannot_approve_silently(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    url, state = flow.authorization_url(prompt="none")
+    assert query_of(browser.get(url).headers["location"]) == {"error": "interaction_required", "state": state}
+    # The user's decision is still there for an interactive request.
+    assert "code" in query_of(authorize(browser, flow))
+
+
+def test_denied_consent_reaches_run_local_server_as_access_denied(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client
+) -> None:
+    google.add_account(CLINIC)
+    google.deny_consent()
+    with pytest.raises(AccessDeniedError):
+        run_local_server(make_flow(flow_class=InstalledAppFlow), browser)
+    denied = google.requests()[-1]
+    assert (denied.path, denied.account, denied.status) == (AUTH_PATH, None, 302)
+    assert [r.path for r in google.requests()] == [AUTH_PATH]  # no code, so no token request
+
+
+def test_denial_redirect_carries_state(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.deny_consent()
+    flow = make_flow(redirect_uri=LOOPBACK)
+    url, state = flow.authorization_url()
+    redirected = browser.get(url).headers["location"]
+    assert query_of(redirected) == {"error": "access_denied", "state": state}
+    with pytest.raises(AccessDeniedError):
+        flow.fetch_token(authorization_response=redirected)
+
+
+def test_code_is_single_use(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    redirected = authorize(browser, flow)
+    flow.fetch_token(authorization_response=redirected)
+    with pytest.raises(InvalidGrantError) as caught:
+        flow.fetch_token(authorization_response=redirected)
+    assert caught.value.description == "Bad Request"
+    assert google.requests()[-1] == RecordedRequest("POST", "/token", None, 400)
+
+
+def test_expired_code_is_invalid_grant(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    redirected = authorize(browser, flow)
+    google.expire_authorization_codes()
+    with pytest.raises(InvalidGrantError):
+        flow.fetch_token(authorization_response=redirected)
+
+
+def test_pkce_verifier_must_match(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    redirected = authorize(browser, flow)
+    right, flow.code_verifier = flow.code_verifier, "x" * 64
+    with pytest.raises(InvalidGrantError) as caught:
+        flow.fetch_token(authorization_response=redirected)
+    assert caught.value.description == "Invalid code verifier."
+    # The failed attempt spent the code: the right verifier comes too late.
+    flow.code_verifier = right
+    with pytest.raises(InvalidGrantError):
+        flow.fetch_token(authorization_response=redirected)
+
+
+def test_pkce_verifier_missing(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    redirected = authorize(browser, flow)
+    flow.code_verifier = None
+    with pytest.raises(InvalidGrantError) as caught:
+        flow.fetch_token(authorization_response=redirected)
+    assert caught.value.description == "Missing code verifier."
+
+
+def test_flow_without_pkce(google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK, autogenerate_code_verifier=False)
+    url, _ = flow.authorization_url(prompt="consent")
+    assert "code_challenge" not in query_of(url)
+    redirected = browser.get(url).headers["location"]
+    assert "refresh_token" in flow.fetch_token(authorization_response=redirected)
+
+    # A verifier for a code that was asked for without a challenge is refused too.
+    google.consent(CLINIC)
+    redirected = authorize(browser, flow)
+    flow.code_verifier = "x" * 64
+    with pytest.raises(InvalidGrantError, match="not needed"):
+        flow.fetch_token(authorization_response=redirected)
+
+
+def test_token_request_must_repeat_the_redirect_uri(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow(redirect_uri=LOOPBACK)
+    redirected = authorize(browser, flow)
+    flow.redirect_uri = "http://127.0.0.1:8766/"
+    with pytest.raises(OAuth2Error) as caught:
+        flow.fetch_token(authorization_response=redirected)
+    assert caught.value.error == "redirect_uri_mismatch"
+
+
+def test_unknown_client_at_the_token_endpoint(google: GoogleStandIn, refresh_token: str) -> None:
+    creds = Credentials(  # type: ignore[no-untyped-call]
+        None, refresh_token=refresh_token, token_uri=google.token_uri, client_id="nobody", client_secret="x"
+    )
+    with pytest.raises(RefreshError, match="The OAuth client was not found"):
+        refresh(creds)
+
+
+@pytest.mark.parametrize(
+    "redirect_uri", ["http://localhost:1234/", "http://127.0.0.1:9/callback", "http://[::1]:65000/", "http://localhost"]
+)
+def test_any_loopback_redirect_is_allowed(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client, redirect_uri: str
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    assert authorize(browser, make_flow(redirect_uri=redirect_uri)).startswith(redirect_uri)
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({"redirect_uri": "https://clinic.example/oauth"}, 400, "redirect_uri_mismatch"),
+        ({"redirect_uri": "http://192.168.1.2:8080/"}, 400, "redirect_uri_mismatch"),
+        ({"redirect_uri": "urn:ietf:wg:oauth:2.0:oob"}, 400, "invalid_request"),
+        ({"redirect_uri": None}, 400, "invalid_request"),
+        ({"client_id": "nobody.apps.googleusercontent.com"}, 401, "invalid_client"),
+        ({"client_id": None}, 400, "invalid_request"),
+        ({"response_type": None}, 400, "invalid_request"),
+        ({"response_type": "token"}, 400, "unsupported_response_type"),
+        ({"scope": None}, 400, "invalid_request"),
+        ({"scope": "https://www.googleapis.com/auth/drive.nothing"}, 400, "invalid_scope"),
+        ({"access_type": "sometimes"}, 400, "invalid_request"),
+        ({"code_challenge_method": "S512"}, 400, "invalid_request"),
+    ],
+)
+def test_invalid_authorization_requests_get_an_error_page(
+    google: GoogleStandIn, browser: httpx.Client, change: dict[str, str | None], status: int, error: str
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    valid: dict[str, str | None] = {
+        "client_id": google.client_id,
+        "redirect_uri": LOOPBACK,
+        "response_type": "code",
+        "scope": CALENDAR_EVENTS_SCOPE,
+        "state": "xyz",
+        "access_type": "offline",
+        "code_challenge": "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM",
+        "code_challenge_method": "S256",
+    }
+    page = browser.get(google.auth_uri, params={k: v for k, v in (valid | change).items() if v is not None})
+    assert page.status_code == status and "location" not in page.headers
+    assert page.headers["content-type"].startswith("text/html")
+    assert f"Error {status}: {error}" in page.text
+    assert google.requests()[-1].status == status
+
+    # An invalid request does not use up the user's decision.
+    redirected = browser.get(google.auth_uri, params={k: v for k, v in valid.items() if v is not None})
+    assert redirected.status_code == 302 and "code" in query_of(redirected.headers["location"])
+
+
+def test_redirect_uri_mismatch_through_the_library(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    url, _ = make_flow(redirect_uri="https://clinic.example/oauth").authorization_url()
+    page = browser.get(url)
+    assert page.status_code == 400 and "Error 400: redirect_uri_mismatch" in page.text
+
+
+def test_calendar_needs_a_calendar_scope(
+    google: GoogleStandIn, make_flow: MakeFlow, browser: httpx.Client, connect: Connect
+) -> None:
+    google.add_account(CLINIC)
+    google.consent(CLINIC)
+    flow = make_flow([OPENID_SCOPE, USERINFO_EMAIL_SCOPE], redirect_uri=LOOPBACK)
+    flow.fetch_token(authorization_response=authorize(browser, flow))
+    service = connect(flow.credentials, refresh_on_401=False)
+    error = http_error(lambda: service.events().list(calendarId="primary").execute())
+    assert (error.status_code, reason_of(error)) == (403, "insufficientPermissions")
 
 
 # -- events -----------------------------------------------------------------------------------------
@@ -473,6 +953,14 @@ def test_list_hides_cancelled_unless_show_deleted(calendar: Any) -> None:
     assert [e["id"] for e in visible] == [kept]
     everything = calendar.events().list(calendarId="primary", showDeleted=True).execute()["items"]
     assert {e["id"]: e["status"] for e in everything} == {kept: "confirmed", deleted: "cancelled"}
+
+
+def test_list_names_the_calendar_and_its_time_zone(google: GoogleStandIn, calendar: Any) -> None:
+    listing = calendar.events().list(calendarId="primary").execute()
+    assert (listing["kind"], listing["summary"], listing["timeZone"]) == ("calendar#events", CLINIC, "Europe/London")
+    google.add_account(CLINIC, [TEAM_CALENDAR], time_zone="America/New_York")
+    team = calendar.events().list(calendarId=TEAM_CALENDAR).execute()
+    assert (team["summary"], team["timeZone"]) == (TEAM_CALENDAR, "America/New_York")
 
 
 def test_time_window_filters(calendar: Any) -> None:

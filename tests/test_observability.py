@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Iterator
 
 import httpx
 import psycopg
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.tokens import TokenCipher
@@ -28,20 +26,11 @@ from tests.daemon_harness import (
 )
 from tests.dates import upcoming
 from tests.standins.google import Fault, GoogleStandIn
-from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
+from tests.standins.postgres import AUTHENTICATOR, scalar
 from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.vapi import Assistant
 
 TUESDAY = 2
-
-
-@pytest.fixture(params=["supabase", "postgres"])
-def backend(request: pytest.FixtureRequest, database: Database) -> Iterator[Backend]:
-    if request.param == "postgres":
-        yield Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
-        return
-    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as rest:
-        yield Backend("supabase", {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key})
 
 
 def health_url(runner: DaemonThread, path: str) -> str:

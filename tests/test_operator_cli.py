@@ -6,7 +6,6 @@ import hashlib
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -17,24 +16,11 @@ from daemon.cli import main
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import Backend
 from tests.dates import upcoming
-from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
+from tests.standins.postgres import MIGRATOR, scalar
 from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.vapi import Assistant, VapiCall, tool_call
 
 DATABASE_VARIABLES = ("SUPABASE_URL", "SUPABASE_SERVICE_ROLE_KEY", "SUPABASE_ANON_KEY", "DATABASE_URL", "SYNC_DATABASE")
-
-
-@pytest.fixture
-def rest(database: Database) -> Iterator[SupabaseRestStandIn]:
-    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as standin:
-        yield standin
-
-
-@pytest.fixture(params=["supabase", "postgres"])
-def backend(request: pytest.FixtureRequest, database: Database, rest: SupabaseRestStandIn) -> Backend:
-    if request.param == "postgres":
-        return Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
-    return Backend("supabase", {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key})
 
 
 @pytest.fixture
@@ -262,3 +248,19 @@ def test_commands_name_the_missing_configuration(
     assert "configuration error" in err and "SUPABASE_URL" in err
     code, _, err = run(capsys, "migrate", "status")
     assert code == 2 and "DATABASE_URL" in err
+
+
+def test_a_bad_encryption_key_is_a_configuration_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any, database: Database, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    for name, value in {
+        "DATABASE_URL": database.dsn(MIGRATOR),
+        "GOOGLE_CLIENT_ID": "id",
+        "GOOGLE_CLIENT_SECRET": "secret",
+        "TOKEN_ENCRYPTION_KEY": "correct horse battery staple",
+    }.items():
+        monkeypatch.setenv(name, value)
+    code, out, err = run(capsys, "verify")
+    assert (code, out) == (2, "")
+    assert "TOKEN_ENCRYPTION_KEY must be Fernet keys" in err and "correct horse" not in err

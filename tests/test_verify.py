@@ -23,17 +23,11 @@ from tests.daemon_harness import TOKEN_KEY, Backend, connect_google, make_settin
 from tests.dates import upcoming
 from tests.standins.clinics import create_clinic
 from tests.standins.google import GoogleStandIn
-from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
+from tests.standins.postgres import MIGRATOR, scalar
 from tests.standins.realtime import RealtimeStandIn
 from tests.standins.supabase_rest import SupabaseRestStandIn
 
 QUICK = VerifyOptions(feed_timeout_seconds=5.0)
-
-
-@pytest.fixture
-def rest(database: Database) -> Iterator[SupabaseRestStandIn]:
-    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as standin:
-        yield standin
 
 
 @pytest.fixture

@@ -5,15 +5,27 @@ It is driven through the real client libraries, exactly as the daemon drives Goo
     googleapiclient.discovery.build("calendar", "v3", http=..., cache_discovery=False, static_discovery=True,
                                     client_options={"api_endpoint": standin.api_endpoint})
     google.oauth2.credentials.Credentials(None, refresh_token=..., token_uri=standin.token_uri, ...)
+    google_auth_oauthlib.flow.InstalledAppFlow.from_client_config(
+        {"installed": {"client_id": ..., "client_secret": ..., "auth_uri": standin.auth_uri,
+                       "token_uri": standin.token_uri}}, scopes=[...])
 
 With `api_endpoint` set, google-api-python-client sends `<api_endpoint>calendars/{calendarId}/events[/{eventId}]`
 plus a query string that always ends in `alt=json` (path parameters percent-encoded, so `a@b.com` arrives as
 `a%40b.com`; booleans as `true`/`false`). google-auth POSTs a form body (`grant_type=refresh_token`,
-`client_id`, `client_secret`, `refresh_token`, optional `scope`) to `token_uri`.
+`client_id`, `client_secret`, `refresh_token`, optional `scope`) to `token_uri`. google-auth-oauthlib sends the
+browser to `auth_uri` (PKCE S256 by default) and POSTs `grant_type=authorization_code` with HTTP Basic client
+authentication; it refuses plain http unless OAUTHLIB_INSECURE_TRANSPORT is set, which tests against this
+stand-in must do.
 
 What it imitates (Google's documented behaviour; error bodies in Google's JSON shape):
 - OAuth: refresh tokens per account (revocable, at most 100 live per account and client, the oldest dies
   first), access tokens that expire after `access_token_lifetime` seconds; `invalid_client`, `invalid_grant`.
+- The authorization-code flow of a desktop ("installed") client: loopback redirect URIs on any port, PKCE,
+  single-use codes that expire, refresh tokens only for offline access when the consent screen was shown,
+  ID tokens for `openid`, 7-day refresh tokens for a project in "Testing". There is no browser: the test decides
+  who signs in and whether they approve (consent(), deny_consent()).
+- Scopes: "email"/"profile" are answered as their userinfo URLs plus "openid", as Google does; calendar calls
+  need a calendar scope (403 `insufficientPermissions`).
 - Calendar: Bearer auth (401 `authError`), a per-account sliding-window rate limit (403
   `userRateLimitExceeded`), events.insert/get/update/patch/delete/list with client-chosen ids (409
   `duplicate`, 400 `invalid`), soft deletion (status `cancelled`, 410 `deleted` on a second delete),
@@ -27,6 +39,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import hashlib
+import hmac
+import html
 import json
 import math
 import re
@@ -46,8 +61,20 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from tests.standins.service import LocalService
 
 CALENDAR_EVENTS_SCOPE = "https://www.googleapis.com/auth/calendar.events"
+CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar"
+OPENID_SCOPE = "openid"
+USERINFO_EMAIL_SCOPE = "https://www.googleapis.com/auth/userinfo.email"
+USERINFO_PROFILE_SCOPE = "https://www.googleapis.com/auth/userinfo.profile"
 API_PATH = "/calendar/v3/"
 TOKEN_PATH = "/token"
+AUTH_PATH = "/o/oauth2/auth"
+DEFAULT_TIME_ZONE = "Europe/London"
+ID_TOKEN_ISSUER = "https://accounts.google.com"
+# RFC 6749 recommends at most 10 minutes for an authorization code; Google keeps to it.
+AUTHORIZATION_CODE_LIFETIME = 600.0
+# A refresh token granted to a project in "Testing" publishing status lives 7 days; Google announces it as one
+# second less, as it does with its 3599 s access tokens.
+TESTING_REFRESH_TOKEN_LIFETIME = 7 * 24 * 3600
 # Google keeps at most this many live refresh tokens per account and OAuth client; the oldest dies first.
 MAX_LIVE_REFRESH_TOKENS = 100
 RATE_WINDOW_SECONDS = 60.0
@@ -60,6 +87,17 @@ _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|
 _DATE_TIME_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.I)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _STATUSES = ("confirmed", "tentative", "cancelled")
+# Google answers the short OpenID Connect names with the userinfo URLs, and adds "openid" to either of them.
+_SCOPE_ALIASES = {"email": USERINFO_EMAIL_SCOPE, "profile": USERINFO_PROFILE_SCOPE}
+_CALENDAR_WRITE_SCOPES = frozenset({CALENDAR_SCOPE, CALENDAR_EVENTS_SCOPE})
+_CALENDAR_READ_SCOPES = _CALENDAR_WRITE_SCOPES | {CALENDAR_SCOPE + ".readonly", CALENDAR_EVENTS_SCOPE + ".readonly"}
+_KNOWN_SCOPES = _CALENDAR_READ_SCOPES | {OPENID_SCOPE, USERINFO_EMAIL_SCOPE, USERINFO_PROFILE_SCOPE}
+# Desktop clients may redirect to the loopback interface on any port, over plain http.
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+# The out-of-band copy-the-code flow, blocked by Google since 2022-2023.
+_OOB_REDIRECT_URIS = frozenset({"urn:ietf:wg:oauth:2.0:oob", "urn:ietf:wg:oauth:2.0:oob:auto", "oob"})
+_PROMPTS = frozenset({"none", "consent", "select_account"})
+_CODE_CHALLENGE_METHODS = frozenset({"S256", "plain"})
 # Fields the server owns: a client may send them, but they never overwrite the stored values.
 _SERVER_FIELDS = frozenset(
     {"kind", "etag", "id", "status", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID", "sequence"}
@@ -209,8 +247,43 @@ def google_error(
 @dataclass
 class _Reply:
     status: int
-    body: Any = None  # JSON-serialisable; None means an empty body
+    body: Any = None  # JSON-serialisable, or a str sent as it is (an HTML page); None means an empty body
     headers: dict[str, str] = field(default_factory=dict)
+    content_type: str = "application/json; charset=UTF-8"
+
+    def payload(self) -> bytes:
+        if self.body is None:
+            return b""
+        if isinstance(self.body, str):
+            return self.body.encode()
+        return json.dumps(self.body).encode()
+
+
+class _OAuthError(Exception):
+    """An OAuth token endpoint error answer: {"error", "error_description"} with an HTTP status."""
+
+    def __init__(self, status: int, error: str, description: str) -> None:
+        super().__init__(f"{status} {error}: {description}")
+        self.status = status
+        self.error = error
+        self.description = description
+
+
+class _AuthorizationPageError(Exception):
+    """An authorization request Google refuses with an error page in the browser (no redirect to the client)."""
+
+    def __init__(self, status: int, error: str, message: str) -> None:
+        super().__init__(f"{status} {error}: {message}")
+        self.status = status
+        self.error = error
+        self.message = message
+
+    def reply(self) -> _Reply:
+        return _page(
+            self.status,
+            f"Error {self.status}: {self.error}",
+            ["Access blocked: Authorization Error", self.message, f"Error {self.status}: {self.error}"],
+        )
 
 
 @dataclass
@@ -225,6 +298,7 @@ class _Record:
 @dataclass
 class _Calendar:
     id: str
+    time_zone: str = DEFAULT_TIME_ZONE
     events: dict[str, dict[str, Any]] = field(default_factory=dict)
     changed: dict[str, int] = field(default_factory=dict)  # event id -> change number of its last change
 
@@ -234,18 +308,54 @@ class _Account:
     email: str
     calendars: dict[str, _Calendar] = field(default_factory=dict)
     admitted: deque[float] = field(default_factory=deque)  # monotonic times of admitted calendar requests
+    granted: set[str] = field(default_factory=set)  # scopes this account has granted the OAuth client
 
 
 @dataclass
 class _RefreshToken:
     account: str
+    scopes: tuple[str, ...] = (CALENDAR_EVENTS_SCOPE,)
+    expires_at: float = math.inf  # monotonic; finite for a project in "Testing"
     revoked: bool = False
 
 
 @dataclass
 class _AccessToken:
     account: str
-    refresh_token: str
+    refresh_token: str | None  # None when the code exchange issued no refresh token
+    expires_at: float  # monotonic
+    scopes: tuple[str, ...] = (CALENDAR_EVENTS_SCOPE,)
+
+
+@dataclass(frozen=True)
+class _AuthorizationRequest:
+    """A valid request to the authorization endpoint, as the client sent it (scopes normalised)."""
+
+    client_id: str
+    redirect_uri: str
+    scopes: tuple[str, ...]
+    state: str | None
+    offline: bool
+    prompts: frozenset[str]
+    code_challenge: str | None
+    code_challenge_method: str | None
+    login_hint: str | None
+
+
+@dataclass
+class _Decision:
+    """What the user at the browser does next: sign in as `account` and approve, or deny (account None)."""
+
+    account: str | None
+    testing_mode: bool = False
+
+
+@dataclass
+class _AuthorizationCode:
+    request: _AuthorizationRequest
+    account: str
+    with_refresh_token: bool  # offline access and the consent screen was shown
+    testing_mode: bool
     expires_at: float  # monotonic
 
 
@@ -355,14 +465,14 @@ class _Handler(BaseHTTPRequestHandler):
 
     def send(self, reply: _Reply) -> bool:
         """Write `reply`; False when the client had already gone."""
-        payload = b"" if reply.body is None else json.dumps(reply.body).encode()
+        payload = reply.payload()
         try:
             self.send_response(reply.status)
             for name, value in reply.headers.items():
                 self.send_header(name, value)
             if reply.status != 204:
                 if reply.body is not None:
-                    self.send_header("Content-Type", "application/json; charset=UTF-8")
+                    self.send_header("Content-Type", reply.content_type)
                 self.send_header("Content-Length", str(len(payload)))
             self.end_headers()
             if payload:
@@ -378,7 +488,9 @@ class GoogleStandIn(LocalService):
     """Google Calendar API v3 and Google's OAuth token endpoint on 127.0.0.1, in a background thread.
 
     Use as a context manager (or call start()/stop()). Accounts, tokens and calendars are created with
-    add_account(); everything else is driven through HTTP by the real client libraries.
+    add_account(); everything else is driven through HTTP by the real client libraries. For the
+    authorization-code flow the test plays the user: consent() or deny_consent() decides what the next
+    browser visit to `auth_uri` does.
     """
 
     def __init__(
@@ -387,12 +499,15 @@ class GoogleStandIn(LocalService):
         client_id: str = "test-client-id",
         client_secret: str = "test-client-secret",
         access_token_lifetime: float = 3600.0,
+        authorization_code_lifetime: float = AUTHORIZATION_CODE_LIFETIME,
         requests_per_minute: int = 600,
         latency: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         self.access_token_lifetime = access_token_lifetime
+        #: Seconds an authorization code can be exchanged for; settable at runtime.
+        self.authorization_code_lifetime = authorization_code_lifetime
         #: Calendar requests each account may make in any 60 s window; settable at runtime.
         self.requests_per_minute = requests_per_minute
         #: Seconds to wait before answering every calendar request; settable at runtime.
@@ -407,6 +522,8 @@ class GoogleStandIn(LocalService):
         self._access_tokens: dict[str, _AccessToken] = {}
         self._sync_tokens: dict[str, _SyncToken] = {}
         self._pages: dict[str, _Page] = {}
+        self._codes: dict[str, _AuthorizationCode] = {}
+        self._decision: _Decision | None = None
         self._faults: list[_PendingFault] = []
         self._records: list[_Record] = []
         self._change = 0
@@ -451,31 +568,89 @@ class GoogleStandIn(LocalService):
 
     @property
     def token_uri(self) -> str:
-        """The OAuth token endpoint, for Credentials(token_uri=...)."""
+        """The OAuth token endpoint, for Credentials(token_uri=...) and a client config's "token_uri"."""
         return self.base_url + TOKEN_PATH
+
+    @property
+    def auth_uri(self) -> str:
+        """The OAuth authorization endpoint (Google's /o/oauth2/auth), for a client config's "auth_uri"."""
+        return self.base_url + AUTH_PATH
 
     # -- test controls -----------------------------------------------------------------------------
 
-    def add_account(self, account: str, calendars: Iterable[str] = ()) -> str:
+    def add_account(self, account: str, calendars: Iterable[str] = (), *, time_zone: str | None = None) -> str:
         """Create the Google account `account` (an email) with its primary calendar (whose id is the email)
-        and the named extra calendars, and return a new refresh token for it. Adding again adds calendars."""
+        and the named extra calendars, and return a new refresh token for it (so the account counts as having
+        granted the calendar.events scope). Adding again adds calendars.
+
+        New calendars are in Europe/London unless `time_zone` (an IANA name) says otherwise; a `time_zone`
+        also moves the already existing calendars named in this call.
+        """
+        if time_zone is not None:
+            ZoneInfo(time_zone)  # refuses names that are not IANA zones
         with self._lock:
             acct = self._accounts.setdefault(account, _Account(account))
             for calendar_id in (account, *calendars):
-                acct.calendars.setdefault(calendar_id, _Calendar(calendar_id))
+                calendar = acct.calendars.setdefault(calendar_id, _Calendar(calendar_id))
+                if time_zone is not None:
+                    calendar.time_zone = time_zone
+            acct.granted.add(CALENDAR_EVENTS_SCOPE)
             return self._issue_refresh_token(account)
 
     def issue_refresh_token(self, account: str) -> str:
         """A new refresh token for an existing account (as if the user consented again)."""
         with self._lock:
-            if account not in self._accounts:
-                raise KeyError(f"no Google account {account!r}")
+            self._account(account).granted.add(CALENDAR_EVENTS_SCOPE)
             return self._issue_refresh_token(account)
 
     def revoke(self, refresh_token: str) -> None:
         """Revoke a refresh token: refreshing with it gives invalid_grant, its access tokens get 401."""
         with self._lock:
             self._refresh_tokens[refresh_token].revoked = True
+
+    def consent(self, account: str, *, testing_mode: bool = False) -> None:
+        """The next valid visit to `auth_uri` is `account` signing in and approving every requested scope.
+
+        One decision serves one authorization request; a later call replaces an unused one. `testing_mode`
+        is the OAuth client's project being in "Testing" publishing status: the refresh token this consent
+        leads to lives 7 days (the token answer says `refresh_token_expires_in`; expire_refresh_tokens() ends
+        those days early).
+        """
+        with self._lock:
+            self._account(account)
+            self._decision = _Decision(account, testing_mode)
+
+    def deny_consent(self) -> None:
+        """The next valid visit to `auth_uri` is the user pressing Cancel: the browser is redirected to the
+        client with `error=access_denied`."""
+        with self._lock:
+            self._decision = _Decision(None)
+
+    def remove_access(self, account: str) -> None:
+        """The user removes the app's access in their Google account settings: every refresh and access token
+        of the account dies, and the next consent counts as the first (so it yields a refresh token again)."""
+        with self._lock:
+            self._account(account).granted.clear()
+            for refresh in self._refresh_tokens.values():
+                if refresh.account == account:
+                    refresh.revoked = True
+            for token in self._access_tokens.values():
+                if token.account == account:
+                    token.expires_at = -math.inf
+
+    def expire_authorization_codes(self) -> None:
+        """Make every authorization code issued so far expire now (as if its 10 minutes had passed)."""
+        with self._lock:
+            for code in self._codes.values():
+                code.expires_at = -math.inf
+
+    def expire_refresh_tokens(self, account: str | None = None) -> None:
+        """Make the time-limited refresh tokens (consented in testing mode) of `account`, or of everyone, expire
+        now, as 7 days passing would: refreshing then gives invalid_grant. Unlimited tokens are unaffected."""
+        with self._lock:
+            for refresh in self._refresh_tokens.values():
+                if math.isfinite(refresh.expires_at) and (account is None or refresh.account == account):
+                    refresh.expires_at = -math.inf
 
     def expire_access_tokens(self, account: str | None = None) -> None:
         """Make every existing access token (of `account`, or of everyone) expire now."""
@@ -533,6 +708,9 @@ class GoogleStandIn(LocalService):
                 handler, record, self._token_endpoint(method, body, handler.headers.get("Authorization"), record)
             )
             return
+        if path == AUTH_PATH:
+            self._answer(handler, record, self._authorization_endpoint(method, split.query, record))
+            return
         if not path.startswith(API_PATH):
             self._answer(handler, record, _ApiError(404, "notFound", "Not Found").reply())
             return
@@ -577,58 +755,242 @@ class GoogleStandIn(LocalService):
                     return pending.fault
         return None
 
+    # OAuth authorization endpoint (what the user's browser visits)
+
+    def _authorization_endpoint(self, method: str, query: str, record: _Record) -> _Reply:
+        """Google's consent screen without a screen: a refusal page for an invalid request, a sign-in page when
+        the test has not decided what the user does, else a 302 back to the client with a code or an error."""
+        if method != "GET":
+            return _page(405, "Error 405", ["Method not allowed."])
+        try:
+            request = self._authorization_request(urllib.parse.parse_qs(query, keep_blank_values=True))
+        except _AuthorizationPageError as error:
+            return error.reply()
+        if "none" in request.prompts:
+            # No interaction allowed, and the stand-in has no signed-in browser session to approve silently.
+            return _redirect(request.redirect_uri, [("error", "interaction_required"), ("state", request.state)])
+        with self._lock:
+            decision, self._decision = self._decision, None
+            if decision is None:
+                return _sign_in_page(request.login_hint)
+            if decision.account is None:
+                return _redirect(request.redirect_uri, [("error", "access_denied"), ("state", request.state)])
+            account = self._account(decision.account)
+            record.account = account.email
+            # Google shows the consent screen when asked to, or when a scope has not been granted before; only
+            # then does offline access come with a refresh token.
+            consent_shown = "consent" in request.prompts or not set(request.scopes) <= account.granted
+            account.granted.update(request.scopes)
+            code = _new_authorization_code()
+            self._codes[code] = _AuthorizationCode(
+                request,
+                account.email,
+                with_refresh_token=request.offline and consent_shown,
+                testing_mode=decision.testing_mode,
+                expires_at=time.monotonic() + self.authorization_code_lifetime,
+            )
+        return _redirect(
+            request.redirect_uri,
+            [
+                ("state", request.state),
+                ("code", code),
+                ("scope", " ".join(request.scopes)),
+                ("authuser", "0"),
+                ("prompt", "consent" if consent_shown else "none"),
+            ],
+        )
+
+    def _authorization_request(self, params: dict[str, list[str]]) -> _AuthorizationRequest:
+        """Validate an authorization request in Google's order: the client, where to send the answer, then the rest."""
+
+        def one(name: str) -> str | None:
+            values = params.get(name)
+            return values[0] if values else None
+
+        client_id = one("client_id")
+        if not client_id:
+            raise _AuthorizationPageError(400, "invalid_request", "Missing required parameter: client_id")
+        if client_id != self.client_id:
+            raise _AuthorizationPageError(401, "invalid_client", "The OAuth client was not found.")
+        redirect_uri = one("redirect_uri")
+        if not redirect_uri:
+            raise _AuthorizationPageError(400, "invalid_request", "Missing required parameter: redirect_uri")
+        if redirect_uri in _OOB_REDIRECT_URIS:
+            raise _AuthorizationPageError(
+                400,
+                "invalid_request",
+                "The out-of-band (OOB) flow has been blocked in order to keep users secure.",
+            )
+        if not _is_loopback_redirect(redirect_uri):
+            raise _AuthorizationPageError(
+                400,
+                "redirect_uri_mismatch",
+                f"The redirect URI in the request, {redirect_uri}, can only be a loopback address for a desktop"
+                " OAuth client.",
+            )
+        response_type = one("response_type")
+        if not response_type:
+            raise _AuthorizationPageError(400, "invalid_request", "Required parameter is missing: response_type")
+        if response_type != "code":
+            raise _AuthorizationPageError(400, "unsupported_response_type", f"Invalid response_type: {response_type}")
+        requested = (one("scope") or "").split()
+        if not requested:
+            raise _AuthorizationPageError(400, "invalid_request", "Missing required parameter: scope")
+        unknown = [scope for scope in requested if _SCOPE_ALIASES.get(scope, scope) not in _KNOWN_SCOPES]
+        if unknown:
+            raise _AuthorizationPageError(
+                400, "invalid_scope", f"Some requested scopes were invalid. {{invalid=[{', '.join(unknown)}]}}"
+            )
+        access_type = one("access_type") or "online"
+        if access_type not in ("online", "offline"):
+            raise _AuthorizationPageError(400, "invalid_request", f"Invalid access_type: {access_type}")
+        prompts = frozenset((one("prompt") or "").split())
+        if not prompts <= _PROMPTS or ("none" in prompts and len(prompts) > 1):
+            raise _AuthorizationPageError(400, "invalid_request", f"Invalid prompt: {one('prompt')}")
+        challenge, method = one("code_challenge"), one("code_challenge_method")
+        if challenge is None and method is not None:
+            raise _AuthorizationPageError(400, "invalid_request", "Missing code_challenge.")
+        if challenge is not None:
+            method = method or "plain"  # RFC 7636's default, which Google follows
+            if method not in _CODE_CHALLENGE_METHODS:
+                raise _AuthorizationPageError(400, "invalid_request", f"Invalid code_challenge_method: {method}")
+        return _AuthorizationRequest(
+            client_id=client_id,
+            redirect_uri=redirect_uri,
+            scopes=_normalise_scopes(requested),
+            state=one("state"),
+            offline=access_type == "offline",
+            prompts=prompts,
+            code_challenge=challenge,
+            code_challenge_method=method,
+            login_hint=one("login_hint"),
+        )
+
     # OAuth token endpoint
 
     def _token_endpoint(self, method: str, body: bytes, authorization: str | None, record: _Record) -> _Reply:
+        headers = {"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate", "Pragma": "no-cache"}
         if method != "POST":
-            return _Reply(405, {"error": "invalid_request", "error_description": "Method not allowed."})
+            return _Reply(405, {"error": "invalid_request", "error_description": "Method not allowed."}, headers)
         form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
         client_id, client_secret = form.get("client_id"), form.get("client_secret")
         basic = _basic(authorization)
         if basic is not None:
             client_id, client_secret = basic
-        headers = {"Cache-Control": "no-cache, no-store, max-age=0, must-revalidate", "Pragma": "no-cache"}
-        with self._lock:
-            refresh = self._refresh_tokens.get(form.get("refresh_token", ""))
-            if refresh is not None:
-                record.account = refresh.account
-            if client_id != self.client_id or client_secret != self.client_secret:
-                return _Reply(401, {"error": "invalid_client", "error_description": "Unauthorized"}, headers)
-            grant_type = form.get("grant_type")
-            if grant_type != "refresh_token":
-                description = f"Invalid grant_type: {grant_type or ''}"
-                return _Reply(400, {"error": "unsupported_grant_type", "error_description": description}, headers)
-            if "refresh_token" not in form:
-                description = "Missing required parameter: refresh_token"
-                return _Reply(400, {"error": "invalid_request", "error_description": description}, headers)
-            if refresh is None or refresh.revoked:
-                description = "Token has been expired or revoked."
-                return _Reply(400, {"error": "invalid_grant", "error_description": description}, headers)
-            requested = set(form.get("scope", "").split())
-            if not requested <= {CALENDAR_EVENTS_SCOPE}:
-                return _Reply(400, {"error": "invalid_scope", "error_description": "Bad Request"}, headers)
-            access_token = "ya29." + secrets.token_urlsafe(48)
-            self._access_tokens[access_token] = _AccessToken(
-                refresh.account, form["refresh_token"], time.monotonic() + self.access_token_lifetime
-            )
-        return _Reply(
-            200,
-            {
-                "access_token": access_token,
-                "expires_in": int(self.access_token_lifetime),
-                "token_type": "Bearer",
-                "scope": CALENDAR_EVENTS_SCOPE,
-            },
-            headers,
-        )
+        try:
+            with self._lock:
+                record.account = self._account_in(form)
+                self._authenticate_client(client_id, client_secret)
+                grant_type = form.get("grant_type")
+                if grant_type == "refresh_token":
+                    answer = self._refresh_grant(form)
+                elif grant_type == "authorization_code":
+                    answer = self._code_grant(form, str(client_id))
+                else:
+                    raise _OAuthError(400, "unsupported_grant_type", f"Invalid grant_type: {grant_type or ''}")
+        except _OAuthError as error:
+            return _Reply(error.status, {"error": error.error, "error_description": error.description}, headers)
+        return _Reply(200, answer, headers)
 
-    def _issue_refresh_token(self, account: str) -> str:
+    def _account_in(self, form: Mapping[str, str]) -> str | None:
+        """The account a token request is about, for the record (whether or not the request succeeds)."""
+        refresh = self._refresh_tokens.get(form.get("refresh_token", ""))
+        if refresh is not None:
+            return refresh.account
+        code = self._codes.get(form.get("code", ""))
+        return code.account if code is not None else None
+
+    def _authenticate_client(self, client_id: str | None, client_secret: str | None) -> None:
+        if not client_id:
+            raise _OAuthError(400, "invalid_request", "Could not determine client ID from request.")
+        if client_id != self.client_id:
+            raise _OAuthError(401, "invalid_client", "The OAuth client was not found.")
+        if client_secret != self.client_secret:
+            raise _OAuthError(401, "invalid_client", "Unauthorized")
+
+    def _refresh_grant(self, form: Mapping[str, str]) -> dict[str, Any]:
+        if "refresh_token" not in form:
+            raise _OAuthError(400, "invalid_request", "Missing required parameter: refresh_token")
+        refresh = self._refresh_tokens.get(form["refresh_token"])
+        if refresh is None or refresh.revoked or refresh.expires_at <= time.monotonic():
+            raise _OAuthError(400, "invalid_grant", "Token has been expired or revoked.")
+        scopes = _normalise_scopes(form["scope"].split()) if form.get("scope") else refresh.scopes
+        if not set(scopes) <= set(refresh.scopes):
+            raise _OAuthError(400, "invalid_scope", "Bad Request")
+        return self._tokens(refresh.account, scopes, form["refresh_token"])
+
+    def _code_grant(self, form: Mapping[str, str], client_id: str) -> dict[str, Any]:
+        """Exchange an authorization code. The code is spent by any attempt that names it, successful or not."""
+        if not form.get("code"):
+            raise _OAuthError(400, "invalid_request", "Missing required parameter: code")
+        grant = self._codes.pop(form["code"], None)
+        if grant is None or grant.expires_at <= time.monotonic() or grant.request.client_id != client_id:
+            raise _OAuthError(400, "invalid_grant", "Bad Request")
+        if "redirect_uri" not in form:
+            raise _OAuthError(400, "invalid_request", "Missing parameter: redirect_uri")
+        if form["redirect_uri"] != grant.request.redirect_uri:
+            raise _OAuthError(400, "redirect_uri_mismatch", "Bad Request")
+        _check_code_verifier(grant.request, form.get("code_verifier"))
+        refresh_token = None
+        if grant.with_refresh_token:
+            expires_at = time.monotonic() + TESTING_REFRESH_TOKEN_LIFETIME if grant.testing_mode else math.inf
+            refresh_token = self._issue_refresh_token(grant.account, grant.request.scopes, expires_at)
+        answer = self._tokens(grant.account, grant.request.scopes, refresh_token)
+        if refresh_token is not None:
+            answer["refresh_token"] = refresh_token
+            if grant.testing_mode:
+                answer["refresh_token_expires_in"] = TESTING_REFRESH_TOKEN_LIFETIME - 1
+        return answer
+
+    def _tokens(self, account: str, scopes: tuple[str, ...], refresh_token: str | None) -> dict[str, Any]:
+        """A new access token (and an ID token when `openid` was granted), as the token endpoint answers them."""
+        access_token = "ya29." + secrets.token_urlsafe(48)
+        self._access_tokens[access_token] = _AccessToken(
+            account, refresh_token, time.monotonic() + self.access_token_lifetime, scopes
+        )
+        answer: dict[str, Any] = {
+            "access_token": access_token,
+            # Google answers 3599 for its one-hour tokens: the second already begun does not count.
+            "expires_in": max(0, math.ceil(self.access_token_lifetime) - 1),
+            "scope": " ".join(scopes),
+            "token_type": "Bearer",
+        }
+        if OPENID_SCOPE in scopes:
+            answer["id_token"] = self._id_token(account, scopes)
+        return answer
+
+    def _id_token(self, account: str, scopes: tuple[str, ...]) -> str:
+        """An OpenID Connect ID token with Google's claims, signed HS256 with the client secret (OIDC allows
+        that; Google signs RS256 with its published keys, which a stand-in cannot)."""
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": ID_TOKEN_ISSUER,
+            "azp": self.client_id,
+            "aud": self.client_id,
+            "sub": _subject(account),
+        }
+        if USERINFO_EMAIL_SCOPE in scopes:
+            claims["email"] = account
+            claims["email_verified"] = True
+        claims["iat"] = now
+        claims["exp"] = now + 3600
+        return _jwt_hs256(claims, self.client_secret)
+
+    def _issue_refresh_token(
+        self, account: str, scopes: tuple[str, ...] = (CALENDAR_EVENTS_SCOPE,), expires_at: float = math.inf
+    ) -> str:
         token = "1//" + secrets.token_urlsafe(48)
-        self._refresh_tokens[token] = _RefreshToken(account)
+        self._refresh_tokens[token] = _RefreshToken(account, scopes, expires_at)
         live = [t for t in self._refresh_tokens.values() if t.account == account and not t.revoked]
         for oldest in live[: max(0, len(live) - MAX_LIVE_REFRESH_TOKENS)]:
             oldest.revoked = True
         return token
+
+    def _account(self, account: str) -> _Account:
+        known = self._accounts.get(account)
+        if known is None:
+            raise KeyError(f"no Google account {account!r}")
+        return known
 
     # Calendar API
 
@@ -636,7 +998,9 @@ class GoogleStandIn(LocalService):
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
         segments = [urllib.parse.unquote(s) for s in path[len(API_PATH) :].split("/")]
         with self._lock:
-            account = self._authenticate(access_token)
+            token = self._authenticate(access_token)
+            _check_calendar_scope(token, method)
+            account = self._accounts[token.account]
             self._admit(account)
             if len(segments) not in (3, 4) or segments[0] != "calendars" or segments[2] != "events":
                 raise _ApiError(404, "notFound", "Not Found")
@@ -659,12 +1023,12 @@ class GoogleStandIn(LocalService):
                     return _Reply(204)
             raise _ApiError(404, "notFound", "Not Found")
 
-    def _authenticate(self, access_token: str | None) -> _Account:
+    def _authenticate(self, access_token: str | None) -> _AccessToken:
         token = self._access_tokens.get(access_token or "")
         if (
             token is None
             or token.expires_at <= time.monotonic()
-            or self._refresh_tokens[token.refresh_token].revoked
+            or (token.refresh_token is not None and self._refresh_tokens[token.refresh_token].revoked)
             or token.account not in self._accounts
         ):
             raise _ApiError(
@@ -674,7 +1038,7 @@ class GoogleStandIn(LocalService):
                 location=("header", "Authorization"),
                 headers={"WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="invalid_token"'},
             )
-        return self._accounts[token.account]
+        return token
 
     def _admit(self, account: _Account) -> None:
         """Count one calendar request against the account's sliding 60 s window, or refuse it."""
@@ -818,10 +1182,10 @@ class GoogleStandIn(LocalService):
         result: dict[str, Any] = {
             "kind": "calendar#events",
             "etag": f'"{3_000_000_000_000_000 + self._change}"',
-            "summary": calendar.id,
+            "summary": calendar.id,  # for the primary calendar: the account's email, as at Google
             "description": "",
             "updated": _rfc3339(datetime.now(UTC)),
-            "timeZone": "UTC",
+            "timeZone": calendar.time_zone,
             "accessRole": "owner",
             "defaultReminders": [],
             "items": [copy.deepcopy(calendar.events[eid]) for eid in chunk if eid in calendar.events],
@@ -884,6 +1248,118 @@ class GoogleStandIn(LocalService):
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
+
+def _check_calendar_scope(token: _AccessToken, method: str) -> None:
+    """Calendar calls need a calendar scope (a read-only one for reads), else 403 insufficientPermissions."""
+    needed = _CALENDAR_READ_SCOPES if method == "GET" else _CALENDAR_WRITE_SCOPES
+    if needed.isdisjoint(token.scopes):
+        raise _ApiError(
+            403,
+            "insufficientPermissions",
+            "Request had insufficient authentication scopes.",
+            headers={
+                "WWW-Authenticate": 'Bearer realm="https://accounts.google.com/", error="insufficient_scope", '
+                f'scope="{CALENDAR_EVENTS_SCOPE}"'
+            },
+        )
+
+
+def _normalise_scopes(requested: Iterable[str]) -> tuple[str, ...]:
+    """The scopes as Google grants them: short OpenID names as their URLs, `openid` added to email/profile,
+    duplicates dropped, order kept."""
+    scopes = [_SCOPE_ALIASES.get(scope, scope) for scope in requested]
+    if {USERINFO_EMAIL_SCOPE, USERINFO_PROFILE_SCOPE} & set(scopes):
+        scopes.append(OPENID_SCOPE)
+    return tuple(dict.fromkeys(scopes))
+
+
+def _is_loopback_redirect(uri: str) -> bool:
+    """http://127.0.0.1, http://[::1] or http://localhost, any port and path: what a desktop client may use."""
+    split = urllib.parse.urlsplit(uri)
+    try:
+        split.port  # noqa: B018 -- raises for a port that is not a number in range
+    except ValueError:
+        return False
+    return (
+        split.scheme == "http"
+        and split.hostname in _LOOPBACK_HOSTS
+        and not split.username
+        and not split.password
+        and not split.fragment
+    )
+
+
+def _redirect(redirect_uri: str, params: Iterable[tuple[str, str | None]]) -> _Reply:
+    """A 302 to the client's redirect URI with `params` (None values left out) added to its query.
+
+    Like Google, slashes and colons stay unescaped (codes look like `4/0A...`, scopes are URLs); spaces are %20.
+    """
+    split = urllib.parse.urlsplit(redirect_uri)
+    added = urllib.parse.urlencode(
+        [(name, value) for name, value in params if value is not None], safe="/:", quote_via=urllib.parse.quote
+    )
+    query = f"{split.query}&{added}" if split.query else added
+    return _Reply(302, None, {"Location": urllib.parse.urlunsplit(split._replace(query=query))})
+
+
+def _page(status: int, title: str, paragraphs: Iterable[str]) -> _Reply:
+    """A small HTML page, as a browser would be shown it."""
+    body = "".join(f"<p>{html.escape(text)}</p>" for text in paragraphs)
+    document = (
+        f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title></head>"
+        f"<body>{body}</body></html>"
+    )
+    return _Reply(status, document, {"Cache-Control": "no-cache, no-store"}, content_type="text/html; charset=utf-8")
+
+
+def _sign_in_page(login_hint: str | None) -> _Reply:
+    """What the browser shows while nobody has signed in: the test has called neither consent() nor deny_consent()."""
+    lines = ["Sign in", "to continue to the application"]
+    if login_hint:
+        lines.append(login_hint)
+    return _page(200, "Sign in - Google Accounts", lines)
+
+
+def _new_authorization_code() -> str:
+    """A code shaped like Google's (`4/0A...`). Never containing "http": InstalledAppFlow.run_local_server turns
+    every "http" of the redirect it received into "https" before parsing it."""
+    while True:
+        code = "4/0A" + secrets.token_urlsafe(54)
+        if "http" not in code:
+            return code
+
+
+def _check_code_verifier(request: _AuthorizationRequest, verifier: str | None) -> None:
+    """PKCE (RFC 7636) as Google checks it, with Google's error descriptions."""
+    if request.code_challenge is None:
+        if verifier is not None:
+            raise _OAuthError(400, "invalid_grant", "code_verifier or verifier is not needed.")
+        return
+    if verifier is None:
+        raise _OAuthError(400, "invalid_grant", "Missing code verifier.")
+    if request.code_challenge_method == "S256":
+        digest = hashlib.sha256(verifier.encode("ascii", "replace")).digest()
+        expected = base64.urlsafe_b64encode(digest).decode().rstrip("=")
+    else:
+        expected = verifier
+    if not hmac.compare_digest(expected, request.code_challenge):
+        raise _OAuthError(400, "invalid_grant", "Invalid code verifier.")
+
+
+def _subject(account: str) -> str:
+    """A stable, numeric Google account id for the ID token's `sub` (Google's are 21 digits)."""
+    return "1" + str(int.from_bytes(hashlib.sha256(account.encode()).digest()[:8], "big")).zfill(20)[:20]
+
+
+def _jwt_hs256(claims: Mapping[str, Any], key: str) -> str:
+    def part(raw: bytes) -> str:
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    header = part(json.dumps({"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode())
+    payload = part(json.dumps(claims, separators=(",", ":")).encode())
+    signature = hmac.new(key.encode(), f"{header}.{payload}".encode(), hashlib.sha256).digest()
+    return f"{header}.{payload}.{part(signature)}"
 
 
 def _bearer(authorization: str | None) -> str | None:
