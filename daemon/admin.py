@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.store import Store
+from daemon.store import Json, Store
 
 WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 HOURS_PATTERN = re.compile(r"^\s*(?P<days>[a-z,\-]+)\s+(?P<opens>\d{1,2}:\d{2})\s*-\s*(?P<closes>\d{1,2}:\d{2})\s*$")
@@ -98,8 +98,8 @@ async def add_clinic(store: Store, clinic: NewClinic) -> CreatedClinic:
                     "p_name": clinic.name,
                     "p_time_zone": clinic.time_zone,
                     "p_calendar_id": clinic.calendar_id,
-                    "p_opening_hours": hours,
-                    "p_services": services,
+                    "p_opening_hours": Json(hours),
+                    "p_services": Json(services),
                     "p_phone_country_code": clinic.phone_country_code,
                 },
             )

@@ -19,6 +19,7 @@ from daemon.config import Settings, StoreSettings
 from daemon.feed import ChangeFeed, PostgresNotifyFeed, RealtimeFeed
 from daemon.logs import configure_logging
 from daemon.metrics import BacklogSnapshot, Health, HealthServer, Metrics
+from daemon.mirror import CalendarMirror
 from daemon.store import PostgresStore, Store, StoreError, SupabaseStore
 from daemon.sync import SyncLoop, SyncOptions
 from daemon.tokens import OAuthClient, TokenCipher, TokenManager
@@ -92,6 +93,7 @@ class Daemon:
         self._stop_requested = False
         self.feed: ChangeFeed | None = None
         self.health: HealthServer | None = None
+        self.mirror: CalendarMirror | None = None
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -142,6 +144,20 @@ class Daemon:
                 coalesce_seconds=settings.sync_coalesce_seconds,
             ),
             self.metrics,
+            on_synced=self._mirror_pushed,
+        )
+        self.mirror = (
+            CalendarMirror(
+                store,
+                calendar,
+                tokens,
+                executor,
+                interval_seconds=settings.mirror_interval_seconds,
+                page_size=settings.mirror_page_size,
+                metrics=self.metrics,
+            )
+            if settings.mirror_enabled
+            else None
         )
         if self._stop_requested:
             self._sync.stop()
@@ -169,6 +185,7 @@ class Daemon:
         if self.feed:
             self.feed.on_state = self.metrics.feed_state
         feed_task = asyncio.create_task(self.feed.run(self._sync.wake)) if self.feed else None
+        mirror_task = asyncio.create_task(self.mirror.run()) if self.mirror else None
         logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
         try:
             await self._sync.run()
@@ -177,6 +194,9 @@ class Daemon:
                 self.feed.stop()
                 feed_task.cancel()
                 await asyncio.gather(feed_task, return_exceptions=True)
+            if self.mirror and mirror_task:
+                self.mirror.stop()
+                await asyncio.gather(mirror_task, return_exceptions=True)
             scheduler.shutdown(wait=False)
             await store.close()
             # Bounded by the Google timeout: a push still running in a worker finishes first.
@@ -184,9 +204,14 @@ class Daemon:
             calendar.close()
             logger.info("daemon {} stopped", self.owner)
 
+    def _mirror_pushed(self, clinic_id: uuid.UUID) -> None:
+        if self.mirror is not None:
+            self.mirror.pushed(clinic_id)
+
     async def _snapshot_backlog(self, store: Store) -> None:
         try:
             self.metrics.backlog(BacklogSnapshot.from_json(await store.call("sync_backlog", {})))
+            self.metrics.mirror_freshness(await store.call_rows("calendar_mirror_freshness", {}))
         except (StoreError, ValueError) as error:
             logger.warning("could not read the backlog for metrics: {}", error)
 

@@ -123,6 +123,17 @@ class CalendarInfo:
     time_zone: str | None
 
 
+class FullSyncRequired(Exception):
+    """Google expired the sync token (410): list the whole calendar again."""
+
+
+@dataclass(frozen=True)
+class Listing:
+    events: list[dict[str, Any]]
+    next_sync_token: str | None
+    full: bool  # every event of the calendar (in the window), not only changes
+
+
 class GoogleCalendar:
     """Calendar API v3 calls, one Http and client per worker thread."""
 
@@ -202,6 +213,31 @@ class GoogleCalendar:
         allows no calendars.get). Proves the token works and the calendar exists; raises HttpError."""
         listing = self._run(self._events().list(calendarId=calendar_id, maxResults=1), access_token)
         return CalendarInfo(calendar_id, str(listing.get("summary") or calendar_id), listing.get("timeZone"))
+
+    def changes(
+        self, calendar_id: str, access_token: str, sync_token: str | None, since: dt.datetime, page_size: int = 250
+    ) -> Listing:
+        """What changed since `sync_token` (deleted events included), or, without one, every event
+        from `since` on, recurring ones expanded; all pages. Raises FullSyncRequired or HttpError."""
+        query: dict[str, Any] = (
+            {"syncToken": sync_token}
+            if sync_token
+            else {"timeMin": since.isoformat(), "singleEvents": True, "showDeleted": True}
+        )
+        events: list[dict[str, Any]] = []
+        page_token: str | None = None
+        while True:
+            request = self._events().list(calendarId=calendar_id, maxResults=page_size, pageToken=page_token, **query)
+            try:
+                page = self._run(request, access_token)
+            except HttpError as error:
+                if error.status_code == 410 and sync_token:
+                    raise FullSyncRequired from error
+                raise
+            events.extend(page.get("items", []))
+            page_token = page.get("nextPageToken")
+            if not page_token:
+                return Listing(events, page.get("nextSyncToken"), full=not sync_token)
 
     def event(self, calendar_id: str, event_id: str, access_token: str) -> dict[str, Any]:
         """One event as Google has it (a deleted one has status "cancelled"); raises HttpError."""

@@ -91,6 +91,11 @@ class Settings(StoreSettings):
     token_refresh_margin_seconds: int = Field(default=600, ge=60, le=3000)
     token_refresh_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
 
+    # The busy mirror: each connected calendar read back (events.list with a sync token).
+    mirror_enabled: bool = True
+    mirror_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    mirror_page_size: int = Field(default=250, ge=1, le=2500)
+
     # Observability.
     metrics_enabled: bool = True
     metrics_host: str = "0.0.0.0"  # inside a container the orchestrator probes from outside

@@ -40,11 +40,14 @@ from daemon.calendar import RetryReason
 SyncAction = Literal["insert", "update", "delete"]
 FailureReason = Literal["rejected", "gave_up"]
 RefreshResult = Literal["ok", "needs_reauth", "error"]
+MirrorKind = Literal["incremental", "full", "error"]
 
 SYNC_ACTIONS: Final[tuple[str, ...]] = get_args(SyncAction)
 FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 RETRY_REASONS: Final[tuple[str, ...]] = get_args(RetryReason)
 REFRESH_RESULTS: Final[tuple[str, ...]] = get_args(RefreshResult)
+MIRROR_KINDS: Final[tuple[str, ...]] = get_args(MirrorKind)
+MIRROR_CHANGES: Final = ("busy", "freed", "cancelled", "moved", "restored")
 # "synced" is the queue's terminal state, not work waiting, so it is not part of the backlog.
 BACKLOG_STATES: Final = ("pending", "in_flight", "failed", "parked")
 # The first state is prometheus_client's initial value: a feed is "starting" until told otherwise.
@@ -134,6 +137,30 @@ class Metrics:
             "Clinics whose Google connection needs re-authorisation, from the last database snapshot.",
             registry=r,
         )
+        self._mirror_runs = Counter(
+            "calendar_sync_mirror_runs_total",
+            "Listings of clinics' calendars by the busy mirror, by kind (incremental, full, error).",
+            ["kind"],
+            registry=r,
+        )
+        self._mirror_changes = Counter(
+            "calendar_sync_mirror_changes_total",
+            "What the busy mirror applied: busy and freed intervals, appointments cancelled or moved in Google,"
+            " and changes put back in Google (restored).",
+            ["change"],
+            registry=r,
+        )
+        self._mirror_age = Gauge(
+            "calendar_sync_mirror_age_seconds",
+            "Seconds since each connected clinic's calendar was last mirrored (-1: never), from the last snapshot.",
+            ["clinic_id"],
+            registry=r,
+        )
+        self._mirrors_stale = Gauge(
+            "calendar_sync_mirrors_stale",
+            "Connected clinics whose mirror is older than its limit (the assistant then offers no times).",
+            registry=r,
+        )
         self._backlog_updated = Gauge(
             "calendar_sync_backlog_updated_timestamp_seconds",
             "Unix time of the last database backlog snapshot (0 before the first).",
@@ -158,6 +185,10 @@ class Metrics:
             self._refreshes.labels(result=result)
         for state in BACKLOG_STATES:
             self._backlog.labels(state=state)
+        for kind in MIRROR_KINDS:
+            self._mirror_runs.labels(kind=kind)
+        for change in MIRROR_CHANGES:
+            self._mirror_changes.labels(change=change)
 
     def synced(self, action: SyncAction, latency_seconds: float | None) -> None:
         """Google confirmed an insert, update or delete; `latency_seconds` from the change's commit, when known."""
@@ -193,6 +224,24 @@ class Metrics:
         self._oldest_pending.set(snapshot.oldest_pending_age_seconds)
         self._needs_reauth.set(snapshot.clinics_needing_reauth)
         self._backlog_updated.set(time.time())
+
+    def mirrored(self, kind: MirrorKind, changes: Mapping[str, Any]) -> None:
+        """One listing applied (or failed), with apply_calendar_changes' counts."""
+        self._mirror_runs.labels(_check_label("mirror kind", kind, MIRROR_KINDS)).inc()
+        for change in MIRROR_CHANGES:
+            count = changes.get(change, 0)
+            if count:
+                self._mirror_changes.labels(change).inc(_count(change, count))
+
+    def mirror_freshness(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Per connected clinic: seconds since its mirror ran (calendar_mirror_freshness()); replaces the last."""
+        self._mirror_age.clear()
+        stale = 0
+        for row in rows:
+            age = row.get("age_seconds")
+            self._mirror_age.labels(str(row["clinic_id"])).set(-1.0 if age is None else _number("age_seconds", age))
+            stale += bool(row.get("stale"))
+        self._mirrors_stale.set(stale)
 
     def feed_state(self, state: str | None) -> None:
         """The change feed's state (a `FeedState` is a str); None means the feed is disabled."""

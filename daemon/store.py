@@ -86,12 +86,23 @@ def _timestamp(value: str) -> dt.datetime:
     return dt.datetime.fromisoformat(value)
 
 
-def _is_json_document(value: Any) -> bool:
-    """Objects and lists of objects are jsonb arguments; lists of scalars are PostgreSQL arrays."""
-    return isinstance(value, dict) or (isinstance(value, list) and any(isinstance(item, dict) for item in value))
+@dataclass(frozen=True)
+class Json:
+    """A jsonb argument. Dicts are sent as jsonb anyway; a list needs this, as a plain list is a
+    PostgreSQL array (text[] scopes) on the direct path."""
+
+    value: Any
+
+
+def _postgres_value(value: Any) -> Any:
+    if isinstance(value, Json):
+        return Jsonb(value.value)
+    return Jsonb(value) if isinstance(value, dict) else value
 
 
 def _jsonable(value: Any) -> Any:
+    if isinstance(value, Json):
+        return value.value
     if isinstance(value, uuid.UUID):
         return str(value)
     if isinstance(value, dt.datetime):
@@ -249,7 +260,7 @@ class PostgresStore(Store):
     @staticmethod
     def _invocation(function: str, params: Mapping[str, Any]) -> tuple[sql.Composed, list[Any]]:
         arguments = sql.SQL(", ").join(sql.SQL("{} => %s").format(sql.Identifier(name)) for name in params)
-        values = [Jsonb(v) if _is_json_document(v) else v for v in params.values()]
+        values = [_postgres_value(v) for v in params.values()]
         return sql.SQL("public.{}({})").format(sql.Identifier(function), arguments), values
 
     async def _fetch(self, query: sql.Composed, values: list[Any]) -> Any:

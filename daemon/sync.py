@@ -91,9 +91,11 @@ class SyncLoop:
         executor: Executor,
         options: SyncOptions,
         metrics: Metrics | None = None,
+        on_synced: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
         self._store = store
         self._metrics = metrics or Metrics()
+        self._on_synced = on_synced  # told the clinic whose calendar changed (the busy mirror)
         self._calendar = calendar
         self._tokens = tokens
         self._executor = executor
@@ -245,6 +247,8 @@ class SyncLoop:
                 await self._store.resync(claim.appointment_id)
             else:
                 self._metrics.synced(_action(claim), _latency(claim))
+                if self._on_synced is not None:
+                    self._on_synced(claim.clinic_id)
             log.bind(outcome=state).info("{}: {} (revision {})", where, state, claim.revision)
         elif result.verdict is Verdict.UNAUTHORIZED:
             await self._store.end_attempt(claim, owner, "parked", result.error or "needs re-authorisation")

@@ -192,6 +192,7 @@ class _Google:
 
 async def _check_connections(report: Report, store: Store, google: _Google) -> None:
     rows = await store.call_rows("calendar_connections_overview", {})
+    mirrors = {str(m["clinic_id"]): m for m in await store.call_rows("calendar_mirror_freshness", {})}
     if not rows:
         report.add("google", Status.WARN, "no clinics yet (clinic-sync add-clinic)")
         return
@@ -210,7 +211,25 @@ async def _check_connections(report: Report, store: Store, google: _Google) -> N
                 clinic_id=str(clinic_id),
             )
             continue
-        report.checks.append(await _check_connection(name, clinic_id, row, google))
+        check = await _check_connection(name, clinic_id, row, google)
+        report.checks.append(_with_mirror(check, mirrors.get(str(clinic_id))))
+
+
+def _with_mirror(check: Check, mirror: Mapping[str, Any] | None) -> Check:
+    """The busy mirror's freshness, added to a connection that otherwise works."""
+    if check.status is Status.FAIL:
+        return check
+    if mirror is None or mirror["last_synced_at"] is None:
+        note = "its calendar has not been mirrored yet (is the daemon running?)"
+        return Check(check.name, Status.WARN, f"{check.detail}; {note}", check.data)
+    age = float(mirror["age_seconds"])
+    if mirror["stale"]:
+        note = (
+            f"the calendar was last mirrored {age:.0f}s ago ({mirror['last_error'] or 'no error recorded'}):"
+            " the assistant offers no times until it is fresh"
+        )
+        return Check(check.name, Status.FAIL, f"{check.detail}; {note}", check.data)
+    return Check(check.name, check.status, f"{check.detail}; mirrored {age:.0f}s ago", check.data)
 
 
 async def _check_connection(name: str, clinic_id: uuid.UUID, row: Mapping[str, Any], google: _Google) -> Check:

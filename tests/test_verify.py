@@ -60,7 +60,10 @@ def backend(
 
 @pytest.fixture
 def connected(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clinic) -> str:
-    return connect_google(admin, google, clinic.id)
+    """A connected clinic whose (empty) calendar the daemon has mirrored just now."""
+    account = connect_google(admin, google, clinic.id)
+    admin.execute("select public.apply_calendar_changes(%s, '[]', null, true)", (clinic.id,))
+    return account
 
 
 def verify(settings: Settings, options: VerifyOptions = QUICK) -> Report:
@@ -138,6 +141,14 @@ def stale_backlog(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clin
     admin.execute("update public.appointments set updated_at = now() - interval '1 hour'")
 
 
+def stale_mirror(admin: psycopg.Connection, *_: Any) -> None:
+    admin.execute("update public.calendar_mirrors set last_synced_at = now() - interval '1 hour'")
+
+
+def unmirrored(admin: psycopg.Connection, *_: Any) -> None:
+    admin.execute("delete from public.calendar_mirrors")
+
+
 def failed_rows(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clinic, account: str) -> None:
     book(admin, clinic)
     admin.execute("update public.appointments set sync_state = 'failed', last_sync_error = 'Google said no'")
@@ -164,6 +175,8 @@ def book(admin: psycopg.Connection, clinic: Clinic) -> None:
         (lose_calendar, "google: Riverside Clinic", Status.FAIL, "HTTP 404"),
         (stale_backlog, "backlog", Status.FAIL, "is the daemon running?"),
         (failed_rows, "backlog", Status.WARN, "1 failed"),
+        (stale_mirror, "google: Riverside Clinic", Status.FAIL, "the assistant offers no times until it is fresh"),
+        (unmirrored, "google: Riverside Clinic", Status.WARN, "has not been mirrored yet (is the daemon running?)"),
     ],
 )
 def test_each_broken_condition_fails_its_check(

@@ -1,0 +1,282 @@
+"""The calendar as a source of truth: staff events in Google block the assistant's slots, and
+changes made to our events in Google flow back onto the appointments."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import httplib2
+import psycopg
+import pytest
+from google.oauth2.credentials import Credentials
+from google_auth_httplib2 import AuthorizedHttp
+from googleapiclient.discovery import build
+
+from tests.conftest import Clinic
+from tests.daemon_harness import Backend, DaemonThread, connect_google, make_settings, running, wait_until
+from tests.dates import LONDON, upcoming
+from tests.standins.google import GoogleStandIn
+from tests.standins.postgres import scalar
+from tests.standins.vapi import Assistant
+
+TUESDAY = 2
+FAST_MIRROR = {"mirror_interval_seconds": 0.3, "sync_poll_seconds": 0.2}
+
+
+class Receptionist:
+    """Someone at the clinic working in Google Calendar directly (the real API client, their own token)."""
+
+    def __init__(self, google: GoogleStandIn, account: str) -> None:
+        credentials = Credentials(  # type: ignore[no-untyped-call]
+            token=None,
+            refresh_token=google.issue_refresh_token(account),
+            token_uri=google.token_uri,
+            client_id=google.client_id,
+            client_secret=google.client_secret,
+        )
+        self._http = httplib2.Http(timeout=10)
+        service = build(
+            "calendar", "v3", http=AuthorizedHttp(credentials, http=self._http), cache_discovery=False,
+            client_options={"api_endpoint": google.api_endpoint},
+        )  # fmt: skip
+        self._events = service.events()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def add(self, day: dt.date, start: str, end: str, **extra: Any) -> str:
+        body = {"summary": "Dr Patel: lunch", "start": at(day, start), "end": at(day, end), **extra}
+        return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
+
+    def add_all_day(self, first: dt.date, after_last: dt.date) -> str:
+        body = {"summary": "Training", "start": {"date": first.isoformat()}, "end": {"date": after_last.isoformat()}}
+        return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
+
+    def delete(self, event_id: str) -> None:
+        self._events.delete(calendarId="primary", eventId=event_id).execute()
+
+    def move(self, event_id: str, day: dt.date, start: str, end: str) -> None:
+        self._events.patch(
+            calendarId="primary", eventId=event_id, body={"start": at(day, start), "end": at(day, end)}
+        ).execute()
+
+
+def at(day: dt.date, clock: str) -> dict[str, str]:
+    local = dt.datetime.combine(day, dt.time.fromisoformat(clock), LONDON)
+    return {"dateTime": local.isoformat(), "timeZone": "Europe/London"}
+
+
+@pytest.fixture
+def account(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clinic) -> str:
+    return connect_google(admin, google, clinic.id)
+
+
+@pytest.fixture
+def receptionist(google: GoogleStandIn, account: str) -> Iterator[Receptionist]:
+    person = Receptionist(google, account)
+    yield person
+    person.close()
+
+
+@pytest.fixture
+def daemon(backend: Backend, google: GoogleStandIn, account: str, admin: psycopg.Connection) -> Iterator[DaemonThread]:
+    with running(make_settings(backend, google, **FAST_MIRROR)) as runner:
+        wait_until(lambda: mirrored_at(admin) is not None, what="the first mirror")
+        yield runner
+
+
+def mirrored_at(admin: psycopg.Connection) -> dt.datetime | None:
+    value: dt.datetime | None = scalar(admin, "select max(last_synced_at) from public.calendar_mirrors")
+    return value
+
+
+def mirrored_after(admin: psycopg.Connection, moment: dt.datetime) -> None:
+    """Wait for a mirror run that started after `moment` (so it saw what happened before)."""
+    wait_until(lambda: (mirrored_at(admin) or moment) > moment, what="a fresh mirror")
+
+
+def now(admin: psycopg.Connection) -> dt.datetime:
+    value: dt.datetime = scalar(admin, "select now()")
+    return value
+
+
+def free_times(assistant: Assistant, day: dt.date) -> list[str]:
+    answer = assistant.use("check_availability", {"date": day.isoformat()})
+    assert "result" in answer, answer
+    text = str(answer["result"])
+    return text.rpartition("): ")[2].rstrip(".").split(", ") if text.startswith("Free") else []
+
+
+def busy(admin: psycopg.Connection) -> list[tuple[str, str]]:
+    rows = admin.execute(
+        "select to_char(starts_at at time zone 'Europe/London', 'HH24:MI'),"
+        " to_char(ends_at at time zone 'Europe/London', 'HH24:MI') from public.calendar_busy order by starts_at"
+    ).fetchall()
+    return [(a, b) for a, b in rows]
+
+
+def test_a_staff_event_blocks_its_slots_and_deleting_it_frees_them(
+    daemon: DaemonThread, admin: psycopg.Connection, assistant: Assistant, receptionist: Receptionist
+) -> None:
+    day = upcoming(TUESDAY)
+    lunch = receptionist.add(day, "12:00", "13:00")
+    receptionist.add(day, "14:00", "15:00", transparency="transparent", summary="Reminder: order gloves")
+    wait_until(lambda: busy(admin) == [("12:00", "13:00")], what="the lunch mirrored (the reminder is not busy)")
+
+    times = free_times(assistant, day)
+    assert "11:30" in times and "13:00" in times and "14:00" in times
+    assert not {"11:45", "12:00", "12:15", "12:30", "12:45"} & set(times)  # 30 minutes would reach into lunch
+    refused = assistant.use("book_appointment", {"start": f"{day}T12:15", "patient_name": "Ada"})
+    assert "12:15 on" in refused["error"] and "is not available" in refused["error"] and "13:00" in refused["error"]
+    assert scalar(admin, "select count(*) from public.appointments") == 0
+
+    receptionist.delete(lunch)
+    wait_until(lambda: busy(admin) == [], what="the lunch freed")
+    assert "12:15" in free_times(assistant, day)
+    assert assistant.book(f"{day}T12:15")
+
+
+def test_an_all_day_event_blocks_the_whole_day(
+    daemon: DaemonThread, admin: psycopg.Connection, assistant: Assistant, receptionist: Receptionist
+) -> None:
+    day = upcoming(TUESDAY)
+    next_day = day + dt.timedelta(days=1)
+    receptionist.add_all_day(day, next_day)
+    wait_until(lambda: busy(admin) == [("00:00", "00:00")], what="the all-day event mirrored")
+    assert free_times(assistant, day) == []
+    assert free_times(assistant, day + dt.timedelta(days=1))  # Wednesday is unaffected
+
+
+def test_an_appointment_deleted_in_google_is_cancelled(
+    daemon: DaemonThread, admin: psycopg.Connection, assistant: Assistant, receptionist: Receptionist,
+    google: GoogleStandIn, account: str,
+) -> None:  # fmt: skip
+    day = upcoming(TUESDAY)
+    reference = assistant.book(f"{day}T10:00")
+    wait_until(lambda: appointment(admin, reference)["sync_state"] == "synced", what="the booking synced")
+    event_id = appointment(admin, reference)["calendar_event_id"]
+    assert "10:00" not in free_times(assistant, day)
+
+    receptionist.delete(event_id)
+    wait_until(lambda: appointment(admin, reference)["status"] == "cancelled", what="the cancellation flowed back")
+    row = appointment(admin, reference)
+    assert row["change_reason"] == "deleted in Google Calendar" and row["sync_state"] == "synced"
+    assert busy(admin) == []  # our own event never counts as busy time
+    assert "10:00" in free_times(assistant, day)
+    moment = now(admin)
+    mirrored_after(admin, moment)
+    [event] = google.events(account)
+    assert event["status"] == "cancelled"  # the daemon did not put it back
+
+
+def test_an_appointment_moved_in_google_moves_and_stays_moved(
+    daemon: DaemonThread, admin: psycopg.Connection, assistant: Assistant, receptionist: Receptionist,
+    google: GoogleStandIn, account: str,
+) -> None:  # fmt: skip
+    day = upcoming(TUESDAY)
+    reference = assistant.book(f"{day}T10:00")
+    wait_until(lambda: appointment(admin, reference)["sync_state"] == "synced", what="the booking synced")
+    receptionist.move(appointment(admin, reference)["calendar_event_id"], day, "15:00", "15:30")
+    wait_until(lambda: appointment(admin, reference)["local_start"] == "15:00", what="the move flowed back")
+    row = appointment(admin, reference)
+    assert row["change_reason"] == "moved in Google Calendar" and row["sync_state"] == "synced"
+    times = free_times(assistant, day)
+    assert "10:00" in times and "15:00" not in times
+    updates_before = sum(r.method == "PUT" for r in google.requests())
+    mirrored_after(admin, now(admin))
+    assert sum(r.method == "PUT" for r in google.requests()) == updates_before  # no tug of war
+    [event] = google.events(account)
+    assert dt.datetime.fromisoformat(event["start"]["dateTime"]).astimezone(LONDON).strftime("%H:%M") == "15:00"
+
+
+def test_a_move_in_google_onto_another_booking_is_put_back(
+    daemon: DaemonThread, admin: psycopg.Connection, assistant: Assistant, receptionist: Receptionist,
+    google: GoogleStandIn, account: str,
+) -> None:  # fmt: skip
+    day = upcoming(TUESDAY)
+    first, second = assistant.book(f"{day}T10:00"), assistant.book(f"{day}T11:00")
+    wait_until(lambda: {appointment(admin, r)["sync_state"] for r in (first, second)} == {"synced"}, what="synced")
+    receptionist.move(appointment(admin, first)["calendar_event_id"], day, "11:00", "11:30")
+
+    def put_back() -> bool:
+        event = next(e for e in google.events(account) if e["id"] == appointment(admin, first)["calendar_event_id"])
+        return dt.datetime.fromisoformat(event["start"]["dateTime"]).astimezone(LONDON).strftime("%H:%M") == "10:00"
+
+    wait_until(put_back, what="the event put back at the booked time")
+    assert appointment(admin, first)["local_start"] == "10:00"
+    assert appointment(admin, first)["status"] == "booked"
+
+
+def test_an_expired_sync_token_means_a_full_resync_without_duplicates(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, assistant: Assistant,
+    receptionist: Receptionist, account: str,
+) -> None:  # fmt: skip
+    day = upcoming(TUESDAY)
+    staff = [receptionist.add(day, f"{hour:02d}:00", f"{hour:02d}:20") for hour in range(9, 17)]
+    with running(make_settings(backend, google, mirror_page_size=3, **FAST_MIRROR)) as runner:
+        wait_until(lambda: len(busy(admin)) == 8, what="eight staff events mirrored over three pages")
+        first_full = scalar(admin, "select last_full_sync_at from public.calendar_mirrors")
+        google.expire_sync_tokens()
+        receptionist.delete(staff[0])
+        extra = receptionist.add(day + dt.timedelta(days=1), "09:00", "09:30")
+        wait_until(
+            lambda: scalar(admin, "select last_full_sync_at from public.calendar_mirrors") > first_full,
+            what="a full resync after the 410",
+        )
+        wait_until(lambda: len(busy(admin)) == 8, what="seven of the first day and one of the next")
+        ids = [row[0] for row in admin.execute("select event_id from public.calendar_busy").fetchall()]
+        assert sorted(ids) == sorted([*staff[1:], extra])
+        full_runs = runner.daemon.metrics.registry.get_sample_value("calendar_sync_mirror_runs_total", {"kind": "full"})
+        assert full_runs is not None and full_runs >= 2
+    assert any(r.status == 410 for r in google.requests())
+
+
+def test_a_stale_mirror_makes_the_assistant_take_a_message(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, assistant: Assistant,
+    clinic: Clinic, account: str,
+) -> None:  # fmt: skip
+    day = upcoming(TUESDAY)
+    reference = assistant.book(f"{day}T10:00")
+    admin.execute(
+        "select public.apply_calendar_changes(%s, '[]', null, true)", (clinic.id,)
+    )  # the mirror ran once, then stopped
+    admin.execute("update public.calendar_mirrors set last_synced_at = now() - interval '11 minutes'")
+    for name, arguments in (
+        ("check_availability", {"date": day.isoformat()}),
+        ("book_appointment", {"start": f"{day}T11:00", "patient_name": "Ada"}),
+        ("reschedule_appointment", {"reference": reference, "new_start": f"{day}T12:00"}),
+    ):
+        refused = assistant.use(name, arguments)
+        assert "calendar cannot be checked right now" in refused["error"], (name, refused)
+    assert scalar(admin, "select count(*) from public.appointments") == 1
+    assert "result" in assistant.use("cancel_appointment", {"reference": reference})  # cancelling is always safe
+
+    with running(make_settings(backend, google, **FAST_MIRROR)):
+        wait_until(lambda: "result" in assistant.use("check_availability", {"date": day.isoformat()}), what="fresh")
+
+
+def test_busy_time_is_per_clinic(
+    daemon: DaemonThread, admin: psycopg.Connection, receptionist: Receptionist, gateway: psycopg.Connection,
+) -> None:  # fmt: skip
+    from tests.standins.clinics import create_clinic, issue_key
+
+    day = upcoming(TUESDAY)
+    other = create_clinic(admin, "Hillside Surgery")
+    receptionist.add(day, "09:00", "17:00")
+    wait_until(lambda: len(busy(admin)) == 1, what="Riverside's whole day blocked")
+    assert "09:00" in free_times(Assistant(gateway, issue_key(admin, other)), day)
+
+
+def appointment(admin: psycopg.Connection, reference: str) -> dict[str, Any]:
+    row = admin.execute(
+        "select id, status, sync_state, calendar_event_id, change_reason,"
+        " to_char(starts_at at time zone 'Europe/London', 'HH24:MI')"
+        " from public.appointments where reference = %s",
+        (reference,),
+    ).fetchone()
+    assert row is not None
+    keys = ("id", "status", "sync_state", "calendar_event_id", "change_reason", "local_start")
+    return dict(zip(keys, [uuid.UUID(str(row[0])), *row[1:]], strict=True))
