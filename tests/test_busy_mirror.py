@@ -15,10 +15,11 @@ from google.oauth2.credentials import Credentials
 from google_auth_httplib2 import AuthorizedHttp
 from googleapiclient.discovery import build
 
+from daemon.tokens import TokenCipher
 from tests.conftest import Clinic
-from tests.daemon_harness import Backend, DaemonThread, connect_google, make_settings, running, wait_until
+from tests.daemon_harness import TOKEN_KEY, Backend, DaemonThread, connect_google, make_settings, running, wait_until
 from tests.dates import LONDON, upcoming
-from tests.standins.google import GoogleStandIn
+from tests.standins.google import Fault, GoogleStandIn
 from tests.standins.postgres import scalar
 from tests.standins.vapi import Assistant
 
@@ -280,3 +281,42 @@ def appointment(admin: psycopg.Connection, reference: str) -> dict[str, Any]:
     assert row is not None
     keys = ("id", "status", "sync_state", "calendar_event_id", "change_reason", "local_start")
     return dict(zip(keys, [uuid.UUID(str(row[0])), *row[1:]], strict=True))
+
+
+def test_a_failing_listing_is_recorded_and_the_next_round_recovers(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, receptionist: Receptionist
+) -> None:
+    receptionist.add(upcoming(TUESDAY), "12:00", "13:00")
+    google.inject(Fault.error(503, "backendError"), times=3, method="GET", path_contains="/events")
+    with running(make_settings(backend, google, **FAST_MIRROR)):
+        wait_until(
+            lambda: scalar(admin, "select max(last_error) from public.calendar_mirrors") is not None,
+            what="the failure recorded",
+        )
+        assert "HTTP 503" in scalar(admin, "select max(last_error) from public.calendar_mirrors")
+        wait_until(lambda: busy(admin) == [("12:00", "13:00")], what="a later round succeeded")
+    assert scalar(admin, "select max(last_error) from public.calendar_mirrors") is None
+
+
+def test_a_dead_grant_stops_the_mirror_visibly(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, account: str
+) -> None:
+    stored = scalar(admin, "select refresh_token_encrypted from public.calendar_connections")
+    google.revoke(TokenCipher(TOKEN_KEY).decrypt(stored))
+    with running(make_settings(backend, google, **FAST_MIRROR)):
+        wait_until(
+            lambda: scalar(admin, "select status from public.calendar_connections") == "needs_reauth",
+            what="the dead grant noticed by the mirror",
+        )
+    # No active connection: nothing to mirror, and freshness is reported for connected clinics only.
+    assert scalar(admin, "select count(*) from public.calendar_mirror_targets()") == 0
+
+
+def test_apply_calendar_changes_refuses_bad_input_and_changes_nothing(
+    admin: psycopg.Connection, clinic: Clinic
+) -> None:
+    with pytest.raises(psycopg.errors.RaiseException, match="p_events must be a JSON array"):
+        admin.execute("select public.apply_calendar_changes(%s, '{}', null, false)", (clinic.id,))
+    with pytest.raises(psycopg.errors.RaiseException, match="No clinic with id"):
+        admin.execute("select public.apply_calendar_changes(%s, '[]', null, false)", (uuid.uuid4(),))
+    assert scalar(admin, "select count(*) from public.calendar_mirrors") == 0

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 from psycopg import errors
+from psycopg.types.json import Jsonb
 
 from tests.conftest import Clinic
 from tests.dates import upcoming
@@ -197,3 +198,21 @@ def test_plain_google_tokens_cannot_be_stored(admin: psycopg.Connection, clinic:
             " values (%s, %s, %s)",
             (clinic.id, FERNET_LIKE, token),
         )
+
+
+def test_a_clinic_sees_only_its_own_calendar_busy_time(admin: psycopg.Connection, clinic: Clinic) -> None:
+    other = create_clinic(admin, "Hillside Surgery")
+    for owner, event in ((clinic.id, "ours"), (other, "theirs")):
+        listing = [
+            {"id": event, "status": "confirmed", "updated": "2026-01-01T00:00:00Z",
+             "start": {"dateTime": "2030-01-08T09:00:00Z"}, "end": {"dateTime": "2030-01-08T10:00:00Z"}}
+        ]  # fmt: skip
+        admin.execute("select public.apply_calendar_changes(%s, %s, null, true)", (owner, Jsonb(listing)))
+    with acting_as(admin, "vapi_clinic", headers={"x-clinic-key": clinic.key}) as conn:
+        assert conn.execute("select clinic_id from public.calendar_busy").fetchall() == [(clinic.id,)]
+        assert conn.execute("select clinic_id from public.calendar_mirrors").fetchall() == [(clinic.id,)]
+    with (
+        pytest.raises(errors.InsufficientPrivilege),
+        acting_as(admin, "vapi_clinic", headers={"x-clinic-key": clinic.key}) as conn,
+    ):
+        conn.execute("select event_id from public.calendar_busy")  # not even its own events' ids
