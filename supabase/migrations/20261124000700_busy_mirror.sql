@@ -246,6 +246,9 @@ begin
     v_freed := v_freed + v_gone;
   end if;
 
+  -- Busy time long past is of no use to availability (incremental listings report old events too).
+  delete from public.calendar_busy where clinic_id = p_clinic_id and ends_at < now() - interval '1 day';
+
   insert into public.calendar_mirrors (clinic_id, sync_token, last_synced_at, last_full_sync_at, last_error, updated_at)
   values (p_clinic_id, p_sync_token, now(), case when p_full then now() end, null, now())
   on conflict (clinic_id) do update
@@ -275,7 +278,7 @@ begin
   where id = (p_event ->> 'appointment_id')::uuid and clinic_id = p_clinic_id
   for update;
   if v_appointment.sync_state <> 'synced' or v_appointment.synced_revision is distinct from v_appointment.revision
-     or (p_event ->> 'updated')::timestamptz <= v_appointment.synced_at then
+     or coalesce((p_event ->> 'updated')::timestamptz, '-infinity') <= v_appointment.synced_at then
     return 'unchanged';
   end if;
 
