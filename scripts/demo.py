@@ -8,10 +8,12 @@
    consent flow (copy-paste mode, with this script playing the person at the browser);
    `vapi-tools` prints the tool definitions Vapi would be given.
 4. The sync daemon runs on the Supabase path (REST gateway + Realtime doorbell).
-5. A scripted phone conversation calls those tools exactly as Vapi would (HTTP POST to the
+5. The receptionist blocks a lunch hour straight in Google Calendar; the daemon's busy mirror
+   reads it back, so the assistant will not offer it.
+6. A scripted phone conversation calls those tools exactly as Vapi would (HTTP POST to the
    tools' server URL with their headers): availability, a booking, a retried booking, a clash,
    a reschedule and a cancellation. Each change is timed until Google has it.
-6. The calendar, the measured latencies and `clinic-sync verify` are shown; then everything is
+7. The calendar, the measured latencies and `clinic-sync verify` are shown; then everything is
    removed.
 
 Nothing here talks to Supabase, Vapi or Google: every "remote" service is a local stand-in.
@@ -42,6 +44,7 @@ from tests.daemon_harness import Backend, make_settings, running, settings_env, 
 from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, ThrowawayPostgres
 from tests.standins.realtime import RealtimeStandIn
+from tests.standins.receptionist import Receptionist
 from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.vapi import VapiCall, tool_call
 
@@ -243,9 +246,17 @@ def run(google: GoogleStandIn, admin: psycopg.Connection, backend: Backend) -> N
         parameters = tool["function"]["parameters"]
         print(f"    {tool['function']['name']}({', '.join(parameters['properties'])}) -> POST {tool['server']['url']}")
 
-    settings = make_settings(backend, google, sync_poll_seconds=30)
+    settings = make_settings(backend, google, sync_poll_seconds=30, mirror_interval_seconds=1)
     with running(settings) as runner:
         wait_until(lambda: runner.daemon.feed is not None and runner.daemon.feed.subscriptions > 0, what="Realtime")
+        heading("The receptionist blocks Dr Patel's lunch straight in Google Calendar")
+        receptionist = Receptionist(google, ACCOUNT)
+        try:
+            receptionist.add(next_tuesday(), "12:00", "13:00")
+        finally:
+            receptionist.close()
+        wait_until(lambda: admin.execute("select count(*) from public.calendar_busy").fetchone() == (1,), what="mirror")
+        print(f"  {next_tuesday():%A} 12:00-13:00 is busy in the clinic's calendar; the mirror has read it back.")
         heading("The daemon is running (Supabase path, Realtime doorbell); the phone rings")
         latencies = conversation(tools, admin)
         show_calendar(google)

@@ -8,12 +8,8 @@ import uuid
 from collections.abc import Iterator
 from typing import Any
 
-import httplib2
 import psycopg
 import pytest
-from google.oauth2.credentials import Credentials
-from google_auth_httplib2 import AuthorizedHttp
-from googleapiclient.discovery import build
 
 from daemon.tokens import TokenCipher
 from tests.conftest import Clinic
@@ -21,53 +17,11 @@ from tests.daemon_harness import TOKEN_KEY, Backend, DaemonThread, connect_googl
 from tests.dates import LONDON, upcoming
 from tests.standins.google import Fault, GoogleStandIn
 from tests.standins.postgres import scalar
+from tests.standins.receptionist import Receptionist
 from tests.standins.vapi import Assistant
 
 TUESDAY = 2
 FAST_MIRROR = {"mirror_interval_seconds": 0.3, "sync_poll_seconds": 0.2}
-
-
-class Receptionist:
-    """Someone at the clinic working in Google Calendar directly (the real API client, their own token)."""
-
-    def __init__(self, google: GoogleStandIn, account: str) -> None:
-        credentials = Credentials(  # type: ignore[no-untyped-call]
-            token=None,
-            refresh_token=google.issue_refresh_token(account),
-            token_uri=google.token_uri,
-            client_id=google.client_id,
-            client_secret=google.client_secret,
-        )
-        self._http = httplib2.Http(timeout=10)
-        service = build(
-            "calendar", "v3", http=AuthorizedHttp(credentials, http=self._http), cache_discovery=False,
-            client_options={"api_endpoint": google.api_endpoint},
-        )  # fmt: skip
-        self._events = service.events()
-
-    def close(self) -> None:
-        self._http.close()
-
-    def add(self, day: dt.date, start: str, end: str, **extra: Any) -> str:
-        body = {"summary": "Dr Patel: lunch", "start": at(day, start), "end": at(day, end), **extra}
-        return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
-
-    def add_all_day(self, first: dt.date, after_last: dt.date) -> str:
-        body = {"summary": "Training", "start": {"date": first.isoformat()}, "end": {"date": after_last.isoformat()}}
-        return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
-
-    def delete(self, event_id: str) -> None:
-        self._events.delete(calendarId="primary", eventId=event_id).execute()
-
-    def move(self, event_id: str, day: dt.date, start: str, end: str) -> None:
-        self._events.patch(
-            calendarId="primary", eventId=event_id, body={"start": at(day, start), "end": at(day, end)}
-        ).execute()
-
-
-def at(day: dt.date, clock: str) -> dict[str, str]:
-    local = dt.datetime.combine(day, dt.time.fromisoformat(clock), LONDON)
-    return {"dateTime": local.isoformat(), "timeZone": "Europe/London"}
 
 
 @pytest.fixture
