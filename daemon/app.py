@@ -154,6 +154,7 @@ class Daemon:
                 executor,
                 interval_seconds=settings.mirror_interval_seconds,
                 page_size=settings.mirror_page_size,
+                after_push_delay_seconds=settings.mirror_after_push_seconds,
                 metrics=self.metrics,
             )
             if settings.mirror_enabled

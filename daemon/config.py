@@ -95,6 +95,8 @@ class Settings(StoreSettings):
     mirror_enabled: bool = True
     mirror_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
     mirror_page_size: int = Field(default=250, ge=1, le=2500)
+    # After pushing to a calendar, wait this long (gathering more pushes) before listing it again.
+    mirror_after_push_seconds: float = Field(default=5.0, ge=0, le=600)
 
     # Observability.
     metrics_enabled: bool = True

@@ -7,8 +7,9 @@ incrementally (a sync token; a full listing when there is none or Google expired
 last changed, and for our own events the appointment id we put in them. What the events say
 (titles, descriptions, attendees) never leaves Google.
 
-It runs every `MIRROR_INTERVAL_SECONDS` for every clinic, and for one clinic soon after the sync
-loop pushed to its calendar (so the sync token moves past our own change at once). Every
+It runs every `MIRROR_INTERVAL_SECONDS` for every clinic, and for one clinic
+`MIRROR_AFTER_PUSH_SECONDS` after the sync loop pushed to its calendar (so the sync token moves
+past our own changes while they are few; a stream of pushes makes one listing per period). Every
 replica mirrors; `apply_calendar_changes` is idempotent, so that only costs requests.
 """
 
@@ -58,7 +59,7 @@ class CalendarMirror:
         executor: Executor,
         *,
         interval_seconds: float,
-        after_push_delay_seconds: float = 1.0,
+        after_push_delay_seconds: float = 5.0,
         page_size: int = 250,
         metrics: Metrics | None = None,
     ) -> None:

@@ -21,7 +21,7 @@ from tests.standins.receptionist import Receptionist
 from tests.standins.vapi import Assistant
 
 TUESDAY = 2
-FAST_MIRROR = {"mirror_interval_seconds": 0.3, "sync_poll_seconds": 0.2}
+FAST_MIRROR = {"mirror_interval_seconds": 0.3, "mirror_after_push_seconds": 0.1, "sync_poll_seconds": 0.2}
 
 
 @pytest.fixture
