@@ -91,6 +91,9 @@ def test_metrics_after_syncs_retries_and_failures(
     assert metrics["calendar_sync_clinics_needing_reauth"] == 0.0
     assert metrics["calendar_sync_claimed_appointments_total"] >= 6.0
     assert metrics['calendar_sync_feed_state{calendar_sync_feed_state="disabled"}'] == 1.0
+    assert metrics['calendar_sync_mirror_runs_total{kind="full"}'] >= 1.0  # the busy mirror read the calendar
+    assert 0 <= metrics[f'calendar_sync_mirror_age_seconds{{clinic_id="{clinic.id}"}}'] < 60
+    assert metrics["calendar_sync_mirrors_stale"] == 0.0
 
 
 def test_a_revoked_grant_shows_as_parked_and_needing_reauth(
