@@ -4,7 +4,7 @@ Receptionists put things straight into Google (a doctor's lunch, a home visit, a
 afternoon) and move or delete the events of bookings. The mirror lists each calendar
 incrementally (a sync token; a full listing when there is none or Google expired it) and hands
 `apply_calendar_changes` only what it needs: ids, times, status, transparency, when the event
-last changed, and for our own events the appointment id we put in them. What the events say
+last changed, and for our own events the appointment id and revision we put in them. What the events say
 (titles, descriptions, attendees) never leaves Google.
 
 It runs every `MIRROR_INTERVAL_SECONDS` for every clinic, and for one clinic
@@ -47,6 +47,7 @@ def compact(event: Mapping[str, Any]) -> dict[str, Any]:
         "transparency": event.get("transparency", "opaque"),
         "updated": event.get("updated"),
         "appointment_id": private.get("appointmentId"),
+        "revision": private.get("revision"),
     }
 
 

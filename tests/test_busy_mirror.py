@@ -4,6 +4,7 @@ changes made to our events in Google flow back onto the appointments."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -274,3 +275,35 @@ def test_apply_calendar_changes_refuses_bad_input_and_changes_nothing(
     with pytest.raises(psycopg.errors.RaiseException, match="No clinic with id"):
         admin.execute("select public.apply_calendar_changes(%s, '[]', null, false)", (uuid.uuid4(),))
     assert scalar(admin, "select count(*) from public.calendar_mirrors") == 0
+
+
+def test_a_late_landing_write_of_ours_is_not_taken_for_a_move_in_google(
+    daemon: DaemonThread, admin: psycopg.Connection, assistant: Assistant, google: GoogleStandIn, account: str
+) -> None:
+    """Google carries out an update after the daemon gave up on it and pushed a newer one: the event
+    ends at the older time, but it says which revision it is, so the mirror puts the newer one back."""
+    day = upcoming(TUESDAY)
+    reference = assistant.book(f"{day}T10:00")
+    wait_until(lambda: appointment(admin, reference)["sync_state"] == "synced", what="the booking synced")
+    google.inject(Fault.late(3.0), times=1, method="PUT")  # the harness gives up on Google after 2 s
+    assistant.use("reschedule_appointment", {"reference": reference, "new_start": f"{day}T11:00"})
+    started = time.monotonic()
+    wait_until(lambda: any(r.method == "PUT" for r in google.requests()), what="the 11:00 update sent")
+    assistant.use("reschedule_appointment", {"reference": reference, "new_start": f"{day}T12:00"})
+
+    def settled() -> bool:
+        row = appointment(admin, reference)
+        [event] = google.events(account)
+        start = dt.datetime.fromisoformat(event["start"]["dateTime"]).astimezone(LONDON).strftime("%H:%M")
+        revision = event["extendedProperties"]["private"]["revision"]
+        return (
+            time.monotonic() > started + 3.5  # the late 11:00 write has landed by now
+            and row["sync_state"] == "synced"
+            and start == "12:00"
+            and revision == str(scalar(admin, "select synced_revision from public.appointments"))
+        )
+
+    wait_until(settled, what="Google back at 12:00 after the late write")
+    row = appointment(admin, reference)
+    assert row["local_start"] == "12:00" and row["change_reason"] is None
+    assert scalar(admin, "select synced_revision from public.appointments") >= 4  # put back: a revision more

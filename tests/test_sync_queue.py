@@ -181,11 +181,32 @@ def test_a_change_while_in_flight_sends_the_row_round_again(
     assert (again["revision"], again["calendar_event_id"]) == (2, "abcde12345")
 
 
+def test_parking_after_the_clinic_reconnected_retries_instead(
+    service: psycopg.Connection, admin: psycopg.Connection, connected: Clinic
+) -> None:
+    """The push failed with the old grant, but a new one was saved meanwhile: nothing would unpark it later."""
+    [appointment] = add_appointments(admin, connected.id, 1)
+    as_service(service, "claim_appointments", p_owner="r", p_limit=1)
+    state = as_service(
+        service,
+        "end_appointment_attempt",
+        p_appointment_id=appointment,
+        p_owner="r",
+        p_state="parked",
+        p_error="invalid_grant",
+    )
+    assert state == "pending"
+    [claim] = as_service(service, "claim_appointments", p_owner="r", p_limit=1)
+    assert claim["appointment_id"] == str(appointment)
+
+
 def test_retry_fail_and_park_record_the_reason(
     service: psycopg.Connection, admin: psycopg.Connection, connected: Clinic
 ) -> None:
     first, second, third = add_appointments(admin, connected.id, 3)
     as_service(service, "claim_appointments", p_owner="r", p_limit=3)
+    # What the daemon records first when Google says invalid_grant.
+    as_service(service, "record_token_failure", p_clinic_id=connected.id, p_error="invalid_grant", p_needs_reauth=True)
     outcomes = [
         (first, "pending", "Google: HTTP 503", 30),
         (second, "failed", "Google: HTTP 400 invalid", 0),
@@ -215,9 +236,17 @@ def test_retry_fail_and_park_record_the_reason(
     assert rows[third] == ["parked", "invalid_grant", None]
     assert as_service(service, "claim_appointments", p_owner="r", p_limit=3) == []  # not due yet, nor claimable
 
+    as_service(  # the clinic reconnects: its parked row comes back, and a failed one on request
+        service,
+        "save_calendar_connection",
+        p_clinic_id=connected.id,
+        p_google_account="a@example.com",
+        p_refresh_token_encrypted=FERNET_LIKE,
+        p_scopes=[],
+    )
     assert as_service(service, "retry_failed_appointments", p_clinic_id=connected.id) == 1
-    [claim] = as_service(service, "claim_appointments", p_owner="r", p_limit=3)
-    assert claim["appointment_id"] == str(second)
+    claims = as_service(service, "claim_appointments", p_owner="r", p_limit=3)
+    assert {claim["appointment_id"] for claim in claims} == {str(second), str(third)}
 
 
 def test_bad_arguments_are_refused(service: psycopg.Connection) -> None:

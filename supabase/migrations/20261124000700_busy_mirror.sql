@@ -261,8 +261,9 @@ end
 $$;
 
 -- One of our appointments' events as Google has it now. A change counts only if it was made
--- in Google after the daemon's last push (event updated > synced_at) and the database has no
--- change of its own waiting (synced at its current revision): then deleted -> cancelled,
+-- in Google after the daemon's last push (event updated > synced_at), the database has no
+-- change of its own waiting (synced at its current revision), and the event is not a late
+-- write of ours for an older revision (its private "revision" property): then deleted -> cancelled,
 -- moved -> moved, both marked synced, as the calendar already shows them. A move onto another
 -- booking cannot be stored; the database keeps its time and the event is put back.
 create function private.apply_appointment_event(p_clinic_id uuid, p_event jsonb, p_zone text) returns text
@@ -280,6 +281,13 @@ begin
   if v_appointment.sync_state <> 'synced' or v_appointment.synced_revision is distinct from v_appointment.revision
      or coalesce((p_event ->> 'updated')::timestamptz, '-infinity') <= v_appointment.synced_at then
     return 'unchanged';
+  end if;
+  if coalesce(p_event ->> 'revision', '') ~ '^[0-9]{1,9}$'
+     and (p_event ->> 'revision')::integer < v_appointment.synced_revision then
+    -- A write of ours for an older revision that Google carried out late (after the daemon had
+    -- given up on it and pushed a newer one): not a change made in Google. Push the current one.
+    perform public.resync_appointment(v_appointment.id);
+    return 'restored';
   end if;
 
   if p_event ->> 'status' = 'cancelled' then
