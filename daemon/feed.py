@@ -77,11 +77,14 @@ class ChangeFeed(ABC):
         """Keep a subscription alive until stop(), ringing on every change and (re)subscription."""
         failures = 0
         while not self._stopping.is_set():
+            subscribed = self.subscriptions
             try:
                 await self._session(doorbell)
                 failures = 0
             except Exception as error:  # any failure of the feed means: rebuild it, never crash the daemon
-                failures += 1
+                # Failures since the last subscription: a session ends only by failing, so counting them all
+                # would make a feed that lived through a few blips wait the whole backoff cap after each next one.
+                failures = 1 if self.subscriptions > subscribed else failures + 1
                 self.state = FeedState.DOWN
                 delay = backoff_delay(failures, 0.5, self._backoff_cap)
                 logger.warning("change feed down ({}: {}); reconnecting in {:.1f}s", type(error).__name__, error, delay)
@@ -136,12 +139,16 @@ class RealtimeFeed(ChangeFeed):
             channel = client.channel("calendar-sync", options)
             subscribed = asyncio.Event()
             channel.on_system(lambda p: subscribed.set() if p.message == SUBSCRIBED_MESSAGE else None)
-            channel.on_postgres_changes(
-                RealtimePostgresChangesListenEvent.All,
-                schema="public",
-                table="appointments",
-                callback=lambda _change: self._changed(doorbell),
-            )
+            # Only changes that leave a row waiting for the calendar ring, as on the direct path: otherwise each
+            # of the daemon's own claims and write-backs came back as a message (the whole row) to parse.
+            for event in (RealtimePostgresChangesListenEvent.Insert, RealtimePostgresChangesListenEvent.Update):
+                channel.on_postgres_changes(
+                    event,
+                    schema="public",
+                    table="appointments",
+                    filter="sync_state=eq.pending",
+                    callback=lambda _change: self._changed(doorbell),
+                )
             await channel.subscribe(on_state)
             await self._until(subscribed.wait(), broken, "no 'Subscribed to PostgreSQL' from Realtime")
             self._subscribed(doorbell)

