@@ -10,6 +10,7 @@ does not care which path is in use:
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
@@ -18,11 +19,15 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
+from loguru import logger
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 LeaseResult = Literal["synced", "pending", "failed", "parked", "lease_lost"]
+COMPLETION_BATCH = 200  # at most this many completions per call
+COMPLETION_ATTEMPTS = 3  # tries of one batch that deadlocked before its callers hear the error
+TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
 
 
 class StoreError(Exception):
@@ -81,6 +86,16 @@ class ConnectionTokens:
     access_token_expires_at: dt.datetime | None
 
 
+def _sqlstate(error: StoreError) -> str | None:
+    """The SQLSTATE the database answered with (either path); None when it was not reached or answered
+    that it cannot serve (connection exceptions, shutting down)."""
+    cause = error.__cause__
+    code = getattr(cause, "sqlstate", None) or getattr(cause, "code", None)
+    if not isinstance(code, str) or len(code) != 5 or code.startswith(("08", "57P")):
+        return None
+    return code
+
+
 def _timestamp(value: str) -> dt.datetime:
     # PostgreSQL's JSON writes "2026-12-01T10:00:00+00:00"; Python 3.11 parses it as is.
     return dt.datetime.fromisoformat(value)
@@ -131,18 +146,86 @@ class Store(ABC):
         )
         return [Claim.from_json(row) for row in rows]
 
+    # Completions waiting for the next `complete_appointment_syncs` call, and the task making those calls.
+    _completions: list[tuple[dict[str, Any], asyncio.Future[LeaseResult]]] | None = None
+    _completion_writer: asyncio.Task[None] | None = None
+
     async def complete(self, claim: Claim, owner: str, event_id: str, event_link: str | None) -> LeaseResult:
-        result: LeaseResult = await self.call(
-            "complete_appointment_sync",
-            {
-                "p_appointment_id": claim.appointment_id,
-                "p_owner": owner,
-                "p_revision": claim.revision,
-                "p_event_id": event_id,
-                "p_event_link": event_link,
-            },
-        )
-        return result
+        """Google confirmed the claimed revision. One call when idle; completions arriving while a call is
+        under way go together in the next one (one round trip for many under load, no added wait)."""
+        future: asyncio.Future[LeaseResult] = asyncio.get_running_loop().create_future()
+        item = {
+            "appointment_id": str(claim.appointment_id),
+            "owner": owner,
+            "revision": claim.revision,
+            "event_id": event_id,
+            "event_link": event_link,
+        }
+        if self._completions is None:
+            self._completions = []
+        self._completions.append((item, future))
+        if self._completion_writer is None or self._completion_writer.done():
+            self._completion_writer = asyncio.create_task(self._write_completions(self._completions))
+        return await future
+
+    async def _write_completions(self, waiting: list[tuple[dict[str, Any], asyncio.Future[LeaseResult]]]) -> None:
+        while waiting:
+            batch = waiting[:COMPLETION_BATCH]
+            del waiting[:COMPLETION_BATCH]
+            try:
+                outcomes = await self._complete_batch([item for item, _ in batch])
+            except Exception as error:  # the callers hear a StoreError; each lease expires and the push repeats
+                failed = batch
+                if not isinstance(error, StoreError) or _sqlstate(error) is None:
+                    # Unreachable: those queued behind this batch would only wait as long again.
+                    failed = batch + waiting
+                    waiting.clear()
+                outcomes = {item["appointment_id"]: StoreError(str(error)) for item, _ in failed}
+                batch = failed
+            for item, future in batch:
+                outcome = outcomes.get(item["appointment_id"], "lease_lost")
+                if future.done():
+                    continue
+                if isinstance(outcome, StoreError):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    async def _complete_batch(self, items: list[dict[str, Any]]) -> dict[str, LeaseResult | StoreError]:
+        """Each item's outcome by appointment id. A batch holds several row locks, so it can deadlock with
+        another writer of several rows (the busy mirror) where a single completion could not: it is tried
+        again (a failed call changed nothing). Refused for another reason, the items are completed one by
+        one, so one bad item cannot hold back the others."""
+        for attempt in range(COMPLETION_ATTEMPTS):
+            try:
+                rows = await self.call_rows("complete_appointment_syncs", {"p_completions": Json(items)})
+                return {str(row["appointment_id"]): row["state"] for row in rows}
+            except StoreError as error:
+                sqlstate = _sqlstate(error)
+                if sqlstate in TRANSIENT_SQLSTATES and attempt + 1 < COMPLETION_ATTEMPTS:
+                    logger.info("recording {} synced appointment(s): {}; trying again", len(items), error)
+                    await asyncio.sleep(0.05 * 4**attempt)
+                    continue
+                if sqlstate is None or len(items) == 1:
+                    raise
+                logger.warning("recording {} synced appointments together failed ({}); one by one", len(items), error)
+                break
+        outcomes: dict[str, LeaseResult | StoreError] = {}
+        for item in items:
+            try:
+                outcomes[item["appointment_id"]] = await self.call(
+                    "complete_appointment_sync",
+                    {
+                        "p_appointment_id": item["appointment_id"],
+                        "p_owner": item["owner"],
+                        "p_revision": item["revision"],
+                        "p_event_id": item["event_id"],
+                        "p_event_link": item["event_link"],
+                    },
+                )
+            except StoreError as error:
+                outcomes[item["appointment_id"]] = error
+        return outcomes
 
     async def end_attempt(
         self,
@@ -243,9 +326,17 @@ class Store(ABC):
 class PostgresStore(Store):
     """Direct PostgreSQL, through a small async connection pool."""
 
-    def __init__(self, dsn: str, *, max_connections: int = 8) -> None:
+    def __init__(self, dsn: str, *, max_connections: int = 8, wait_seconds: float = 5.0) -> None:
+        # `wait_seconds`: how long a call waits for a pooled connection. The pool's default (30 s) held every
+        # call that long while the database was down (the pool had dropped its dead connections and found no
+        # new one), so the loop neither backed off nor reported itself not ready for half a minute.
         self._pool = AsyncConnectionPool(
-            dsn, min_size=1, max_size=max_connections, open=False, kwargs={"autocommit": True}
+            dsn,
+            min_size=1,
+            max_size=max_connections,
+            open=False,
+            kwargs={"autocommit": True},
+            timeout=wait_seconds,
         )
 
     async def open(self, timeout: float = 30.0) -> None:

@@ -161,9 +161,10 @@ class SyncLoop:
             task.add_done_callback(self._finished)
 
     def _has_room(self) -> bool:
-        """Claim in batches: when idle, or once at least half the in-flight slots are free."""
+        """Claim in batches: when idle, or once at least a quarter of the in-flight slots are free. (Half
+        kept a quarter of them idle on average, which at Google's ~100 ms cost a sixth of the throughput.)"""
         free = self._options.max_in_flight - len(self._in_flight)
-        return not self._in_flight or free >= max(1, self._options.max_in_flight // 2)
+        return not self._in_flight or free >= max(1, self._options.max_in_flight // 4)
 
     def _finished(self, task: asyncio.Task[None]) -> None:
         self._in_flight.discard(task)
@@ -176,7 +177,9 @@ class SyncLoop:
         except TimeoutError:
             self._poked = True  # the timer is the backstop: look again
             return
-        if self._options.coalesce_seconds > 0:
+        # Coalesce doorbells that wake an idle loop. With a backlog, the wake-up is work finishing
+        # and rows are known to wait: claim at once (waiting here capped a drain at a batch per window).
+        if self._options.coalesce_seconds > 0 and not self._backlog:
             await self._sleep(self._options.coalesce_seconds)
 
     async def _sleep(self, seconds: float) -> None:

@@ -112,7 +112,7 @@ def test_a_flood_of_changes_does_not_make_a_flood_of_claims(
     wait_until(all_synced(admin), timeout=30, what="the flood synced")
     claims = daemon.daemon.claims - before
     # Doorbells that ring while a claim runs, or within the coalescing window, merge into one
-    # more claim; the backlog is taken in batches of at least half the workers (8).
+    # more claim; the backlog is taken in batches of at least a quarter of the workers (8).
     assert claims <= 200 / 4, (claims, f"burst took {burst:.3f}s")
 
 

@@ -326,6 +326,7 @@ class _Refused(Exception):
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128  # not socketserver's 5, which resets connections when many arrive at once
 
     def __init__(self, address: tuple[str, int], standin: SupabaseRestStandIn) -> None:
         self.standin = standin
