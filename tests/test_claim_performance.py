@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -13,11 +13,12 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from daemon.store import Claim, LeaseResult, Store, StoreError
+from daemon.store import Claim, LeaseResult, PostgresStore, Store, StoreError, SupabaseStore
 from tests.conftest import Clinic, Database
 from tests.standins.clinics import create_clinic
-from tests.standins.postgres import AUTHENTICATOR
+from tests.standins.postgres import AUTHENTICATOR, MIGRATOR
 from tests.standins.postgrest import set_request_context
+from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.test_sync_queue import add_appointments, as_service, connect_google
 
 
@@ -103,82 +104,105 @@ def test_completing_many_is_for_the_service_role_only(database: Database) -> Non
                 conn.execute("select * from public.complete_appointment_syncs('[]')")
 
 
-# --- Store.complete: concurrent completions share calls -------------------------------------------
+# --- Store.complete: concurrent completions share calls (real database, both paths) -----------------
 
 
-class DatabaseSaid(Exception):
-    """Stands for a psycopg error the database answered with."""
-
-    def __init__(self, sqlstate: str | None) -> None:
-        super().__init__(sqlstate)
-        self.sqlstate = sqlstate
+@pytest.fixture
+def connected(admin: psycopg.Connection, clinic: Clinic) -> Clinic:
+    connect_google(admin, clinic.id)
+    return clinic
 
 
-class CountingStore(Store):
-    """Answers complete_appointment_syncs as the database would when every lease is held, after failing the
-    first `failures` batches with `sqlstate` (None: the database cannot be reached)."""
+class CountingPostgresStore(PostgresStore):
+    """The real direct-PostgreSQL store, counting the batches it sends (a spy: every call goes through)."""
 
-    def __init__(self, failures: int = 0, sqlstate: str | None = "40P01") -> None:
+    def __init__(self, dsn: str) -> None:
+        super().__init__(dsn)
         self.batches: list[int] = []
         self.singles = 0
-        self.failures = failures
-        self.sqlstate = sqlstate
 
     async def call(self, function: str, params: Mapping[str, Any]) -> Any:
-        assert function == "complete_appointment_sync"
-        self.singles += 1
-        return "synced"
+        self.singles += function == "complete_appointment_sync"
+        return await super().call(function, params)
 
     async def call_rows(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
-        assert function == "complete_appointment_syncs"
-        items = params["p_completions"].value
-        await asyncio.sleep(0.01)  # a round trip, during which more completions arrive
-        if self.failures and (len(items) > 1 or self.sqlstate != "23514"):  # the refusal: of a batch
-            self.failures -= 1
-            raise StoreError(f"database: {self.sqlstate}") from DatabaseSaid(self.sqlstate)
-        self.batches.append(len(items))
-        return [{"appointment_id": item["appointment_id"], "state": "synced"} for item in items]
-
-    async def close(self) -> None:
-        pass
+        if function == "complete_appointment_syncs":
+            self.batches.append(len(params["p_completions"].value))
+        return await super().call_rows(function, params)
 
 
-def claim() -> Claim:
-    now = dt.datetime.now(dt.UTC)
-    return Claim(
-        uuid.uuid4(), uuid.uuid4(), 1, "booked", "ABC123", {"name": "Pat"}, "Check-up", None, now, now, None, 1, now,
-        "Europe/London", "primary",
-    )  # fmt: skip
+async def claim_and_complete(store: Store, count: int, event_id: Callable[[int], str]) -> list[Any]:
+    claims = await store.claim("r1", count, 60, count)
+    assert len(claims) == count
+
+    async def one(n: int, claim: Claim) -> LeaseResult:
+        await asyncio.sleep(0.001 * n)  # completions arrive over a few milliseconds, as pushes finish
+        return await store.complete(claim, "r1", event_id(n), None)
+
+    try:
+        return list(await asyncio.gather(*(one(n, c) for n, c in enumerate(claims)), return_exceptions=True))
+    finally:
+        await store.close()
 
 
-async def complete_many(store: Store, count: int) -> list[LeaseResult | BaseException]:
-    async def one(n: int) -> LeaseResult:
-        await asyncio.sleep(0.001 * n)
-        return await store.complete(claim(), "r1", "abcde12345", None)
-
-    return list(await asyncio.gather(*(one(n) for n in range(count)), return_exceptions=True))
+def states(admin: psycopg.Connection) -> dict[str, int]:
+    rows = admin.execute("select sync_state, count(*) from public.appointments group by 1").fetchall()
+    return {state: count for state, count in rows}
 
 
-def test_completions_arriving_together_share_calls() -> None:
-    store = CountingStore()
-    assert asyncio.run(complete_many(store, 40)) == ["synced"] * 40
-    assert sum(store.batches) == 40 and store.batches[0] == 1 and len(store.batches) < 10
+def test_completions_arriving_together_share_calls(
+    database: Database, admin: psycopg.Connection, connected: Clinic
+) -> None:
+    add_appointments(admin, connected.id, 40)
+    store = CountingPostgresStore(database.dsn(MIGRATOR))
+
+    async def run() -> list[Any]:
+        await store.open()
+        return await claim_and_complete(store, 40, lambda n: f"abcde{n:05d}")
+
+    assert asyncio.run(run()) == ["synced"] * 40
+    assert sum(store.batches) == 40 and store.batches[0] == 1 and len(store.batches) < 20
+    assert states(admin) == {"synced": 40}
 
 
-def test_a_batch_that_deadlocked_is_tried_again() -> None:
-    store = CountingStore(failures=1, sqlstate="40P01")
-    assert asyncio.run(complete_many(store, 5)) == ["synced"] * 5
-    assert sum(store.batches) == 5 and store.singles == 0
+def test_a_batch_the_database_refused_is_recorded_one_by_one(
+    database: Database, admin: psycopg.Connection, connected: Clinic
+) -> None:
+    add_appointments(admin, connected.id, 6)
+    store = CountingPostgresStore(database.dsn(MIGRATOR))
+
+    async def run() -> list[Any]:
+        await store.open()
+        # One event id Google would never give (the column's check refuses it): only that one fails.
+        return await claim_and_complete(store, 6, lambda n: "NOT-AN-EVENT-ID" if n == 3 else f"abcde{n:05d}")
+
+    outcomes = asyncio.run(run())
+    assert [type(o).__name__ for o in outcomes] == ["str"] * 3 + ["StoreError"] + ["str"] * 2
+    assert store.singles >= 1
+    assert states(admin) == {"synced": 5, "in_flight": 1}  # the refused one waits for its lease to expire
 
 
-def test_a_batch_the_database_refused_is_recorded_one_by_one() -> None:
-    store = CountingStore(failures=1, sqlstate="23514")
-    assert asyncio.run(complete_many(store, 5)) == ["synced"] * 5
-    assert store.singles + sum(store.batches) == 5 and store.singles >= 1
+def test_while_the_gateway_is_unreachable_every_waiting_caller_hears_it(
+    database: Database, admin: psycopg.Connection, connected: Clinic
+) -> None:
+    add_appointments(admin, connected.id, 6)
 
+    async def run() -> list[Any]:
+        with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as rest:
+            store = SupabaseStore(rest.url, rest.service_role_key)
+            await store.open()
+            claims = await store.claim("r1", 6, 60, 6)
+            rest.stop()
+            try:
+                return list(
+                    await asyncio.gather(
+                        *(store.complete(c, "r1", f"abcde{n:05d}", None) for n, c in enumerate(claims)),
+                        return_exceptions=True,
+                    )
+                )
+            finally:
+                await store.close()
 
-def test_while_the_database_is_unreachable_every_waiting_caller_hears_it_at_once() -> None:
-    store = CountingStore(failures=100, sqlstate=None)
-    outcomes = asyncio.run(complete_many(store, 6))
-    assert all(isinstance(outcome, StoreError) for outcome in outcomes)
-    assert store.failures == 99  # one call failed; the completions queued behind it were not tried again
+    outcomes = asyncio.run(run())
+    assert len(outcomes) == 6 and all(isinstance(o, StoreError) for o in outcomes)
+    assert states(admin) == {"in_flight": 6}  # nothing recorded; the leases expire and the pushes repeat
