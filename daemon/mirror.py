@@ -159,6 +159,10 @@ class CalendarMirror:
             except StoreError as error:
                 logger.warning("calendar mirror of clinic {}: could not record the listing: {}", clinic_id, error)
                 return
+            except Exception as error:  # a bug must not stop the mirror of every clinic: report it, go on
+                logger.exception("calendar mirror of clinic {}: unexpected error", clinic_id)
+                await self._failed(clinic_id, f"internal error: {type(error).__name__}")
+                return
         self._metrics.mirrored("full" if listing.full else "incremental", summary)
         if any(summary.get(k) for k in ("cancelled", "moved", "restored")):
             logger.bind(clinic_id=str(clinic_id)).info(
