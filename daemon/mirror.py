@@ -113,25 +113,23 @@ class CalendarMirror:
                 self._wake.clear()
 
     async def mirror_all(self) -> None:
-        try:
-            targets = await self._store.call_rows("calendar_mirror_targets", {})
-        except StoreError as error:
-            logger.warning("calendar mirror: could not list the calendars: {}", error)
-            return
-        for target in targets:
+        for target in await self._targets():
             if self._stopping.is_set():
                 return
             await self._mirror(target)
 
     async def mirror_clinic(self, clinic_id: uuid.UUID) -> None:
-        try:
-            targets = await self._store.call_rows("calendar_mirror_targets", {})
-        except StoreError as error:
-            logger.warning("calendar mirror: could not list the calendars: {}", error)
-            return
-        for target in targets:
+        for target in await self._targets():
             if str(target["clinic_id"]) == str(clinic_id):
                 await self._mirror(target)
+
+    async def _targets(self) -> list[dict[str, Any]]:
+        """Every active connection's calendar and sync token (none when the database cannot say)."""
+        try:
+            return await self._store.call_rows("calendar_mirror_targets", {})
+        except StoreError as error:
+            logger.warning("calendar mirror: could not list the calendars: {}", error)
+            return []
 
     async def _mirror(self, target: Mapping[str, Any]) -> None:
         clinic_id = uuid.UUID(str(target["clinic_id"]))
