@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 
-.PHONY: demo test check
+.PHONY: demo test check schema
 
 $(INSTALLED): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,3 +22,7 @@ test: $(INSTALLED)
 check: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+
+# supabase/schema.sql, every object as it stands after all migrations (a test fails while it is stale).
+schema: $(INSTALLED)
+	$(BIN)/python -m scripts.schema
