@@ -12,7 +12,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from daemon.store import Json, Store
+from daemon.store import Store
 
 WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
 HOURS_PATTERN = re.compile(r"^\s*(?P<days>[a-z,\-]+)\s+(?P<opens>\d{1,2}:\d{2})\s*-\s*(?P<closes>\d{1,2}:\d{2})\s*$")
@@ -90,49 +90,15 @@ class CreatedClinic:
 async def add_clinic(store: Store, clinic: NewClinic) -> CreatedClinic:
     """Create the clinic (hours and services in the same transaction) and issue its first key."""
     hours, services = parse_hours(clinic.hours), parse_services(clinic.services)
-    clinic_id = uuid.UUID(
-        str(
-            await store.call(
-                "create_clinic",
-                {
-                    "p_name": clinic.name,
-                    "p_time_zone": clinic.time_zone,
-                    "p_calendar_id": clinic.calendar_id,
-                    "p_opening_hours": Json(hours),
-                    "p_services": Json(services),
-                    "p_phone_country_code": clinic.phone_country_code,
-                },
-            )
-        )
+    clinic_id = await store.create_clinic(
+        clinic.name, clinic.time_zone, clinic.calendar_id, hours, services, clinic.phone_country_code
     )
-    key = await issue_key(store, clinic_id, clinic.key_label)
+    key = await store.issue_key(clinic_id, clinic.key_label)
     return CreatedClinic(clinic_id, key)
-
-
-async def issue_key(store: Store, clinic_id: uuid.UUID, label: str) -> str:
-    return str(await store.call("issue_clinic_key", {"p_clinic_id": clinic_id, "p_label": label}))
 
 
 async def rotate_key(store: Store, clinic_id: uuid.UUID, label: str, grace_minutes: int) -> str:
     """A new key; the clinic's other keys stop working after the grace period."""
     if grace_minutes < 0:
         raise UsageError("the grace period cannot be negative")
-    return str(
-        await store.call(
-            "rotate_clinic_key",
-            {"p_clinic_id": clinic_id, "p_label": label, "p_grace": f"{grace_minutes} minutes"},
-        )
-    )
-
-
-async def revoke_key(store: Store, key_id: uuid.UUID) -> None:
-    await store.call("revoke_clinic_key", {"p_key_id": key_id})
-
-
-async def list_keys(store: Store, clinic_id: uuid.UUID) -> list[dict[str, Any]]:
-    return await store.call_rows("clinic_keys", {"p_clinic_id": clinic_id})
-
-
-async def clinic_profile(store: Store, clinic_id: uuid.UUID) -> dict[str, Any]:
-    profile: dict[str, Any] = await store.call("clinic_profile", {"p_clinic_id": clinic_id})
-    return profile
+    return await store.rotate_key(clinic_id, label, grace_minutes)

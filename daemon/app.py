@@ -1,4 +1,4 @@
-"""Wires the daemon together from Settings and runs it until SIGTERM/SIGINT."""
+"""The daemon's main loop: one replica, wired from Settings, run until SIGTERM/SIGINT."""
 
 from __future__ import annotations
 
@@ -9,71 +9,25 @@ import signal
 import socket
 import time
 import uuid
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
 
 from daemon.calendar import GoogleCalendar
-from daemon.config import Settings, StoreSettings
-from daemon.feed import ChangeFeed, PostgresNotifyFeed, RealtimeFeed
+from daemon.config import Settings
+from daemon.feed import ChangeFeed
 from daemon.logs import configure_logging
-from daemon.metrics import BacklogSnapshot, Health, HealthServer, Metrics
+from daemon.metrics import Health, HealthServer, Metrics
 from daemon.mirror import CalendarMirror
-from daemon.store import PostgresStore, Store, StoreError, SupabaseStore
+from daemon.store import Store, StoreError
 from daemon.sync import SyncLoop, SyncOptions
-from daemon.tokens import OAuthClient, TokenCipher, TokenManager
+from daemon.wiring import make_feed, open_store, token_manager
 
 
 def default_owner() -> str:
     """Names this replica in lease columns: host, process and a random suffix."""
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
-
-
-def make_feed(settings: Settings) -> ChangeFeed:
-    """The doorbell for the configured database path."""
-    timing = {
-        "probe_seconds": settings.feed_probe_seconds,
-        "probe_timeout_seconds": settings.feed_probe_timeout_seconds,
-    }
-    if settings.database_backend == "postgres":
-        assert settings.database_url is not None
-        return PostgresNotifyFeed(settings.database_url.get_secret_value(), **timing)
-    assert settings.supabase_url is not None and settings.supabase_service_role_key is not None
-    return RealtimeFeed(
-        settings.supabase_realtime_url or settings.supabase_url,
-        settings.supabase_service_role_key.get_secret_value(),
-        **timing,
-    )
-
-
-def token_manager(settings: Settings, store: Store, executor: Executor, metrics: Metrics | None = None) -> TokenManager:
-    """Access tokens for every clinic, refreshed with the configured OAuth client."""
-    return TokenManager(
-        store,
-        TokenCipher(settings.token_encryption_key.get_secret_value()),
-        OAuthClient(
-            settings.google_client_id,
-            settings.google_client_secret.get_secret_value(),
-            settings.google_token_uri,
-            settings.google_timeout_seconds,
-        ),
-        executor,
-        metrics=metrics,
-    )
-
-
-async def open_store(settings: StoreSettings, *, timeout: float = 30.0) -> Store:
-    """The configured database path, connected; StoreError when the database cannot be reached."""
-    if settings.database_backend == "postgres":
-        assert settings.database_url is not None
-        postgres = PostgresStore(settings.database_url.get_secret_value())
-        await postgres.open(timeout)
-        return postgres
-    assert settings.supabase_url is not None and settings.supabase_service_role_key is not None
-    supabase = SupabaseStore(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
-    await supabase.open()
-    return supabase
 
 
 # /healthz fails when the event loop cannot run a no-op within this long (a wedged loop).
@@ -211,8 +165,8 @@ class Daemon:
 
     async def _snapshot_backlog(self, store: Store) -> None:
         try:
-            self.metrics.backlog(BacklogSnapshot.from_json(await store.call("sync_backlog", {})))
-            self.metrics.mirror_freshness(await store.call_rows("calendar_mirror_freshness", {}))
+            self.metrics.backlog(await store.backlog())
+            self.metrics.mirror_freshness(await store.mirror_freshness())
         except (StoreError, ValueError) as error:
             logger.warning("could not read the backlog for metrics: {}", error)
 

@@ -17,14 +17,14 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httplib2
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from daemon.store import Claim
+from daemon.domain import Claim, RetryReason
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
@@ -70,9 +70,6 @@ class Verdict(enum.Enum):
     QUOTA = "quota"  # a daily/project quota: retry, but much later
     FAILED = "failed"  # permanent: the reason is recorded for an operator
     UNAUTHORIZED = "unauthorized"  # the access token was refused: refresh and try once more
-
-
-RetryReason = Literal["rate_limited", "quota", "google_error", "network", "token", "internal"]
 
 
 @dataclass(frozen=True)

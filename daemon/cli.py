@@ -21,17 +21,18 @@ import json
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from pydantic import ValidationError
 
 from daemon import admin
 from daemon.admin import NewClinic, UsageError
-from daemon.app import open_store, serve
 from daemon.config import DatabaseSettings, Settings, StoreSettings
+from daemon.domain import ClinicProfile
 from daemon.google_connect import ConnectError, ConnectOptions, connect_google
 from daemon.store import Store, StoreError
 from daemon.vapi_tools import tool_definitions
+from daemon.wiring import open_store
 
 T = TypeVar("T")
 Handler = Callable[[argparse.Namespace], int]
@@ -60,6 +61,8 @@ async def with_store(settings: StoreSettings, action: Callable[[Store], Awaitabl
 
 
 def _run(args: argparse.Namespace) -> int:
+    from daemon.app import serve  # the main loop: only this command needs it
+
     asyncio.run(serve(load(Settings)))
     return 0
 
@@ -109,11 +112,11 @@ def _add_clinic(args: argparse.Namespace) -> int:
 
 
 def _keys(args: argparse.Namespace) -> int:
-    rows = asyncio.run(with_store(load(StoreSettings), lambda store: admin.list_keys(store, args.clinic)))
-    for row in rows:
-        state = "revoked " + str(row["revoked_at"]) if row["revoked_at"] else "active"
-        print(f"{row['id']}  {row['key_prefix']}…  {row['label'] or '-':<12} created {row['created_at']}  {state}")
-    if not rows:
+    keys = asyncio.run(with_store(load(StoreSettings), lambda store: store.clinic_keys(args.clinic)))
+    for key in keys:
+        state = f"revoked {key.revoked_at}" if key.revoked_at else "active"
+        print(f"{key.id}  {key.key_prefix}…  {key.label or '-':<12} created {key.created_at}  {state}")
+    if not keys:
         print("no keys")
     return 0
 
@@ -131,7 +134,7 @@ def _rotate_key(args: argparse.Namespace) -> int:
 
 
 def _revoke_key(args: argparse.Namespace) -> int:
-    asyncio.run(with_store(load(StoreSettings), lambda store: admin.revoke_key(store, args.key_id)))
+    asyncio.run(with_store(load(StoreSettings), lambda store: store.revoke_key(args.key_id)))
     print(f"key {args.key_id} revoked")
     return 0
 
@@ -151,9 +154,9 @@ def _vapi_tools(args: argparse.Namespace) -> int:
     if settings.supabase_url is None:
         raise ConfigurationError("SUPABASE_URL: the tools' server URL is <SUPABASE_URL>/rest/v1/rpc/vapi_tool_call")
 
-    async def gather(store: Store) -> tuple[dict[str, Any], str | None]:
-        profile = await admin.clinic_profile(store, args.clinic)
-        key = await admin.issue_key(store, args.clinic, "vapi") if args.issue_key else args.clinic_key
+    async def gather(store: Store) -> tuple[ClinicProfile, str | None]:
+        profile = await store.clinic_profile(args.clinic)
+        key = await store.issue_key(args.clinic, "vapi") if args.issue_key else args.clinic_key
         return profile, key
 
     profile, key = asyncio.run(with_store(settings, gather))

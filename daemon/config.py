@@ -8,6 +8,8 @@ from typing import Literal, Self
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from daemon.crypto import TokenCipher
+
 # In a source checkout and in the container image alike, migrations sit next to the package.
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
 GOOGLE_CALENDAR_ENDPOINT = "https://www.googleapis.com/calendar/v3/"
@@ -113,7 +115,5 @@ class Settings(StoreSettings):
     @field_validator("token_encryption_key")
     @classmethod
     def _fernet_keys(cls, value: SecretStr) -> SecretStr:
-        from daemon.tokens import TokenCipher
-
         TokenCipher(value.get_secret_value())  # refuses anything but Fernet keys, naming the setting
         return value

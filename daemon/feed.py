@@ -29,7 +29,7 @@ from loguru import logger
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
 from realtime.types import RealtimeChannelOptions, RealtimePostgresChangesListenEvent
 
-from daemon.sync import backoff_delay
+from daemon.backoff import backoff_delay
 
 Doorbell = Callable[[], None]
 NOTIFY_CHANNEL = "calendar_sync"

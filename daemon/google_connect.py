@@ -29,11 +29,12 @@ from google_auth_oauthlib.flow import InstalledAppFlow
 from googleapiclient.errors import HttpError
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-from daemon import admin
-from daemon.app import open_store
 from daemon.calendar import CalendarInfo, GoogleCalendar, classify
 from daemon.config import Settings
-from daemon.tokens import CALENDAR_SCOPE, TokenCipher
+from daemon.crypto import TokenCipher
+from daemon.domain import ClinicProfile
+from daemon.tokens import CALENDAR_SCOPE
+from daemon.wiring import open_store
 
 # openid + email name the account in the id_token; calendar.events is all the daemon uses.
 SCOPES = [CALENDAR_SCOPE, "openid", "https://www.googleapis.com/auth/userinfo.email"]
@@ -75,12 +76,12 @@ async def connect_google(settings: Settings, clinic_id: uuid.UUID, options: Conn
     cipher = TokenCipher(settings.token_encryption_key.get_secret_value())
     store = await open_store(settings)
     try:
-        profile = await admin.clinic_profile(store, clinic_id)
+        profile = await store.clinic_profile(clinic_id)
         flow = _flow(settings)
         token = await asyncio.to_thread(_consent, flow, options)
         _require_grant(token)
         account = _account(token)
-        calendar = await _describe(settings, str(profile["calendar_id"]), str(token["access_token"]), account)
+        calendar = await _describe(settings, profile.calendar_id, str(token["access_token"]), account)
         expires_at = _refresh_token_expiry(token)
         await store.save_connection(
             clinic_id,
@@ -93,7 +94,7 @@ async def connect_google(settings: Settings, clinic_id: uuid.UUID, options: Conn
         )
     finally:
         await store.close()
-    return ConnectResult(profile["name"], account, calendar, expires_at, _warnings(profile, calendar, expires_at))
+    return ConnectResult(profile.name, account, calendar, expires_at, _warnings(profile, calendar, expires_at))
 
 
 def _flow(settings: Settings) -> InstalledAppFlow:
@@ -204,7 +205,7 @@ def _refresh_token_expiry(token: dict[str, Any]) -> dt.datetime | None:
 
 
 def _warnings(
-    profile: dict[str, Any], calendar: CalendarInfo, refresh_token_expires_at: dt.datetime | None
+    profile: ClinicProfile, calendar: CalendarInfo, refresh_token_expires_at: dt.datetime | None
 ) -> list[str]:
     warnings = []
     if refresh_token_expires_at is not None:
@@ -214,9 +215,9 @@ def _warnings(
             "That is what a Google Cloud OAuth app in 'Testing' gets: publish the app (OAuth consent screen ->"
             " Publish) and connect again, or the clinic's bookings will stop reaching the calendar."
         )
-    if calendar.time_zone and calendar.time_zone != profile["time_zone"]:
+    if calendar.time_zone and calendar.time_zone != profile.time_zone:
         warnings.append(
-            f"the calendar's time zone is {calendar.time_zone} but the clinic's is {profile['time_zone']}: events"
+            f"the calendar's time zone is {calendar.time_zone} but the clinic's is {profile.time_zone}: events"
             " keep the right instant but may display oddly"
         )
     return warnings

@@ -5,7 +5,7 @@ prometheus_client's global one, so several daemons (tests, benchmarks) can live 
 Every labelled counter is created at zero for all its label values up front: a dashboard or an
 alert rule sees the series before the first event, and `rate()` starts from a real zero.
 
-The backlog gauges come from a periodic database snapshot (`BacklogSnapshot`), not from this
+The backlog gauges come from a periodic database snapshot (`daemon.domain.BacklogSnapshot`), not from this
 replica's own counts: the queue is shared by every replica, and only the database knows it.
 The snapshot's timestamp is exported too, so a stalled snapshot job shows as staleness instead
 of as a reassuringly constant backlog.
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import socket
 import socketserver
 import threading
@@ -35,7 +34,7 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from daemon.calendar import RetryReason
+from daemon.domain import MIRROR_CHANGES, BacklogSnapshot, MirrorFreshness, MirrorSummary, RetryReason
 
 SyncAction = Literal["insert", "update", "delete"]
 FailureReason = Literal["rejected", "gave_up"]
@@ -47,7 +46,6 @@ FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 RETRY_REASONS: Final[tuple[str, ...]] = get_args(RetryReason)
 REFRESH_RESULTS: Final[tuple[str, ...]] = get_args(RefreshResult)
 MIRROR_KINDS: Final[tuple[str, ...]] = get_args(MirrorKind)
-MIRROR_CHANGES: Final = ("busy", "freed", "cancelled", "moved", "restored")
 # "synced" is the queue's terminal state, not work waiting, so it is not part of the backlog.
 BACKLOG_STATES: Final = ("pending", "in_flight", "failed", "parked")
 # The first state is prometheus_client's initial value: a feed is "starting" until told otherwise.
@@ -225,22 +223,22 @@ class Metrics:
         self._needs_reauth.set(snapshot.clinics_needing_reauth)
         self._backlog_updated.set(time.time())
 
-    def mirrored(self, kind: MirrorKind, changes: Mapping[str, Any]) -> None:
-        """One listing applied (or failed), with apply_calendar_changes' counts."""
+    def mirrored(self, kind: MirrorKind, changes: MirrorSummary | None = None) -> None:
+        """One listing applied (with what it changed) or failed."""
         self._mirror_runs.labels(_check_label("mirror kind", kind, MIRROR_KINDS)).inc()
         for change in MIRROR_CHANGES:
-            count = changes.get(change, 0)
+            count = getattr(changes, change, 0)
             if count:
-                self._mirror_changes.labels(change).inc(_count(change, count))
+                self._mirror_changes.labels(change).inc(count)
 
-    def mirror_freshness(self, rows: Iterable[Mapping[str, Any]]) -> None:
-        """Per connected clinic: seconds since its mirror ran (calendar_mirror_freshness()); replaces the last."""
+    def mirror_freshness(self, mirrors: Iterable[MirrorFreshness]) -> None:
+        """Per connected clinic: seconds since its mirror ran (-1: never); replaces the last snapshot."""
         self._mirror_age.clear()
         stale = 0
-        for row in rows:
-            age = row.get("age_seconds")
-            self._mirror_age.labels(str(row["clinic_id"])).set(-1.0 if age is None else _number("age_seconds", age))
-            stale += bool(row.get("stale"))
+        for mirror in mirrors:
+            age = -1.0 if mirror.age_seconds is None else mirror.age_seconds
+            self._mirror_age.labels(str(mirror.clinic_id)).set(age)
+            stale += mirror.stale
         self._mirrors_stale.set(stale)
 
     def feed_state(self, state: str | None) -> None:
@@ -251,76 +249,6 @@ class Metrics:
     def render(self) -> bytes:
         """The registry in Prometheus text format."""
         return generate_latest(self.registry)
-
-
-# Integers, decimals and exponents as PostgreSQL and PostgREST write them; float() alone would
-# also take "nan", "inf", "1_000" and surrounding whitespace.
-_NUMERAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
-
-
-def _number(field: str, value: object) -> float:
-    """A finite, non-negative number from a JSON value: int, float or a numeral string."""
-    # bool is an int to Python, but true/false in a count means the query is wrong.
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        raise ValueError(f"{field}: expected a number, got {type(value).__name__}")
-    if isinstance(value, str) and not _NUMERAL.fullmatch(value):
-        raise ValueError(f"{field}: expected a numeral, got {value!r}")
-    number = float(value)
-    if not math.isfinite(number):
-        raise ValueError(f"{field}: expected a finite number, got {value!r}")
-    if number < 0:
-        raise ValueError(f"{field}: must not be negative, got {value!r}")
-    return number
-
-
-def _count(field: str, value: object) -> int:
-    number = _number(field, value)
-    if not number.is_integer():
-        raise ValueError(f"{field}: expected a whole number, got {value!r}")
-    return int(number)
-
-
-@dataclass(frozen=True)
-class BacklogSnapshot:
-    """The shared sync queue as one database query saw it."""
-
-    by_state: Mapping[str, int]  # sync_state -> count; a state left out counts as 0
-    oldest_pending_age_seconds: float  # the oldest unsynced change's wait; 0 when nothing waits
-    clinics_needing_reauth: int
-
-    @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> BacklogSnapshot:
-        """Parse the SQL function's result, e.g.
-        `{"by_state": {"pending": 3}, "oldest_pending_age_seconds": 12.5, "clinics_needing_reauth": 1}`.
-
-        Numbers may be JSON numbers or numeral strings (PostgREST sends bigint and numeric either
-        way). Anything malformed raises ValueError naming the field: a wrong number on a dashboard
-        is worse than a missing one. Extra top-level keys are ignored, so the function can grow
-        a field before every replica reads it; extra states are kept but not exported.
-        """
-        if not isinstance(row, Mapping):
-            raise ValueError(f"backlog snapshot: expected an object, got {type(row).__name__}")
-        by_state = _required(row, "by_state")
-        if not isinstance(by_state, Mapping):
-            raise ValueError(f"by_state: expected an object, got {type(by_state).__name__}")
-        counts: dict[str, int] = {}
-        for state, value in by_state.items():
-            if not isinstance(state, str):
-                raise ValueError(f"by_state: expected state names, got {type(state).__name__}")
-            counts[state] = _count(f"by_state.{state}", value)
-        return cls(
-            by_state=counts,
-            oldest_pending_age_seconds=_number(
-                "oldest_pending_age_seconds", _required(row, "oldest_pending_age_seconds")
-            ),
-            clinics_needing_reauth=_count("clinics_needing_reauth", _required(row, "clinics_needing_reauth")),
-        )
-
-
-def _required(row: Mapping[str, Any], field: str) -> Any:
-    if field not in row:
-        raise ValueError(f"{field}: missing from the backlog snapshot")
-    return row[field]
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,9 @@ from googleapiclient.errors import HttpError
 from loguru import logger
 
 from daemon.calendar import FullSyncRequired, GoogleCalendar, Listing, classify
+from daemon.domain import MirrorTarget
 from daemon.metrics import Metrics
-from daemon.store import Json, Store, StoreError
+from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
 
 # Busy time that ended more than this long ago is of no use to availability.
@@ -113,37 +114,31 @@ class CalendarMirror:
                 self._wake.clear()
 
     async def mirror_all(self) -> None:
-        for target in await self._targets():
+        for target in await self._targets(None):
             if self._stopping.is_set():
                 return
             await self._mirror(target)
 
     async def mirror_clinic(self, clinic_id: uuid.UUID) -> None:
-        for target in await self._targets():
-            if str(target["clinic_id"]) == str(clinic_id):
-                await self._mirror(target)
+        for target in await self._targets(clinic_id):
+            await self._mirror(target)
 
-    async def _targets(self) -> list[dict[str, Any]]:
-        """Every active connection's calendar and sync token (none when the database cannot say)."""
+    async def _targets(self, clinic_id: uuid.UUID | None) -> list[MirrorTarget]:
+        """Every active connection's calendar and sync token, or one clinic's (none when the database
+        cannot say)."""
         try:
-            return await self._store.call_rows("calendar_mirror_targets", {})
+            return await self._store.mirror_targets(clinic_id)
         except StoreError as error:
             logger.warning("calendar mirror: could not list the calendars: {}", error)
             return []
 
-    async def _mirror(self, target: Mapping[str, Any]) -> None:
-        clinic_id = uuid.UUID(str(target["clinic_id"]))
+    async def _mirror(self, target: MirrorTarget) -> None:
+        clinic_id = target.clinic_id
         async with self._locks.setdefault(clinic_id, asyncio.Lock()):
             try:
-                listing = await self._list(clinic_id, str(target["calendar_id"]), target["sync_token"])
-                summary = await self._store.call(
-                    "apply_calendar_changes",
-                    {
-                        "p_clinic_id": clinic_id,
-                        "p_events": Json([compact(event) for event in listing.events]),
-                        "p_sync_token": listing.next_sync_token,
-                        "p_full": listing.full,
-                    },
+                listing = await self._list(clinic_id, target.calendar_id, target.sync_token)
+                summary = await self._store.apply_calendar_changes(
+                    clinic_id, [compact(event) for event in listing.events], listing.next_sync_token, listing.full
                 )
             except (NeedsReauth, TokenUnavailable) as error:
                 await self._failed(clinic_id, f"no Google access: {error}")
@@ -162,13 +157,13 @@ class CalendarMirror:
                 await self._failed(clinic_id, f"internal error: {type(error).__name__}")
                 return
         self._metrics.mirrored("full" if listing.full else "incremental", summary)
-        if any(summary.get(k) for k in ("cancelled", "moved", "restored")):
+        if summary.cancelled or summary.moved or summary.restored:
             logger.bind(clinic_id=str(clinic_id)).info(
                 "calendar mirror of clinic {}: {} cancelled, {} moved, {} put back in Google",
                 clinic_id,
-                summary["cancelled"],
-                summary["moved"],
-                summary["restored"],
+                summary.cancelled,
+                summary.moved,
+                summary.restored,
             )
 
     async def _list(self, clinic_id: uuid.UUID, calendar_id: str, sync_token: str | None) -> Listing:
@@ -191,9 +186,9 @@ class CalendarMirror:
         )
 
     async def _failed(self, clinic_id: uuid.UUID, error: str) -> None:
-        self._metrics.mirrored("error", {})
+        self._metrics.mirrored("error")
         logger.warning("calendar mirror of clinic {} failed: {}", clinic_id, error)
         try:
-            await self._store.call("record_mirror_failure", {"p_clinic_id": clinic_id, "p_error": error})
+            await self._store.record_mirror_failure(clinic_id, error)
         except StoreError as store_error:
             logger.warning("calendar mirror of clinic {}: could not record the failure: {}", clinic_id, store_error)

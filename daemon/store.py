@@ -1,8 +1,9 @@
-"""The daemon's way to the database: the SQL functions of the sync queue, over one of two paths.
+"""The daemon's way to the database: the only module that names SQL functions, over one of two paths.
 
 Both paths call the same functions with the same named arguments and get the same JSON back
 (the shape PostgREST gives), so every rule lives in SQL once and the Python above this module
-does not care which path is in use:
+does not care which path is in use. What they return is parsed here into the types of
+`daemon.domain`:
 
 - `SupabaseStore`: Supabase's REST gateway with the service-role key (the default).
 - `PostgresStore`: a direct PostgreSQL connection pool (self-hosting, high volume).
@@ -10,95 +11,47 @@ does not care which path is in use:
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import psycopg
-from loguru import logger
 from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-LeaseResult = Literal["synced", "pending", "failed", "parked", "lease_lost"]
-COMPLETION_BATCH = 200  # at most this many completions per call
-COMPLETION_ATTEMPTS = 3  # tries of one batch that deadlocked before its callers hear the error
-TRANSIENT_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock detected, serialization failure
+from daemon.domain import (
+    BacklogSnapshot,
+    Claim,
+    ClinicKey,
+    ClinicProfile,
+    Completion,
+    ConnectionOverview,
+    ConnectionTokens,
+    LeaseResult,
+    MirrorFreshness,
+    MirrorSummary,
+    MirrorTarget,
+    ReadinessFacts,
+    SyncStatus,
+)
 
 
 class StoreError(Exception):
     """The database could not be reached or refused a call; the caller may try again later."""
 
-
-@dataclass(frozen=True)
-class Claim:
-    """One appointment leased to this daemon, with what a calendar push needs."""
-
-    appointment_id: uuid.UUID
-    clinic_id: uuid.UUID
-    revision: int
-    status: str
-    reference: str
-    patient: Mapping[str, Any] = field(repr=False)  # patient details never reach logs
-    service: str
-    notes: str | None = field(repr=False)
-    starts_at: dt.datetime
-    ends_at: dt.datetime
-    calendar_event_id: str | None
-    sync_attempts: int
-    created_at: dt.datetime
-    time_zone: str
-    calendar_id: str
-    changed_at: dt.datetime | None = None  # when this revision was made (booking-to-calendar latency)
-
-    @classmethod
-    def from_json(cls, row: Mapping[str, Any]) -> Claim:
-        return cls(
-            appointment_id=uuid.UUID(str(row["appointment_id"])),
-            clinic_id=uuid.UUID(str(row["clinic_id"])),
-            revision=int(row["revision"]),
-            status=str(row["status"]),
-            reference=str(row["reference"]),
-            patient=dict(row["patient"]),
-            service=str(row["service"]),
-            notes=row["notes"],
-            starts_at=_timestamp(row["starts_at"]),
-            ends_at=_timestamp(row["ends_at"]),
-            calendar_event_id=row["calendar_event_id"],
-            sync_attempts=int(row["sync_attempts"]),
-            created_at=_timestamp(row["created_at"]),
-            time_zone=str(row["time_zone"]),
-            calendar_id=str(row["calendar_id"]),
-            changed_at=_timestamp(row["changed_at"]) if row.get("changed_at") else None,
-        )
-
-
-@dataclass(frozen=True)
-class ConnectionTokens:
-    clinic_id: uuid.UUID
-    status: str
-    refresh_token_encrypted: str
-    access_token_encrypted: str | None
-    access_token_expires_at: dt.datetime | None
-
-
-def _sqlstate(error: StoreError) -> str | None:
-    """The SQLSTATE the database answered with (either path); None when it was not reached or answered
-    that it cannot serve (connection exceptions, shutting down)."""
-    cause = error.__cause__
-    code = getattr(cause, "sqlstate", None) or getattr(cause, "code", None)
-    if not isinstance(code, str) or len(code) != 5 or code.startswith(("08", "57P")):
-        return None
-    return code
-
-
-def _timestamp(value: str) -> dt.datetime:
-    # PostgreSQL's JSON writes "2026-12-01T10:00:00+00:00"; Python 3.11 parses it as is.
-    return dt.datetime.fromisoformat(value)
+    @property
+    def sqlstate(self) -> str | None:
+        """The SQLSTATE the database answered with (either path); None when it was not reached or
+        answered that it cannot serve (connection exceptions, shutting down)."""
+        cause = self.__cause__
+        code = getattr(cause, "sqlstate", None) or getattr(cause, "code", None)
+        if not isinstance(code, str) or len(code) != 5 or code.startswith(("08", "57P")):
+            return None
+        return code
 
 
 @dataclass(frozen=True)
@@ -126,7 +79,8 @@ def _jsonable(value: Any) -> Any:
 
 
 class Store(ABC):
-    """The sync queue and connection operations, over `call` / `call_rows`."""
+    """Every SQL function the daemon and the operator commands use, as typed methods over the two
+    primitives a path provides (`call`, `call_rows`). Holds no state of its own beyond its connection."""
 
     @abstractmethod
     async def call(self, function: str, params: Mapping[str, Any]) -> Any:
@@ -139,6 +93,8 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    # --- the sync queue -----------------------------------------------------------------------------
+
     async def claim(self, owner: str, limit: int, lease_seconds: int, per_clinic: int) -> list[Claim]:
         rows = await self.call_rows(
             "claim_appointments",
@@ -146,86 +102,25 @@ class Store(ABC):
         )
         return [Claim.from_json(row) for row in rows]
 
-    # Completions waiting for the next `complete_appointment_syncs` call, and the task making those calls.
-    _completions: list[tuple[dict[str, Any], asyncio.Future[LeaseResult]]] | None = None
-    _completion_writer: asyncio.Task[None] | None = None
+    async def complete_syncs(self, completions: Sequence[Completion]) -> dict[uuid.UUID, LeaseResult]:
+        """Record several confirmed pushes in one call; each one's outcome by appointment id."""
+        rows = await self.call_rows(
+            "complete_appointment_syncs", {"p_completions": Json([c.to_json() for c in completions])}
+        )
+        return {uuid.UUID(str(row["appointment_id"])): row["state"] for row in rows}
 
-    async def complete(self, claim: Claim, owner: str, event_id: str, event_link: str | None) -> LeaseResult:
-        """Google confirmed the claimed revision. One call when idle; completions arriving while a call is
-        under way go together in the next one (one round trip for many under load, no added wait)."""
-        future: asyncio.Future[LeaseResult] = asyncio.get_running_loop().create_future()
-        item = {
-            "appointment_id": str(claim.appointment_id),
-            "owner": owner,
-            "revision": claim.revision,
-            "event_id": event_id,
-            "event_link": event_link,
-        }
-        if self._completions is None:
-            self._completions = []
-        self._completions.append((item, future))
-        if self._completion_writer is None or self._completion_writer.done():
-            self._completion_writer = asyncio.create_task(self._write_completions(self._completions))
-        return await future
-
-    async def _write_completions(self, waiting: list[tuple[dict[str, Any], asyncio.Future[LeaseResult]]]) -> None:
-        while waiting:
-            batch = waiting[:COMPLETION_BATCH]
-            del waiting[:COMPLETION_BATCH]
-            try:
-                outcomes = await self._complete_batch([item for item, _ in batch])
-            except Exception as error:  # the callers hear a StoreError; each lease expires and the push repeats
-                failed = batch
-                if not isinstance(error, StoreError) or _sqlstate(error) is None:
-                    # Unreachable: those queued behind this batch would only wait as long again.
-                    failed = batch + waiting
-                    waiting.clear()
-                outcomes = {item["appointment_id"]: StoreError(str(error)) for item, _ in failed}
-                batch = failed
-            for item, future in batch:
-                outcome = outcomes.get(item["appointment_id"], "lease_lost")
-                if future.done():
-                    continue
-                if isinstance(outcome, StoreError):
-                    future.set_exception(outcome)
-                else:
-                    future.set_result(outcome)
-
-    async def _complete_batch(self, items: list[dict[str, Any]]) -> dict[str, LeaseResult | StoreError]:
-        """Each item's outcome by appointment id. A batch holds several row locks, so it can deadlock with
-        another writer of several rows (the busy mirror) where a single completion could not: it is tried
-        again (a failed call changed nothing). Refused for another reason, the items are completed one by
-        one, so one bad item cannot hold back the others."""
-        for attempt in range(COMPLETION_ATTEMPTS):
-            try:
-                rows = await self.call_rows("complete_appointment_syncs", {"p_completions": Json(items)})
-                return {str(row["appointment_id"]): row["state"] for row in rows}
-            except StoreError as error:
-                sqlstate = _sqlstate(error)
-                if sqlstate in TRANSIENT_SQLSTATES and attempt + 1 < COMPLETION_ATTEMPTS:
-                    logger.info("recording {} synced appointment(s): {}; trying again", len(items), error)
-                    await asyncio.sleep(0.05 * 4**attempt)
-                    continue
-                if sqlstate is None or len(items) == 1:
-                    raise
-                logger.warning("recording {} synced appointments together failed ({}); one by one", len(items), error)
-                break
-        outcomes: dict[str, LeaseResult | StoreError] = {}
-        for item in items:
-            try:
-                outcomes[item["appointment_id"]] = await self.call(
-                    "complete_appointment_sync",
-                    {
-                        "p_appointment_id": item["appointment_id"],
-                        "p_owner": item["owner"],
-                        "p_revision": item["revision"],
-                        "p_event_id": item["event_id"],
-                        "p_event_link": item["event_link"],
-                    },
-                )
-            except StoreError as error:
-                outcomes[item["appointment_id"]] = error
-        return outcomes
+    async def complete_sync(self, completion: Completion) -> LeaseResult:
+        result: LeaseResult = await self.call(
+            "complete_appointment_sync",
+            {
+                "p_appointment_id": completion.appointment_id,
+                "p_owner": completion.owner,
+                "p_revision": completion.revision,
+                "p_event_id": completion.event_id,
+                "p_event_link": completion.event_link,
+            },
+        )
+        return result
 
     async def end_attempt(
         self,
@@ -259,23 +154,29 @@ class Store(ABC):
             await self.call("retry_failed_appointments", {"p_clinic_id": clinic_id, "p_appointment_id": appointment_id})
         )
 
+    async def backlog(self) -> BacklogSnapshot:
+        return BacklogSnapshot.from_json(await self.call("sync_backlog", {}))
+
+    async def sync_status(self, clinic_id: uuid.UUID, reference: str) -> SyncStatus | None:
+        """Where the clinic's booking with this reference stands; None when there is none."""
+        row = await self.call("appointment_sync_status", {"p_clinic_id": clinic_id, "p_reference": reference})
+        return None if row is None else SyncStatus.from_json(row)
+
+    async def delete_cancelled_appointment(self, appointment_id: uuid.UUID) -> None:
+        await self.call("delete_cancelled_appointment", {"p_appointment_id": appointment_id})
+
+    # --- Google connections and tokens ---------------------------------------------------------------
+
     async def connection_tokens(self, clinic_id: uuid.UUID) -> ConnectionTokens | None:
         rows = await self.call_rows("calendar_connection_tokens", {"p_clinic_id": clinic_id})
-        if not rows:
-            return None
-        row = rows[0]
-        expires = row["access_token_expires_at"]
-        return ConnectionTokens(
-            clinic_id=uuid.UUID(str(row["clinic_id"])),
-            status=str(row["status"]),
-            refresh_token_encrypted=str(row["refresh_token_encrypted"]),
-            access_token_encrypted=row["access_token_encrypted"],
-            access_token_expires_at=_timestamp(expires) if expires else None,
-        )
+        return ConnectionTokens.from_json(rows[0]) if rows else None
 
     async def connections_to_refresh(self, within_seconds: int) -> list[uuid.UUID]:
         rows = await self.call_rows("calendar_connections_to_refresh", {"p_within_seconds": within_seconds})
         return [uuid.UUID(str(row["clinic_id"])) for row in rows]
+
+    async def connections_overview(self) -> list[ConnectionOverview]:
+        return [ConnectionOverview.from_json(row) for row in await self.call_rows("calendar_connections_overview", {})]
 
     async def save_connection(
         self,
@@ -321,6 +222,77 @@ class Store(ABC):
         await self.call(
             "record_token_failure", {"p_clinic_id": clinic_id, "p_error": error, "p_needs_reauth": needs_reauth}
         )
+
+    # --- the busy mirror ------------------------------------------------------------------------------
+
+    async def mirror_targets(self, clinic_id: uuid.UUID | None = None) -> list[MirrorTarget]:
+        """Every active connection's calendar and sync token, or only `clinic_id`'s (none if not active)."""
+        rows = await self.call_rows("calendar_mirror_targets", {"p_clinic_id": clinic_id})
+        return [MirrorTarget.from_json(row) for row in rows]
+
+    async def apply_calendar_changes(
+        self, clinic_id: uuid.UUID, events: Sequence[Mapping[str, Any]], sync_token: str | None, full: bool
+    ) -> MirrorSummary:
+        summary = await self.call(
+            "apply_calendar_changes",
+            {"p_clinic_id": clinic_id, "p_events": Json(list(events)), "p_sync_token": sync_token, "p_full": full},
+        )
+        return MirrorSummary.from_json(summary)
+
+    async def record_mirror_failure(self, clinic_id: uuid.UUID, error: str) -> None:
+        await self.call("record_mirror_failure", {"p_clinic_id": clinic_id, "p_error": error})
+
+    async def mirror_freshness(self) -> list[MirrorFreshness]:
+        return [MirrorFreshness.from_json(row) for row in await self.call_rows("calendar_mirror_freshness", {})]
+
+    # --- clinics, keys and readiness (operator commands) ----------------------------------------------
+
+    async def create_clinic(
+        self,
+        name: str,
+        time_zone: str,
+        calendar_id: str,
+        opening_hours: Sequence[Mapping[str, Any]],
+        services: Sequence[Mapping[str, Any]],
+        phone_country_code: str,
+    ) -> uuid.UUID:
+        """The new clinic's id; the database refuses bad zones, overlapping hours, two defaults, ..."""
+        clinic_id = await self.call(
+            "create_clinic",
+            {
+                "p_name": name,
+                "p_time_zone": time_zone,
+                "p_calendar_id": calendar_id,
+                "p_opening_hours": Json(list(opening_hours)),
+                "p_services": Json(list(services)),
+                "p_phone_country_code": phone_country_code,
+            },
+        )
+        return uuid.UUID(str(clinic_id))
+
+    async def clinic_profile(self, clinic_id: uuid.UUID) -> ClinicProfile:
+        return ClinicProfile.from_json(await self.call("clinic_profile", {"p_clinic_id": clinic_id}))
+
+    async def issue_key(self, clinic_id: uuid.UUID, label: str) -> str:
+        """A new key for the clinic, returned this once: only its hash is stored."""
+        return str(await self.call("issue_clinic_key", {"p_clinic_id": clinic_id, "p_label": label}))
+
+    async def rotate_key(self, clinic_id: uuid.UUID, label: str, grace_minutes: int) -> str:
+        return str(
+            await self.call(
+                "rotate_clinic_key",
+                {"p_clinic_id": clinic_id, "p_label": label, "p_grace": f"{grace_minutes} minutes"},
+            )
+        )
+
+    async def revoke_key(self, key_id: uuid.UUID) -> None:
+        await self.call("revoke_clinic_key", {"p_key_id": key_id})
+
+    async def clinic_keys(self, clinic_id: uuid.UUID) -> list[ClinicKey]:
+        return [ClinicKey.from_json(row) for row in await self.call_rows("clinic_keys", {"p_clinic_id": clinic_id})]
+
+    async def readiness_facts(self) -> ReadinessFacts:
+        return ReadinessFacts.from_json(await self.call("readiness_facts", {}))
 
 
 class PostgresStore(Store):

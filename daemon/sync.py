@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -21,10 +20,13 @@ from typing import Literal
 
 from loguru import logger
 
-from daemon.calendar import GoogleCalendar, PushResult, RetryReason, Verdict
+from daemon.backoff import backoff_delay
+from daemon.calendar import GoogleCalendar, PushResult, Verdict
+from daemon.domain import Claim, RetryReason
 from daemon.metrics import Metrics
-from daemon.store import Claim, Store, StoreError
+from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
+from daemon.writeback import CompletionWriter
 
 QUOTA_BACKOFF_SECONDS = 3600.0
 
@@ -44,12 +46,6 @@ class SyncOptions:
     backoff_cap_seconds: float = 900.0
     # After a doorbell, wait this long for more before claiming, so a burst makes one claim.
     coalesce_seconds: float = 0.02
-
-
-def backoff_delay(attempt: int, base: float, cap: float, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with jitter: somewhere in [d/2, d] for d = min(cap, base * 2^(attempt-1))."""
-    ceiling = min(cap, base * 2.0 ** max(attempt - 1, 0))
-    return ceiling / 2 + rng() * ceiling / 2
 
 
 class RateLimiter:
@@ -94,6 +90,7 @@ class SyncLoop:
         on_synced: Callable[[uuid.UUID], None] | None = None,
     ) -> None:
         self._store = store
+        self._completions = CompletionWriter(store)
         self._metrics = metrics or Metrics()
         self._on_synced = on_synced  # told the clinic whose calendar changed (the busy mirror)
         self._calendar = calendar
@@ -245,7 +242,7 @@ class SyncLoop:
         where = f"appointment {claim.appointment_id} clinic {claim.clinic_id}"
         if result.verdict is Verdict.SYNCED:
             assert result.event_id is not None
-            state = await self._store.complete(claim, owner, result.event_id, result.event_link)
+            state = await self._completions.complete(claim, owner, result.event_id, result.event_link)
             if state == "lease_lost":
                 await self._store.resync(claim.appointment_id)
             else:

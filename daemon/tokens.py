@@ -13,40 +13,17 @@ from dataclasses import dataclass
 import google.auth.exceptions
 import google_auth_httplib2
 import httplib2
-from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from google.oauth2.credentials import Credentials
 from loguru import logger
 
+from daemon.crypto import TokenCipher
+from daemon.domain import ConnectionTokens
 from daemon.metrics import Metrics
-from daemon.store import ConnectionTokens, Store, StoreError
+from daemon.store import Store, StoreError
 
 CALENDAR_SCOPE = "https://www.googleapis.com/auth/calendar.events"
 # A token this close to expiry is refreshed before use rather than sent.
 USE_MARGIN = dt.timedelta(seconds=60)
-
-
-class TokenCipher:
-    """Fernet encryption with rotation: the first key encrypts, every key decrypts."""
-
-    def __init__(self, keys: str) -> None:
-        parts = [k.strip() for k in keys.split(",") if k.strip()]
-        if not parts:
-            raise ValueError("TOKEN_ENCRYPTION_KEY is empty")
-        try:
-            self._fernet = MultiFernet([Fernet(k) for k in parts])
-        except ValueError as error:
-            raise ValueError(
-                "TOKEN_ENCRYPTION_KEY must be Fernet keys (32 url-safe base64 bytes), comma-separated"
-            ) from error
-
-    def encrypt(self, plain: str) -> str:
-        return self._fernet.encrypt(plain.encode()).decode()
-
-    def decrypt(self, token: str) -> str:
-        try:
-            return self._fernet.decrypt(token.encode()).decode()
-        except InvalidToken as error:
-            raise ValueError("a stored token cannot be decrypted with TOKEN_ENCRYPTION_KEY") from error
 
 
 class NeedsReauth(Exception):

@@ -7,8 +7,10 @@ clinic's time zone and services.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
+
+from daemon.domain import ClinicProfile
 
 RPC_PATH = "/rest/v1/rpc/vapi_tool_call"
 CLINIC_KEY_PLACEHOLDER = "<the clinic key printed by add-clinic or rotate-key>"
@@ -18,11 +20,11 @@ TOOL_TIMEOUT_SECONDS = 20
 
 
 def tool_definitions(
-    profile: Mapping[str, Any], supabase_url: str, anon_key: str | None, clinic_key: str | None
+    profile: ClinicProfile, supabase_url: str, anon_key: str | None, clinic_key: str | None
 ) -> list[dict[str, Any]]:
     """Four function tools whose server is the clinic's RPC endpoint, authenticated by its key."""
-    zone = str(profile["time_zone"])
-    services = [str(s["name"]) for s in profile["services"]]
+    zone = profile.time_zone
+    services = [service.name for service in profile.services]
     server = {
         "url": supabase_url.rstrip("/") + RPC_PATH,
         "timeoutSeconds": TOOL_TIMEOUT_SECONDS,
@@ -41,7 +43,7 @@ def tool_definitions(
     tools = [
         _tool(
             "check_availability",
-            f"List the free appointment start times at {profile['name']} on one day, in clinic local time ({zone}).",
+            f"List the free appointment start times at {profile.name} on one day, in clinic local time ({zone}).",
             {
                 "date": {"type": "string", "description": f"The day, as YYYY-MM-DD ({zone})."},
                 "service": service,
@@ -51,7 +53,7 @@ def tool_definitions(
         ),
         _tool(
             "book_appointment",
-            f"Book an appointment at {profile['name']}. Confirm the time and name with the caller first.",
+            f"Book an appointment at {profile.name}. Confirm the time and name with the caller first.",
             {
                 "start": {
                     "type": "string",

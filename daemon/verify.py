@@ -25,15 +25,15 @@ from googleapiclient.errors import HttpError
 from rich.console import Console
 from rich.markup import escape
 
-from daemon import admin
-from daemon.app import make_feed, open_store, token_manager
 from daemon.calendar import GoogleCalendar, classify, event_id_for
 from daemon.config import Settings
+from daemon.domain import ClinicProfile, ConnectionOverview, MirrorFreshness, ReadinessFacts, SyncStatus
 from daemon.feed import FeedState
 from daemon.migrations import discover
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenUnavailable
 from daemon.vapi_tools import RPC_PATH
+from daemon.wiring import make_feed, open_store, token_manager
 
 FEED_TIMEOUT_SECONDS = 15.0
 MAX_PENDING_AGE_SECONDS = 300.0
@@ -90,7 +90,7 @@ async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
         return _unreachable(report, settings, error)
     try:
         try:
-            facts = await store.call("readiness_facts", {})
+            facts = await store.readiness_facts()
         except StoreError as error:
             return _unreachable(report, settings, error)
         report.add("database", Status.OK, f"reachable over the {settings.database_backend} path")
@@ -119,9 +119,9 @@ def _unreachable(report: Report, settings: Settings, error: StoreError) -> Repor
     return report
 
 
-def _check_schema(report: Report, settings: Settings, facts: Mapping[str, Any]) -> None:
+def _check_schema(report: Report, settings: Settings, facts: ReadinessFacts) -> None:
     known = [m.version for m in discover(settings.migrations_dir)]
-    applied = set(facts["applied_migrations"])
+    applied = set(facts.applied_migrations)
     pending = [v for v in known if v not in applied]
     unknown = sorted(applied - set(known))
     if pending:
@@ -133,7 +133,7 @@ def _check_schema(report: Report, settings: Settings, facts: Mapping[str, Any]) 
     else:
         report.add("migrations", Status.OK, f"at head ({known[-1] if known else 'none'})")
 
-    no_rls, anon = facts["tables_without_rls"], facts["anon_table_privileges"]
+    no_rls, anon = facts.tables_without_rls, facts.anon_table_privileges
     if no_rls or anon:
         problems = ([f"RLS disabled on {', '.join(no_rls)}"] if no_rls else []) + (
             [f"anon holds {', '.join(anon)}"] if anon else []
@@ -142,7 +142,7 @@ def _check_schema(report: Report, settings: Settings, facts: Mapping[str, Any]) 
     else:
         report.add("row-level security", Status.OK, "enabled on every public table; anon holds no table privilege")
 
-    if facts["appointments_in_realtime"]:
+    if facts.appointments_in_realtime:
         report.add("realtime publication", Status.OK, "public.appointments is in supabase_realtime")
     else:
         # Only the Supabase path listens through Realtime; the direct path uses LISTEN/NOTIFY.
@@ -191,48 +191,48 @@ class _Google:
 
 
 async def _check_connections(report: Report, store: Store, google: _Google) -> None:
-    rows = await store.call_rows("calendar_connections_overview", {})
-    mirrors = {str(m["clinic_id"]): m for m in await store.call_rows("calendar_mirror_freshness", {})}
-    if not rows:
+    connections = await store.connections_overview()
+    mirrors = {m.clinic_id: m for m in await store.mirror_freshness()}
+    if not connections:
         report.add("google", Status.WARN, "no clinics yet (clinic-sync add-clinic)")
         return
-    for row in rows:
-        name = f"google: {row['clinic_name']}"
-        clinic_id = uuid.UUID(str(row["clinic_id"]))
-        if row["status"] == "not_connected":
+    for row in connections:
+        name = f"google: {row.clinic_name}"
+        clinic_id = row.clinic_id
+        if row.status == "not_connected":
             report.add(name, Status.FAIL, f"not connected (clinic-sync connect-google --clinic {clinic_id})")
             continue
-        if row["status"] != "active":
+        if row.status != "active":
             report.add(
                 name,
                 Status.FAIL,
-                f"needs re-authorisation: {row['last_error'] or row['status']} "
+                f"needs re-authorisation: {row.last_error or row.status} "
                 f"(clinic-sync connect-google --clinic {clinic_id})",
                 clinic_id=str(clinic_id),
             )
             continue
         check = await _check_connection(name, clinic_id, row, google)
-        report.checks.append(_with_mirror(check, mirrors.get(str(clinic_id))))
+        report.checks.append(_with_mirror(check, mirrors.get(clinic_id)))
 
 
-def _with_mirror(check: Check, mirror: Mapping[str, Any] | None) -> Check:
+def _with_mirror(check: Check, mirror: MirrorFreshness | None) -> Check:
     """The busy mirror's freshness, added to a connection that otherwise works."""
     if check.status is Status.FAIL:
         return check
-    if mirror is None or mirror["last_synced_at"] is None:
+    if mirror is None or mirror.last_synced_at is None or mirror.age_seconds is None:
         note = "its calendar has not been mirrored yet (is the daemon running?)"
         return Check(check.name, Status.WARN, f"{check.detail}; {note}", check.data)
-    age = float(mirror["age_seconds"])
-    if mirror["stale"]:
+    age = mirror.age_seconds
+    if mirror.stale:
         note = (
-            f"the calendar was last mirrored {age:.0f}s ago ({mirror['last_error'] or 'no error recorded'}):"
+            f"the calendar was last mirrored {age:.0f}s ago ({mirror.last_error or 'no error recorded'}):"
             " the assistant offers no times until it is fresh"
         )
         return Check(check.name, Status.FAIL, f"{check.detail}; {note}", check.data)
     return Check(check.name, check.status, f"{check.detail}; mirrored {age:.0f}s ago", check.data)
 
 
-async def _check_connection(name: str, clinic_id: uuid.UUID, row: Mapping[str, Any], google: _Google) -> Check:
+async def _check_connection(name: str, clinic_id: uuid.UUID, row: ConnectionOverview, google: _Google) -> Check:
     try:
         token = await google.tokens.force_refresh(clinic_id)
     except NeedsReauth as error:
@@ -242,27 +242,27 @@ async def _check_connection(name: str, clinic_id: uuid.UUID, row: Mapping[str, A
     except TokenUnavailable as error:
         return Check(name, Status.FAIL, f"token refresh failed: {error}")
     try:
-        info = await google.run(google.calendar.describe, row["calendar_id"], token)
+        info = await google.run(google.calendar.describe, row.calendar_id, token)
     except HttpError as error:
-        return Check(name, Status.FAIL, f"calendar {row['calendar_id']!r}: {classify(error, what='calendar').error}")
+        return Check(name, Status.FAIL, f"calendar {row.calendar_id!r}: {classify(error, what='calendar').error}")
     except OSError as error:
         return Check(name, Status.FAIL, f"Google unreachable: {type(error).__name__}")
-    detail = f"{row['google_account'] or 'account'}, calendar {info.summary!r}"
+    detail = f"{row.google_account or 'account'}, calendar {info.summary!r}"
     notes = []
-    if info.time_zone and info.time_zone != row["time_zone"]:
-        notes.append(f"the calendar's zone is {info.time_zone}, the clinic's {row['time_zone']}")
-    if row["refresh_token_expires_at"]:
+    if info.time_zone and info.time_zone != row.time_zone:
+        notes.append(f"the calendar's zone is {info.time_zone}, the clinic's {row.time_zone}")
+    if row.refresh_token_expires_at:
         notes.append(
-            f"Google will end this grant at {row['refresh_token_expires_at']} (a project in 'Testing' gives 7 days: "
+            f"Google will end this grant at {row.refresh_token_expires_at} (a project in 'Testing' gives 7 days: "
             "publish the OAuth app)"
         )
     return Check(name, Status.WARN if notes else Status.OK, "; ".join([detail, *notes]))
 
 
 async def _check_backlog(report: Report, store: Store, options: VerifyOptions) -> None:
-    backlog = await store.call("sync_backlog", {})
-    states = {k: int(v) for k, v in backlog["by_state"].items()}
-    age = float(backlog["oldest_pending_age_seconds"])
+    backlog = await store.backlog()
+    states = dict(backlog.by_state)
+    age = backlog.oldest_pending_age_seconds
     waiting = states.get("pending", 0) + states.get("in_flight", 0)
     detail = (
         f"{waiting} waiting (oldest {age:.0f}s), {states.get('parked', 0)} parked, {states.get('failed', 0)} failed,"
@@ -302,17 +302,17 @@ class RoundTrip:
 
     async def run(self) -> Check:
         try:
-            profile = await admin.clinic_profile(self._store, self._clinic)
+            profile = await self._store.clinic_profile(self._clinic)
         except StoreError as error:
             return Check("round trip", Status.FAIL, str(error))
-        key = await admin.issue_key(self._store, self._clinic, ROUND_TRIP_LABEL)
+        key = await self._store.issue_key(self._clinic, ROUND_TRIP_LABEL)
         try:
             async with httpx.AsyncClient(headers={"apikey": self._anon_key, "x-clinic-key": key}, timeout=20.0) as http:
                 return await self._book_and_check(http, profile)
         finally:
             await self._revoke(key)
 
-    async def _book_and_check(self, http: httpx.AsyncClient, profile: Mapping[str, Any]) -> Check:
+    async def _book_and_check(self, http: httpx.AsyncClient, profile: ClinicProfile) -> Check:
         slot = await self._free_slot(http, profile)
         if slot is None:
             return Check("round trip", Status.FAIL, f"no free time in the next {SEARCH_DAYS} days to book")
@@ -350,7 +350,7 @@ class RoundTrip:
         finally:
             await self._clean_up(http, reference)
 
-    async def _free_slot(self, http: httpx.AsyncClient, profile: Mapping[str, Any]) -> str | None:
+    async def _free_slot(self, http: httpx.AsyncClient, profile: ClinicProfile) -> str | None:
         today = dt.datetime.now(dt.UTC).date()
         for offset in range(1, SEARCH_DAYS + 1):
             day = (today + dt.timedelta(days=offset)).isoformat()
@@ -379,26 +379,20 @@ class RoundTrip:
         [result] = response.json()["results"]
         return str(result.get("result") or result.get("error"))
 
-    async def _status(self, reference: str) -> Mapping[str, Any] | None:
-        status: Mapping[str, Any] | None = await self._store.call(
-            "appointment_sync_status", {"p_clinic_id": self._clinic, "p_reference": reference}
-        )
-        return status
-
-    async def _until_synced(self, reference: str, status: str) -> Mapping[str, Any] | None:
+    async def _until_synced(self, reference: str, status: str) -> SyncStatus | None:
         deadline = time.monotonic() + self._budget
         while time.monotonic() < deadline:
-            row = await self._status(reference)
-            if row and row["status"] == status and row["sync_state"] == "synced":
+            row = await self._store.sync_status(self._clinic, reference)
+            if row and row.status == status and row.sync_state == "synced":
                 return row
             await asyncio.sleep(0.2)
         return None
 
-    async def _event_problem(self, profile: Mapping[str, Any], row: Mapping[str, Any]) -> str | None:
-        event_id = event_id_for(uuid.UUID(str(row["appointment_id"])))
+    async def _event_problem(self, profile: ClinicProfile, row: SyncStatus) -> str | None:
+        event_id = event_id_for(row.appointment_id)
         try:
             token = await self._google.tokens.access_token(self._clinic)
-            event = await self._google.run(self._google.calendar.event, profile["calendar_id"], event_id, token)
+            event = await self._google.run(self._google.calendar.event, profile.calendar_id, event_id, token)
         except (NeedsReauth, TokenUnavailable) as error:
             return f"synced, but its event cannot be read back: {error}"
         except HttpError as error:
@@ -412,13 +406,13 @@ class RoundTrip:
             await self._tool(http, "cancel_appointment", {"reference": reference})
             row = await self._until_synced(reference, "cancelled")
             if row is not None:
-                await self._store.call("delete_cancelled_appointment", {"p_appointment_id": row["appointment_id"]})
+                await self._store.delete_cancelled_appointment(row.appointment_id)
 
     async def _revoke(self, key: str) -> None:
         with contextlib.suppress(StoreError):
-            for row in await admin.list_keys(self._store, self._clinic):
-                if row["label"] == ROUND_TRIP_LABEL and key.startswith(row["key_prefix"]) and not row["revoked_at"]:
-                    await admin.revoke_key(self._store, uuid.UUID(str(row["id"])))
+            for issued in await self._store.clinic_keys(self._clinic):
+                if issued.label == ROUND_TRIP_LABEL and key.startswith(issued.key_prefix) and not issued.revoked_at:
+                    await self._store.revoke_key(issued.id)
 
 
 async def _until(condition: Callable[[], bool], timeout: float, step: float = 0.05) -> bool:

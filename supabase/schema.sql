@@ -1456,10 +1456,10 @@ $$;
 
 
 --
--- Name: calendar_mirror_targets(); Type: FUNCTION; Schema: public; Owner: -
+-- Name: calendar_mirror_targets(uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.calendar_mirror_targets() RETURNS TABLE(clinic_id uuid, calendar_id text, time_zone text, sync_token text, last_synced_at timestamp with time zone)
+CREATE FUNCTION public.calendar_mirror_targets(p_clinic_id uuid DEFAULT NULL::uuid) RETURNS TABLE(clinic_id uuid, calendar_id text, time_zone text, sync_token text, last_synced_at timestamp with time zone)
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$
@@ -1467,7 +1467,7 @@ CREATE FUNCTION public.calendar_mirror_targets() RETURNS TABLE(clinic_id uuid, c
   from public.calendar_connections k
   join public.clinics c on c.id = k.clinic_id
   left join public.calendar_mirrors m on m.clinic_id = c.id
-  where k.status = 'active'
+  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
   order by m.last_synced_at nulls first
 $$;
 
@@ -3279,11 +3279,11 @@ GRANT ALL ON FUNCTION public.calendar_mirror_freshness() TO service_role;
 
 
 --
--- Name: FUNCTION calendar_mirror_targets(); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION calendar_mirror_targets(p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.calendar_mirror_targets() FROM PUBLIC;
-GRANT ALL ON FUNCTION public.calendar_mirror_targets() TO service_role;
+REVOKE ALL ON FUNCTION public.calendar_mirror_targets(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.calendar_mirror_targets(p_clinic_id uuid) TO service_role;
 
 
 --

@@ -21,7 +21,8 @@ from cryptography.fernet import Fernet
 from daemon.app import Daemon
 from daemon.calendar import event_id_for
 from daemon.config import Settings
-from daemon.tokens import CALENDAR_SCOPE, TokenCipher
+from daemon.crypto import TokenCipher
+from daemon.tokens import CALENDAR_SCOPE
 from tests.standins.google import GoogleStandIn
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -3,6 +3,7 @@ changes made to our events in Google flow back onto the appointments."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import time
 import uuid
@@ -12,10 +13,13 @@ from typing import Any
 import psycopg
 import pytest
 
-from daemon.tokens import TokenCipher
+from daemon.crypto import TokenCipher
+from daemon.domain import MirrorTarget
+from daemon.wiring import open_store
 from tests.conftest import Clinic
 from tests.daemon_harness import TOKEN_KEY, Backend, DaemonThread, connect_google, make_settings, running, wait_until
 from tests.dates import LONDON, upcoming
+from tests.standins.clinics import create_clinic
 from tests.standins.google import Fault, GoogleStandIn
 from tests.standins.postgres import scalar
 from tests.standins.receptionist import Receptionist
@@ -265,6 +269,32 @@ def test_a_dead_grant_stops_the_mirror_visibly(
         )
     # No active connection: nothing to mirror, and freshness is reported for connected clinics only.
     assert scalar(admin, "select count(*) from public.calendar_mirror_targets()") == 0
+
+
+def test_one_clinics_mirror_target_is_read_without_listing_the_others(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, clinic: Clinic, account: str
+) -> None:
+    other = create_clinic(admin, "Hillside Clinic")
+    connect_google(admin, google, other)
+    unconnected = create_clinic(admin, "Lakeside Clinic")
+
+    async def targets() -> tuple[list[MirrorTarget], ...]:
+        store = await open_store(make_settings(backend, google))
+        try:
+            return (
+                await store.mirror_targets(),
+                await store.mirror_targets(clinic.id),
+                await store.mirror_targets(unconnected),
+            )
+        finally:
+            await store.close()
+
+    every, one, none = asyncio.run(targets())
+    assert {t.clinic_id for t in every} == {clinic.id, other}
+    assert [(t.clinic_id, t.calendar_id, t.time_zone, t.sync_token) for t in one] == [
+        (clinic.id, "primary", "Europe/London", None)
+    ]
+    assert none == []
 
 
 def test_apply_calendar_changes_refuses_bad_input_and_changes_nothing(

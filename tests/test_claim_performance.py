@@ -1,4 +1,4 @@
-"""The cheaper claim and the batched write-back (migration claim_performance; Store.complete)."""
+"""The cheaper claim and the batched write-back (migration claim_performance; CompletionWriter)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from daemon.store import Claim, LeaseResult, PostgresStore, Store, StoreError, SupabaseStore
+from daemon.domain import Claim, LeaseResult
+from daemon.store import PostgresStore, Store, StoreError, SupabaseStore
+from daemon.writeback import CompletionWriter
 from tests.conftest import Clinic, Database
 from tests.standins.clinics import create_clinic
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR
@@ -104,7 +106,7 @@ def test_completing_many_is_for_the_service_role_only(database: Database) -> Non
                 conn.execute("select * from public.complete_appointment_syncs('[]')")
 
 
-# --- Store.complete: concurrent completions share calls (real database, both paths) -----------------
+# --- CompletionWriter: concurrent completions share calls (real database, both paths) ---------------
 
 
 @pytest.fixture
@@ -134,9 +136,10 @@ class CountingPostgresStore(PostgresStore):
 async def claim_and_complete(store: Store, count: int, event_id: Callable[[int], str]) -> list[Any]:
     claims = await store.claim("r1", count, 60, count)
     assert len(claims) == count
+    writer = CompletionWriter(store)
 
     async def one(n: int, claim: Claim) -> LeaseResult:
-        return await store.complete(claim, "r1", event_id(n), None)  # all at once, as a burst of pushes ends
+        return await writer.complete(claim, "r1", event_id(n), None)  # all at once, as a burst of pushes ends
 
     try:
         return list(await asyncio.gather(*(one(n, c) for n, c in enumerate(claims)), return_exceptions=True))
@@ -191,11 +194,12 @@ def test_while_the_gateway_is_unreachable_every_waiting_caller_hears_it(
             store = SupabaseStore(rest.url, rest.service_role_key)
             await store.open()
             claims = await store.claim("r1", 6, 60, 6)
+            writer = CompletionWriter(store)
             rest.stop()
             try:
                 return list(
                     await asyncio.gather(
-                        *(store.complete(c, "r1", f"abcde{n:05d}", None) for n, c in enumerate(claims)),
+                        *(writer.complete(c, "r1", f"abcde{n:05d}", None) for n, c in enumerate(claims)),
                         return_exceptions=True,
                     )
                 )

@@ -17,9 +17,10 @@ import psycopg
 import pytest
 
 from daemon.config import Settings
+from daemon.crypto import TokenCipher
 from daemon.google_connect import ConnectError, ConnectOptions, ConnectResult, connect_google
 from daemon.store import StoreError
-from daemon.tokens import CALENDAR_SCOPE, TokenCipher
+from daemon.tokens import CALENDAR_SCOPE
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import ROOT, TOKEN_KEY, Backend, make_settings, running, settings_env, sync_states, wait_until
 from tests.dates import upcoming

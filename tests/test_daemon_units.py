@@ -14,10 +14,11 @@ from cryptography.fernet import Fernet
 from googleapiclient.errors import HttpError
 from pydantic import ValidationError
 
+from daemon.backoff import backoff_delay
 from daemon.calendar import Verdict, classify, event_id_for
 from daemon.config import Settings
-from daemon.sync import RateLimiter, backoff_delay
-from daemon.tokens import TokenCipher
+from daemon.crypto import TokenCipher
+from daemon.sync import RateLimiter
 
 
 def google_error(status: int, reason: str = "") -> HttpError:

@@ -36,9 +36,9 @@ from psycopg.rows import class_row
 
 from daemon.calendar import event_id_for
 from daemon.config import DEFAULT_MIGRATIONS_DIR
+from daemon.crypto import TokenCipher
 from daemon.feed import FeedState
 from daemon.migrations import apply
-from daemon.tokens import TokenCipher
 from tests.conftest import Database
 from tests.daemon_harness import (
     TOKEN_KEY,

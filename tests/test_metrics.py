@@ -15,8 +15,9 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.parser import text_string_to_metric_families
 
+from daemon.domain import BacklogSnapshot
 from daemon.feed import FeedState
-from daemon.metrics import BacklogSnapshot, Health, HealthServer, Metrics
+from daemon.metrics import Health, HealthServer, Metrics
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

@@ -10,7 +10,7 @@ import httpx
 import psycopg
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.tokens import TokenCipher
+from daemon.crypto import TokenCipher
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import (
     TOKEN_KEY,

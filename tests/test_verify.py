@@ -16,7 +16,7 @@ from rich.console import Console
 
 from daemon.cli import main
 from daemon.config import Settings
-from daemon.tokens import TokenCipher
+from daemon.crypto import TokenCipher
 from daemon.verify import Report, Status, VerifyOptions, print_report, run_checks
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import TOKEN_KEY, Backend, connect_google, make_settings, running, settings_env

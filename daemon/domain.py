@@ -1,0 +1,419 @@
+"""The values every layer shares: what the database answers, parsed once, and the names of outcomes.
+
+This module is the bottom of the package: it imports nothing of the daemon's. Each type is a frozen
+dataclass with `from_json`, which reads the JSON either database path returns (PostgreSQL's
+`json_agg` on the direct path, PostgREST's answer on the Supabase path: the same shape) and raises
+ValueError naming the field when a row is not what the SQL function promises.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import re
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+# What a leased appointment became when its holder reported back.
+LeaseResult = Literal["synced", "pending", "failed", "parked", "lease_lost"]
+# Why a push goes round again (a metric label, so a closed set).
+RetryReason = Literal["rate_limited", "quota", "google_error", "network", "token", "internal"]
+
+# What one applied calendar listing can change, as `apply_calendar_changes` counts it.
+MIRROR_CHANGES = ("busy", "freed", "cancelled", "moved", "restored")
+
+# Integers, decimals and exponents as PostgreSQL and PostgREST write them; float() alone would
+# also take "nan", "inf", "1_000" and surrounding whitespace.
+_NUMERAL = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+
+
+def _required(row: Mapping[str, Any], name: str, what: str) -> Any:
+    if name not in row:
+        raise ValueError(f"{name}: missing from the {what}")
+    return row[name]
+
+
+def _timestamp(value: str) -> dt.datetime:
+    # PostgreSQL's JSON writes "2026-12-01T10:00:00+00:00"; Python 3.11 parses it as is.
+    return dt.datetime.fromisoformat(value)
+
+
+def _optional_timestamp(value: str | None) -> dt.datetime | None:
+    return _timestamp(value) if value else None
+
+
+def _uuid(value: object) -> uuid.UUID:
+    return uuid.UUID(str(value))
+
+
+def number(name: str, value: object) -> float:
+    """A finite, non-negative number from a JSON value: int, float or a numeral string."""
+    # bool is an int to Python, but true/false in a count means the query is wrong.
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise ValueError(f"{name}: expected a number, got {type(value).__name__}")
+    if isinstance(value, str) and not _NUMERAL.fullmatch(value):
+        raise ValueError(f"{name}: expected a numeral, got {value!r}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    if result < 0:
+        raise ValueError(f"{name}: must not be negative, got {value!r}")
+    return result
+
+
+def count(name: str, value: object) -> int:
+    """A whole, non-negative number from a JSON value (see `number`)."""
+    result = number(name, value)
+    if not result.is_integer():
+        raise ValueError(f"{name}: expected a whole number, got {value!r}")
+    return int(result)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One appointment leased to this daemon, with what a calendar push needs."""
+
+    appointment_id: uuid.UUID
+    clinic_id: uuid.UUID
+    revision: int
+    status: str
+    reference: str
+    patient: Mapping[str, Any] = field(repr=False)  # patient details never reach logs
+    service: str
+    notes: str | None = field(repr=False)
+    starts_at: dt.datetime
+    ends_at: dt.datetime
+    calendar_event_id: str | None
+    sync_attempts: int
+    created_at: dt.datetime
+    time_zone: str
+    calendar_id: str
+    changed_at: dt.datetime | None = None  # when this revision was made (booking-to-calendar latency)
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> Claim:
+        return cls(
+            appointment_id=_uuid(row["appointment_id"]),
+            clinic_id=_uuid(row["clinic_id"]),
+            revision=int(row["revision"]),
+            status=str(row["status"]),
+            reference=str(row["reference"]),
+            patient=dict(row["patient"]),
+            service=str(row["service"]),
+            notes=row["notes"],
+            starts_at=_timestamp(row["starts_at"]),
+            ends_at=_timestamp(row["ends_at"]),
+            calendar_event_id=row["calendar_event_id"],
+            sync_attempts=int(row["sync_attempts"]),
+            created_at=_timestamp(row["created_at"]),
+            time_zone=str(row["time_zone"]),
+            calendar_id=str(row["calendar_id"]),
+            changed_at=_optional_timestamp(row.get("changed_at")),
+        )
+
+
+@dataclass(frozen=True)
+class Completion:
+    """Google confirmed a claimed revision: what `complete_appointment_syncs` records for one row."""
+
+    appointment_id: uuid.UUID
+    owner: str
+    revision: int
+    event_id: str
+    event_link: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "appointment_id": str(self.appointment_id),
+            "owner": self.owner,
+            "revision": self.revision,
+            "event_id": self.event_id,
+            "event_link": self.event_link,
+        }
+
+
+@dataclass(frozen=True)
+class ConnectionTokens:
+    """A clinic's stored Google tokens, still encrypted."""
+
+    clinic_id: uuid.UUID
+    status: str
+    refresh_token_encrypted: str = field(repr=False)
+    access_token_encrypted: str | None = field(repr=False)
+    access_token_expires_at: dt.datetime | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ConnectionTokens:
+        return cls(
+            clinic_id=_uuid(row["clinic_id"]),
+            status=str(row["status"]),
+            refresh_token_encrypted=str(row["refresh_token_encrypted"]),
+            access_token_encrypted=row["access_token_encrypted"],
+            access_token_expires_at=_optional_timestamp(row["access_token_expires_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class BacklogSnapshot:
+    """The shared sync queue as one database query saw it."""
+
+    by_state: Mapping[str, int]  # sync_state -> count; a state left out counts as 0
+    oldest_pending_age_seconds: float  # the oldest unsynced change's wait; 0 when nothing waits
+    clinics_needing_reauth: int
+
+    def state(self, name: str) -> int:
+        return self.by_state.get(name, 0)
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> BacklogSnapshot:
+        """Parse `sync_backlog()`, e.g.
+        `{"by_state": {"pending": 3}, "oldest_pending_age_seconds": 12.5, "clinics_needing_reauth": 1}`.
+
+        Numbers may be JSON numbers or numeral strings (PostgREST sends bigint and numeric either
+        way). Anything malformed raises ValueError naming the field: a wrong number on a dashboard
+        is worse than a missing one. Extra top-level keys are ignored, so the function can grow
+        a field before every replica reads it; extra states are kept but not exported.
+        """
+        what = "backlog snapshot"
+        if not isinstance(row, Mapping):
+            raise ValueError(f"{what}: expected an object, got {type(row).__name__}")
+        by_state = _required(row, "by_state", what)
+        if not isinstance(by_state, Mapping):
+            raise ValueError(f"by_state: expected an object, got {type(by_state).__name__}")
+        counts: dict[str, int] = {}
+        for state, value in by_state.items():
+            if not isinstance(state, str):
+                raise ValueError(f"by_state: expected state names, got {type(state).__name__}")
+            counts[state] = count(f"by_state.{state}", value)
+        return cls(
+            by_state=counts,
+            oldest_pending_age_seconds=number(
+                "oldest_pending_age_seconds", _required(row, "oldest_pending_age_seconds", what)
+            ),
+            clinics_needing_reauth=count("clinics_needing_reauth", _required(row, "clinics_needing_reauth", what)),
+        )
+
+
+@dataclass(frozen=True)
+class ClinicService:
+    name: str
+    duration_minutes: int
+    is_default: bool
+
+
+@dataclass(frozen=True)
+class OpeningPeriod:
+    weekday: int  # ISO: 1 = Monday
+    opens: str  # "HH:MM", clinic local time
+    closes: str
+
+
+@dataclass(frozen=True)
+class ConnectionState:
+    """What an operator may see of a clinic's Google connection (no token)."""
+
+    status: str
+    google_account: str | None
+    last_error: str | None
+    refresh_token_expires_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class ClinicProfile:
+    """`clinic_profile(id)`: a clinic's settings, services, hours and connection state."""
+
+    id: uuid.UUID
+    name: str
+    time_zone: str
+    calendar_id: str
+    slot_minutes: int
+    booking_horizon_days: int
+    services: tuple[ClinicService, ...]
+    opening_hours: tuple[OpeningPeriod, ...]
+    connection: ConnectionState | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ClinicProfile:
+        connection = row.get("connection")
+        return cls(
+            id=_uuid(row["id"]),
+            name=str(row["name"]),
+            time_zone=str(row["time_zone"]),
+            calendar_id=str(row["calendar_id"]),
+            slot_minutes=int(row["slot_minutes"]),
+            booking_horizon_days=int(row["booking_horizon_days"]),
+            services=tuple(
+                ClinicService(str(s["name"]), int(s["duration_minutes"]), bool(s["is_default"]))
+                for s in row["services"]
+            ),
+            opening_hours=tuple(
+                OpeningPeriod(int(h["weekday"]), str(h["opens"]), str(h["closes"])) for h in row["opening_hours"]
+            ),
+            connection=None
+            if connection is None
+            else ConnectionState(
+                status=str(connection["status"]),
+                google_account=connection.get("google_account"),
+                last_error=connection.get("last_error"),
+                refresh_token_expires_at=_optional_timestamp(connection.get("refresh_token_expires_at")),
+            ),
+        )
+
+
+@dataclass(frozen=True)
+class ClinicKey:
+    """One of a clinic's keys as `clinic_keys(id)` lists it: never the key itself, only its prefix."""
+
+    id: uuid.UUID
+    key_prefix: str
+    label: str
+    created_at: dt.datetime
+    revoked_at: dt.datetime | None
+    last_used_at: dt.datetime | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ClinicKey:
+        return cls(
+            id=_uuid(row["id"]),
+            key_prefix=str(row["key_prefix"]),
+            label=str(row["label"] or ""),
+            created_at=_timestamp(row["created_at"]),
+            revoked_at=_optional_timestamp(row["revoked_at"]),
+            last_used_at=_optional_timestamp(row["last_used_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class ConnectionOverview:
+    """`calendar_connections_overview()`: one row per clinic, connected or not."""
+
+    clinic_id: uuid.UUID
+    clinic_name: str
+    calendar_id: str
+    time_zone: str
+    status: str  # active, needs_reauth, ... or not_connected
+    google_account: str | None
+    last_refreshed_at: dt.datetime | None
+    last_error: str | None
+    refresh_token_expires_at: dt.datetime | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ConnectionOverview:
+        return cls(
+            clinic_id=_uuid(row["clinic_id"]),
+            clinic_name=str(row["clinic_name"]),
+            calendar_id=str(row["calendar_id"]),
+            time_zone=str(row["time_zone"]),
+            status=str(row["status"]),
+            google_account=row["google_account"],
+            last_refreshed_at=_optional_timestamp(row["last_refreshed_at"]),
+            last_error=row["last_error"],
+            refresh_token_expires_at=_optional_timestamp(row["refresh_token_expires_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class MirrorTarget:
+    """A connected calendar the busy mirror reads, with where its last listing ended."""
+
+    clinic_id: uuid.UUID
+    calendar_id: str
+    time_zone: str
+    sync_token: str | None = field(repr=False)
+    last_synced_at: dt.datetime | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> MirrorTarget:
+        return cls(
+            clinic_id=_uuid(row["clinic_id"]),
+            calendar_id=str(row["calendar_id"]),
+            time_zone=str(row["time_zone"]),
+            sync_token=row["sync_token"],
+            last_synced_at=_optional_timestamp(row["last_synced_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class MirrorSummary:
+    """What one applied listing changed (`apply_calendar_changes`)."""
+
+    busy: int = 0
+    freed: int = 0
+    cancelled: int = 0
+    moved: int = 0
+    restored: int = 0
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> MirrorSummary:
+        return cls(**{name: count(name, row.get(name, 0)) for name in MIRROR_CHANGES})
+
+
+@dataclass(frozen=True)
+class MirrorFreshness:
+    """`calendar_mirror_freshness()`: how long ago a connected clinic's calendar was read back."""
+
+    clinic_id: uuid.UUID
+    clinic_name: str
+    last_synced_at: dt.datetime | None
+    age_seconds: float | None  # None: never mirrored
+    stale: bool
+    last_error: str | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> MirrorFreshness:
+        age = row["age_seconds"]
+        return cls(
+            clinic_id=_uuid(row["clinic_id"]),
+            clinic_name=str(row["clinic_name"]),
+            last_synced_at=_optional_timestamp(row["last_synced_at"]),
+            age_seconds=None if age is None else number("age_seconds", age),
+            stale=bool(row["stale"]),
+            last_error=row["last_error"],
+        )
+
+
+@dataclass(frozen=True)
+class ReadinessFacts:
+    """`readiness_facts()`: what `verify` needs to know about the schema's safety and history."""
+
+    tables_without_rls: tuple[str, ...]
+    anon_table_privileges: tuple[str, ...]
+    appointments_in_realtime: bool
+    applied_migrations: tuple[str, ...]
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ReadinessFacts:
+        return cls(
+            tables_without_rls=tuple(str(t) for t in row["tables_without_rls"]),
+            anon_table_privileges=tuple(str(p) for p in row["anon_table_privileges"]),
+            appointments_in_realtime=bool(row["appointments_in_realtime"]),
+            applied_migrations=tuple(str(v) for v in row["applied_migrations"]),
+        )
+
+
+@dataclass(frozen=True)
+class SyncStatus:
+    """`appointment_sync_status(clinic, reference)`: where one booking stands with the calendar."""
+
+    appointment_id: uuid.UUID
+    status: str
+    sync_state: str
+    calendar_event_id: str | None
+    last_sync_error: str | None
+    revision: int
+    synced_revision: int | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> SyncStatus:
+        synced = row["synced_revision"]
+        return cls(
+            appointment_id=_uuid(row["appointment_id"]),
+            status=str(row["status"]),
+            sync_state=str(row["sync_state"]),
+            calendar_event_id=row["calendar_event_id"],
+            last_sync_error=row["last_sync_error"],
+            revision=int(row["revision"]),
+            synced_revision=None if synced is None else int(synced),
+        )
