@@ -1,0 +1,129 @@
+"""The package's shape: imports point downward, operator commands stay off the main loop, and only
+`daemon/store.py` names SQL functions."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import psycopg
+
+PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
+
+# Bottom first. A module may import only from layers below its own (lazily or not).
+LAYERS: tuple[frozenset[str], ...] = (
+    frozenset({"domain", "backoff", "crypto", "logs"}),  # shared types and rules, no daemon imports
+    frozenset({"config", "store", "calendar", "metrics", "feed", "vapi_tools"}),  # one outside system each
+    frozenset({"tokens", "writeback", "migrations"}),
+    frozenset({"sync", "mirror", "wiring"}),  # the loops, and the parts built from settings
+    frozenset({"app", "admin", "google_connect", "verify"}),  # the main loop and the operator actions
+    frozenset({"cli"}),  # the command line
+    frozenset({"__main__"}),
+)
+MAIN_LOOP = {"daemon.app", "daemon.sync", "daemon.mirror"}
+
+
+def layer_of(module: str) -> int:
+    for level, members in enumerate(LAYERS):
+        if module in members:
+            return level
+    raise AssertionError(f"daemon/{module}.py is in no layer: add it to LAYERS in {Path(__file__).name}")
+
+
+def modules() -> list[str]:
+    return sorted(p.stem for p in PACKAGE.glob("*.py") if p.stem != "__init__")
+
+
+def daemon_imports(source: str) -> Iterator[tuple[str, int]]:
+    """Each daemon module `source` imports (at any depth: lazy imports count), with its line."""
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            if node.module == "daemon":
+                yield from ((alias.name, node.lineno) for alias in node.names)
+            elif node.module.startswith("daemon."):
+                yield node.module.split(".")[1], node.lineno
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("daemon."):
+                    yield alias.name.split(".")[1], node.lineno
+
+
+def upward_imports(sources: Mapping[str, str]) -> list[str]:
+    return [
+        f"daemon/{module}.py:{line} imports daemon.{target} (layer {layer_of(target)} >= {layer_of(module)})"
+        for module, source in sources.items()
+        for target, line in daemon_imports(source)
+        if layer_of(target) >= layer_of(module)
+    ]
+
+
+def test_every_module_has_a_layer() -> None:
+    assert [m for m in modules() if not any(m in layer for layer in LAYERS)] == []
+    assert sum(len(layer) for layer in LAYERS) == len(modules()), "LAYERS names a module that does not exist"
+
+
+def test_no_module_imports_one_at_or_above_its_own_layer() -> None:
+    assert upward_imports({m: (PACKAGE / f"{m}.py").read_text() for m in modules()}) == []
+
+
+def test_the_layer_check_finds_upward_imports_lazy_or_not() -> None:
+    sources = {
+        "calendar": "from daemon.store import Claim\n",  # a sibling in the same layer
+        "metrics": "import daemon.domain\n\ndef f() -> None:\n    from daemon import sync\n",
+        "verify": "from daemon.wiring import open_store\n",  # downward: fine
+    }
+    assert upward_imports(sources) == [
+        "daemon/calendar.py:1 imports daemon.store (layer 1 >= 1)",
+        "daemon/metrics.py:4 imports daemon.sync (layer 3 >= 1)",
+    ]
+
+
+def test_operator_commands_do_not_import_the_main_loop() -> None:
+    probe = (
+        "import sys; import daemon.cli, daemon.verify, daemon.google_connect, daemon.admin; "
+        "print(sorted(m for m in sys.modules if m.startswith('daemon.')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60)
+    modules_loaded = set(ast.literal_eval(loaded.stdout.strip()))
+    assert "daemon.wiring" in modules_loaded
+    assert modules_loaded & MAIN_LOOP == set()
+
+
+def sql_functions(conn: psycopg.Connection) -> set[str]:
+    """The functions a database path can call (those in `private` are reachable only from SQL)."""
+    rows = conn.execute("select proname from pg_catalog.pg_proc where pronamespace = 'public'::regnamespace").fetchall()
+    return {name for (name,) in rows}
+
+
+def string_constants(path: Path) -> Iterator[tuple[str, int]]:
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Constant) and isinstance(node.value, str):
+            yield node.value, node.lineno
+
+
+def test_only_the_store_names_sql_functions(admin: psycopg.Connection) -> None:
+    functions = sql_functions(admin)
+    assert {"claim_appointments", "vapi_tool_call", "sync_backlog"} <= functions  # the catalogue was read
+    named = [
+        f"daemon/{path.name}:{line} names {value}()"
+        for path in sorted(PACKAGE.glob("*.py"))
+        if path.name != "store.py"
+        for value, line in string_constants(path)
+        if value in functions
+    ]
+    assert named == []
+    calls = [
+        f"daemon/{path.name}:{node.lineno} calls .{node.func.attr}()"
+        for path in sorted(PACKAGE.glob("*.py"))
+        if path.name != "store.py"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr in {"call", "call_rows"}
+    ]
+    assert calls == []
+    # And the store does name them: the check reads the right files.
+    assert any(value == "claim_appointments" for value, _ in string_constants(PACKAGE / "store.py"))
