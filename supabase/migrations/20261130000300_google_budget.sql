@@ -1,0 +1,411 @@
+-- One Google budget for every replica, and fair claiming across clinics.
+--
+-- Google meters Calendar requests per user (each clinic's Google account: 600/min) and per project
+-- (10,000/min), on a sliding 60 s window, counting every request. Every replica reserves what it
+-- sends here first, so N replicas share one budget instead of each spending its own.
+--
+-- The ledger: each reservation is a row (budget key, requests, usable_until). A replica may send the
+-- reserved requests only until usable_until (the reservation time plus a short hold, a few seconds);
+-- one it cannot send by then is never sent (it can be given back, which lowers the row's count).
+-- So every request sent under a row falls in [reserved_at, usable_until], and a new reservation is
+-- allowed when it, plus every row whose usable_until is within the last 60 s, stays within the limit:
+-- then no 60 s window anywhere holds more than the limit (for any window, the last reservation whose
+-- requests fall in it saw every earlier one that does). Reservations are serialised by one
+-- transaction-scoped advisory lock, so two replicas cannot both take the last requests.
+--
+-- Budget keys: a clinic's Google account (lower case), else 'clinic:<id>' for a clinic not yet
+-- connected; the project is the sum over all keys. A rate-limit answer from Google throttles a key
+-- for every replica until a moment recorded in google_throttles.
+--
+-- Claiming is fair: the heads of every clinic's queue are ranked within their clinic (1st, 2nd, ...)
+-- and taken by rank, then due time: one busy clinic's backlog no longer wins every claim. A clinic
+-- whose account (or the project) has no budget left is not claimed at all, so no worker ever waits
+-- on one clinic's quota while another clinic has work. Rows of a clinic without an active
+-- connection are parked as before (they need no Google request).
+--
+-- Functions replaced whole, grants beside them: claim_appointments (new arguments: drop and create).
+
+create table private.google_requests (
+  id bigint generated always as identity primary key,
+  budget_key text not null check (length(budget_key) between 1 and 400),
+  reserved_at timestamptz not null default now(),
+  usable_until timestamptz not null,
+  requests integer not null check (requests >= 0),
+  check (usable_until >= reserved_at)
+);
+create index google_requests_window on private.google_requests (usable_until) include (budget_key, requests);
+comment on table private.google_requests is
+  'Google Calendar requests reserved by the daemon''s replicas (the shared budget); rows older than the window are pruned.';
+
+create table private.google_throttles (
+  budget_key text primary key check (length(budget_key) between 1 and 400),
+  throttled_until timestamptz not null,
+  reason text not null check (length(reason) <= 200)
+);
+comment on table private.google_throttles is
+  'Budget keys Google answered with a rate-limit error, held back for every replica until throttled_until.';
+
+revoke all on private.google_requests, private.google_throttles from public;
+grant select, insert, update, delete on private.google_requests, private.google_throttles to service_role;
+
+-- The key a clinic's requests are counted under.
+create function private.google_budget_key(p_clinic_id uuid, p_google_account text) returns text
+language sql immutable
+set search_path = ''
+as $$
+  select coalesce(lower(nullif(btrim(p_google_account), '')), 'clinic:' || p_clinic_id::text)
+$$;
+
+create function private.google_budget_key_of(p_clinic_id uuid) returns text
+language sql stable
+set search_path = ''
+as $$
+  select private.google_budget_key(p_clinic_id, (select google_account from public.calendar_connections
+                                                  where clinic_id = p_clinic_id))
+$$;
+
+-- Requests counted against each key now: every reservation whose requests may fall in a 60 s window
+-- that also holds a request sent from now on.
+create function private.google_requests_in_window()
+returns table (budget_key text, requests bigint)
+language sql stable
+set search_path = ''
+as $$
+  select g.budget_key, sum(g.requests)::bigint
+  from private.google_requests g
+  where g.usable_until > now() - interval '60 seconds'
+  group by g.budget_key
+$$;
+
+create function private.check_budget_arguments(
+  p_account_limit integer, p_project_limit integer, p_hold_seconds double precision
+) returns void
+language plpgsql stable
+set search_path = ''
+as $$
+begin
+  perform private.require(p_account_limit is null or p_account_limit between 1 and 100000,
+                          'the per-account limit must be 1 to 100000 requests a minute');
+  perform private.require(p_project_limit is null or p_project_limit between 1 and 10000000,
+                          'the per-project limit must be 1 to 10000000 requests a minute');
+  perform private.require((p_account_limit is null) = (p_project_limit is null),
+                          'give both the per-account and the per-project limit, or neither');
+  perform private.require(p_hold_seconds between 0.1 and 60, 'the hold must be 0.1 to 60 seconds');
+end
+$$;
+
+-- Serialises every reservation of every replica (claims and reservations on demand), then gives back
+-- what replicas report unused ([{"entry": id, "requests": n}]) and prunes rows no window can reach.
+create function private.begin_budget_change(p_returns jsonb) returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  perform pg_catalog.pg_advisory_xact_lock(7031202611300300);
+  perform private.require(p_returns is null or jsonb_typeof(p_returns) = 'array', 'returns must be a JSON array');
+  update private.google_requests g
+     set requests = greatest(0, g.requests - r.requests)
+    from (select (e ->> 'entry')::bigint as entry, sum((e ->> 'requests')::integer) as requests
+          from jsonb_array_elements(coalesce(p_returns, '[]'::jsonb)) e
+          group by 1) r
+   where g.id = r.entry and r.requests > 0;
+  delete from private.google_requests where usable_until < now() - interval '2 minutes';
+  delete from private.google_throttles where throttled_until < now() - interval '1 minute';
+end
+$$;
+
+-- Seconds until a key without budget may get some again: when its oldest reservation in the window
+-- leaves it, or its throttle ends. A null key: the project's budget (every key's reservations).
+create function private.google_budget_wait(p_budget_key text) returns double precision
+language sql stable
+set search_path = ''
+as $$
+  select greatest(0.05, extract(epoch from greatest(
+           (select min(g.usable_until) + interval '60 seconds' from private.google_requests g
+             where g.usable_until > now() - interval '60 seconds'
+               and (p_budget_key is null or g.budget_key = p_budget_key)),
+           (select max(t.throttled_until) from private.google_throttles t where t.budget_key = p_budget_key),
+           now()) - now()))::double precision
+$$;
+
+drop function public.claim_appointments(text, integer, integer, integer);
+
+-- Lease up to p_limit due appointments (at most p_per_clinic of one clinic), fairly across clinics. With
+-- limits, only as many as the clinics' accounts and the project have budget for, each claimed row
+-- reserving one Google request under its clinic's budget key (budget_entry: the reservation, for
+-- giving back what was not sent); p_returns gives back unsent requests of earlier reservations.
+create function public.claim_appointments(
+  p_owner text, p_limit integer default 50, p_lease_seconds integer default 120, p_per_clinic integer default 10,
+  p_account_limit integer default null, p_project_limit integer default null,
+  p_hold_seconds double precision default 2, p_returns jsonb default null
+)
+returns table (
+  appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb,
+  service text, notes text, starts_at timestamptz, ends_at timestamptz, calendar_event_id text,
+  sync_attempts integer, created_at timestamptz, time_zone text, calendar_id text, changed_at timestamptz,
+  budget_key text, budget_entry bigint
+)
+language plpgsql volatile
+set search_path = ''
+as $$
+declare
+  v_budgeted boolean := p_account_limit is not null;
+begin
+  perform private.require_owner(p_owner);
+  perform private.require(p_limit between 1 and 1000, 'limit must be 1 to 1000');
+  perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
+  perform private.require(p_per_clinic between 1 and 1000, 'per-clinic limit must be 1 to 1000');
+  perform private.check_budget_arguments(p_account_limit, p_project_limit, p_hold_seconds);
+  if v_budgeted then
+    perform private.begin_budget_change(p_returns);
+  end if;
+
+  return query
+  with recursive due_clinics (clinic_id) as (
+    -- Each clinic with a due pending row, in clinic order, one index probe apiece.
+    (select a.clinic_id from public.appointments a
+      where a.sync_state = 'pending' and a.next_attempt_at <= now()
+      order by a.clinic_id
+      limit 1)
+    union all
+    select (select a.clinic_id from public.appointments a
+             where a.sync_state = 'pending' and a.next_attempt_at <= now() and a.clinic_id > d.clinic_id
+             order by a.clinic_id
+             limit 1)
+    from due_clinics d
+    where d.clinic_id is not null
+  ),
+  candidates as (
+    -- The head of each such clinic's queue ...
+    select h.id, h.clinic_id, h.next_attempt_at as due_at
+    from due_clinics d
+    cross join lateral (
+      select a.id, a.clinic_id, a.next_attempt_at
+      from public.appointments a
+      where a.clinic_id = d.clinic_id and a.sync_state = 'pending' and a.next_attempt_at <= now()
+      order by a.next_attempt_at, a.id
+      limit p_per_clinic
+    ) h
+    where d.clinic_id is not null
+    union all
+    -- ... and leases a crashed replica left to expire (rare, and few).
+    select x.id, x.clinic_id, x.due_at
+    from (select a.id, a.clinic_id, coalesce(a.next_attempt_at, a.lease_expires_at) as due_at
+          from public.appointments a
+          where a.sync_state = 'in_flight' and a.lease_expires_at < now()
+          order by a.lease_expires_at
+          limit p_limit * p_per_clinic) x
+  ),
+  ranked as (
+    select c.id, c.clinic_id, c.due_at,
+           row_number() over (partition by c.clinic_id order by c.due_at, c.id) as nth,
+           private.google_budget_key(c.clinic_id, k.google_account) as budget_key,
+           coalesce(k.status = 'active', false) as connected
+    from candidates c
+    left join public.calendar_connections k on k.clinic_id = c.clinic_id
+  ),
+  spent as (
+    select w.budget_key, w.requests from private.google_requests_in_window() w where v_budgeted
+  ),
+  throttled as (
+    select t.budget_key from private.google_throttles t where v_budgeted and t.throttled_until > now()
+  ),
+  within_account as (
+    -- Connected rows, by rank then due time, as far as their key's budget goes; unconnected rows
+    -- (to be parked) need no budget.
+    select r.*, count(*) filter (where r.connected) over (order by r.nth, r.due_at, r.id) as nth_connected
+    from (
+      select r.*,
+             count(*) filter (where r.connected)
+               over (partition by r.budget_key order by r.nth, r.due_at, r.id) as nth_of_key
+      from ranked r
+      where r.nth <= p_per_clinic
+    ) r
+    where not v_budgeted or not r.connected
+       or (r.nth_of_key <= p_account_limit - coalesce((select s.requests from spent s where s.budget_key = r.budget_key), 0)
+           and not exists (select from throttled t where t.budget_key = r.budget_key))
+  ),
+  chosen as (
+    select w.id from within_account w
+    where not v_budgeted or not w.connected
+       or w.nth_connected <= p_project_limit - coalesce((select sum(s.requests) from spent s), 0)
+    order by w.nth, w.due_at, w.id
+    limit p_limit
+  ),
+  locked as (
+    select a.id, a.clinic_id
+    from public.appointments a
+    where a.id in (select chosen.id from chosen)
+      and ((a.sync_state = 'pending' and a.next_attempt_at <= now())
+           or (a.sync_state = 'in_flight' and a.lease_expires_at < now()))
+    for update skip locked
+  ),
+  connected as (
+    select l.id from locked l
+    join public.calendar_connections c on c.clinic_id = l.clinic_id and c.status = 'active'
+  ),
+  parked as (
+    update public.appointments a
+       set sync_state = 'parked', lease_owner = null, lease_expires_at = null, next_attempt_at = null,
+           last_sync_error = 'Waiting for the clinic to connect Google Calendar'
+     where a.id in (select id from locked except select id from connected)
+  ),
+  claimed as (
+    update public.appointments a
+       set sync_state = 'in_flight', lease_owner = p_owner,
+           lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+           sync_attempts = a.sync_attempts + 1
+     where a.id in (select id from connected)
+    returning a.*
+  ),
+  reserved as (
+    insert into private.google_requests as g (budget_key, usable_until, requests)
+    select r.budget_key, now() + make_interval(secs => p_hold_seconds), count(*)
+    from claimed c
+    join ranked r on r.id = c.id
+    where v_budgeted
+    group by r.budget_key
+    returning g.id, g.budget_key
+  )
+  select c.id, c.clinic_id, c.revision, c.status, c.reference, c.patient, c.service, c.notes,
+         c.starts_at, c.ends_at, c.calendar_event_id, c.sync_attempts, c.created_at,
+         k.time_zone, k.calendar_id, c.updated_at, r.budget_key, v.id
+  from claimed c
+  join public.clinics k on k.id = c.clinic_id
+  join ranked r on r.id = c.id
+  left join reserved v on v.budget_key = r.budget_key
+  order by c.starts_at;
+end
+$$;
+
+revoke execute on function public.claim_appointments(text, integer, integer, integer, integer, integer,
+                                                     double precision, jsonb)
+  from public, anon, authenticated;
+grant execute on function public.claim_appointments(text, integer, integer, integer, integer, integer,
+                                                    double precision, jsonb)
+  to service_role;
+
+-- Reserve up to p_requests Google requests for one clinic now (a listing, the get and update after a
+-- 409, a retry after a 401, an operator command's check), within both limits. granted may be less
+-- than asked, or 0 (then retry_after_seconds says when to ask again); entry identifies the
+-- reservation for giving back what was not sent (through claim_appointments' p_returns).
+create function public.reserve_google_requests(
+  p_clinic_id uuid, p_requests integer, p_account_limit integer, p_project_limit integer,
+  p_hold_seconds double precision default 2, p_returns jsonb default null
+)
+returns table (granted integer, entry bigint, retry_after_seconds double precision)
+language plpgsql volatile
+set search_path = ''
+as $$
+declare
+  v_key text;
+  v_grant integer;
+  v_entry bigint;
+begin
+  perform private.require(p_clinic_id is not null, 'a clinic is required');
+  perform private.require(p_requests between 1 and 1000, 'requests must be 1 to 1000');
+  perform private.require(p_account_limit is not null, 'give both the per-account and the per-project limit');
+  perform private.check_budget_arguments(p_account_limit, p_project_limit, p_hold_seconds);
+  perform private.begin_budget_change(p_returns);
+  v_key := private.google_budget_key_of(p_clinic_id);
+  if exists (select from private.google_throttles t where t.budget_key = v_key and t.throttled_until > now()) then
+    v_grant := 0;
+  else
+    v_grant := greatest(0, least(
+      p_requests,
+      p_account_limit - coalesce((select w.requests from private.google_requests_in_window() w
+                                  where w.budget_key = v_key), 0),
+      p_project_limit - coalesce((select sum(w.requests) from private.google_requests_in_window() w), 0)))::integer;
+  end if;
+  if v_grant = 0 then
+    return query select 0, null::bigint, greatest(private.google_budget_wait(v_key),
+                                                  case when p_project_limit <= coalesce((select sum(w.requests)
+                                                    from private.google_requests_in_window() w), 0)
+                                                       then private.google_budget_wait(null) else 0 end);
+    return;
+  end if;
+  insert into private.google_requests (budget_key, usable_until, requests)
+  values (v_key, now() + make_interval(secs => p_hold_seconds), v_grant)
+  returning id into v_entry;
+  return query select v_grant, v_entry, 0::double precision;
+end
+$$;
+
+-- Google answered one of a clinic's requests with a rate-limit error: hold its account back for
+-- p_seconds, for every replica. A longer hold already set stays.
+create function public.throttle_google_requests(p_clinic_id uuid, p_seconds double precision, p_reason text)
+returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  perform private.require(p_clinic_id is not null, 'a clinic is required');
+  perform private.require(p_seconds between 0 and 86400, 'seconds must be 0 to 86400');
+  insert into private.google_throttles (budget_key, throttled_until, reason)
+  values (private.google_budget_key_of(p_clinic_id), now() + make_interval(secs => p_seconds),
+          left(coalesce(p_reason, 'rate limited'), 200))
+  on conflict (budget_key) do update
+    set throttled_until = greatest(private.google_throttles.throttled_until, excluded.throttled_until),
+        reason = excluded.reason;
+end
+$$;
+
+-- For metrics and the sync loop: the project's and the busiest keys' use of the window, throttled keys,
+-- the clinics with due work held back for lack of budget, and how soon the first of them gets some.
+create function public.google_budget_snapshot(p_account_limit integer, p_project_limit integer, p_top integer default 5)
+returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  with spent as (select * from private.google_requests_in_window()),
+  throttled as (select t.budget_key from private.google_throttles t where t.throttled_until > now()),
+  project as (select coalesce(sum(s.requests), 0) as used from spent s),
+  due as (
+    select distinct private.google_budget_key(a.clinic_id, k.google_account) as budget_key, a.clinic_id
+    from public.appointments a
+    join public.calendar_connections k on k.clinic_id = a.clinic_id and k.status = 'active'
+    where a.sync_state = 'pending' and a.next_attempt_at <= now()
+  ),
+  held as (
+    select d.clinic_id, d.budget_key,
+           (select used from project) >= p_project_limit as project_spent
+    from due d
+    where exists (select from throttled t where t.budget_key = d.budget_key)
+       or coalesce((select s.requests from spent s where s.budget_key = d.budget_key), 0) >= p_account_limit
+       or (select used from project) >= p_project_limit
+  )
+  select jsonb_build_object(
+    'project_used', (select used from project),
+    'project_limit', p_project_limit,
+    'account_limit', p_account_limit,
+    'accounts', coalesce((select jsonb_agg(jsonb_build_object('key', s.budget_key, 'used', s.requests)
+                                           order by s.requests desc, s.budget_key)
+                          from (select * from spent order by requests desc, budget_key limit greatest(p_top, 0)) s),
+                         '[]'::jsonb),
+    'throttled', (select count(*) from throttled),
+    'held_back_clinics', (select count(*) from held),
+    'next_budget_seconds', (select min(greatest(private.google_budget_wait(h.budget_key),
+                                                case when h.project_spent then private.google_budget_wait(null) else 0 end))
+                            from held h))
+$$;
+
+revoke execute on all functions in schema private from public;
+grant execute on function
+  private.google_budget_key(uuid, text),
+  private.google_budget_key_of(uuid),
+  private.google_requests_in_window(),
+  private.check_budget_arguments(integer, integer, double precision),
+  private.begin_budget_change(jsonb),
+  private.google_budget_wait(text)
+  to service_role;
+
+revoke execute on function
+  public.reserve_google_requests(uuid, integer, integer, integer, double precision, jsonb),
+  public.throttle_google_requests(uuid, double precision, text),
+  public.google_budget_snapshot(integer, integer, integer)
+  from public, anon, authenticated;
+grant execute on function
+  public.reserve_google_requests(uuid, integer, integer, integer, double precision, jsonb),
+  public.throttle_google_requests(uuid, double precision, text),
+  public.google_budget_snapshot(integer, integer, integer)
+  to service_role;
