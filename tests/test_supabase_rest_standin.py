@@ -57,6 +57,24 @@ begin
   perform set_config('response.headers', '[{"Location": "/things/1"}]', true);
   return 'made';
 end $$;
+create sequence public.t_seq;
+grant usage on sequence public.t_seq to anon, authenticated, service_role;
+-- STABLE, but calls a volatile function that writes: fine in a read-write transaction, refused in a READ ONLY one.
+create function public.t_next() returns bigint language sql stable as $$ select nextval('public.t_seq') $$;
+create function public.t_settings() returns jsonb language sql stable as $$
+  select jsonb_build_object(
+    'statement_timeout', current_setting('statement_timeout'), 'lock_timeout', current_setting('lock_timeout'),
+    'search_path', current_setting('search_path'), 'read_only', current_setting('transaction_read_only'))
+$$;
+create function public.t_settings_rw() returns jsonb language sql volatile
+  as $$ select public.t_settings() $$;
+create function public.t_sleep(seconds float) returns text language sql
+  as $$ select 'slept ' || pg_sleep(seconds)::text $$;
+-- Its own statement_timeout, which PostgREST hoists to the whole transaction (db-hoisted-tx-settings).
+create function public.t_hasty(seconds float) returns text language sql set statement_timeout = '500ms'
+  as $$ select 'slept ' || pg_sleep(seconds)::text $$;
+create function public.t_echo(text) returns text language sql as $$ select 'echo: ' || $1 $$;
+create function public.t_one(j json) returns json language sql as $$ select j $$;
 create function public.t_whoami() returns jsonb language sql as $$
   select jsonb_build_object(
     'current_user', current_user, 'role', current_setting('role'), 'auth_role', auth.role(),
@@ -393,3 +411,95 @@ def test_keep_alive_reuses_one_database_session_and_threads_serve_in_parallel(
         sums = list(pool.map(lambda n: post(http, "t_add", {"a": n, "b": n}).json(), range(24)))
     assert sums == [2 * n for n in range(24)]
     assert [status for *_, status in standin.requests()] == [200] * 26
+
+
+# --- what PostgREST does per request: read-only calls, role settings, search_path, bodies, preferences -----
+
+
+def test_stable_and_immutable_functions_run_in_a_read_only_transaction_even_on_post(
+    http: httpx.Client, probes: None
+) -> None:
+    assert post(http, "t_settings").json()["read_only"] == "on"
+    assert post(http, "t_settings_rw").json()["read_only"] == "off"  # volatile: read-write
+
+    refused = post(http, "t_next")  # STABLE, yet it writes (a sequence): PostgREST refuses it
+    assert (refused.status_code, refused.json()["code"]) == (405, "25006")
+    assert refused.json()["message"] == "cannot execute nextval() in a read-only transaction"
+
+
+def test_each_request_carries_its_roles_settings_and_postgrests_search_path(
+    standin: SupabaseRestStandIn, http: httpx.Client, probes: None
+) -> None:
+    authenticated = make_api_key("authenticated")
+    as_anon = post(http, "t_settings").json()
+    as_service = post(http, "t_settings", key=standin.service_role_key).json()
+    as_user = post(http, "t_settings", key=authenticated).json()
+    # Supabase's role settings: anon 3 s; authenticated 8 s; the service role has none of its own, so
+    # authenticator's (applied at login: 8 s statement and lock timeouts) stay in force.
+    assert (as_anon["statement_timeout"], as_anon["lock_timeout"]) == ("3s", "8s")
+    assert (as_user["statement_timeout"], as_service["statement_timeout"]) == ("8s", "8s")
+    assert as_anon["search_path"] == '"public", "public", "extensions"'
+    # Transaction-local: the same session (one HTTP connection) is back to authenticator's own afterwards.
+    assert post(http, "t_settings", key=standin.service_role_key).json()["statement_timeout"] == "8s"
+
+
+def test_a_request_as_anon_is_cancelled_after_three_seconds(http: httpx.Client, probes: None) -> None:
+    assert post(http, "t_sleep", {"seconds": 0.1}).status_code == 200
+    cancelled = post(http, "t_sleep", {"seconds": 3.5})
+    assert (cancelled.status_code, cancelled.json()["code"]) == (500, "57014")
+    assert cancelled.json()["message"] == "canceling statement due to statement timeout"
+
+    hasty = post(http, "t_hasty", {"seconds": 1.0})  # its own 500 ms, hoisted to the transaction
+    assert (hasty.status_code, hasty.json()["code"]) == (500, "57014")
+
+
+def test_bodies_are_json_unless_the_content_type_says_otherwise(
+    standin: SupabaseRestStandIn, http: httpx.Client, probes: None
+) -> None:
+    headers = {"apikey": standin.anon_key}
+    url = "/rest/v1/rpc/t_add"
+    as_json = http.post(url, content=b'{"a": 1, "b": 2}', headers={**headers, "Content-Type": "application/json"})
+    untyped = http.post(url, content=b'{"a": 1, "b": 2}', headers=headers)  # no Content-Type: read as JSON
+    with_charset = http.post(
+        url, content=b'{"a": 1, "b": 2}', headers={**headers, "Content-Type": "Application/JSON; charset=utf-8"}
+    )
+    assert [r.json() for r in (as_json, untyped, with_charset)] == [3, 3, 3]
+
+    form = http.post(url, content=b"a=40&b=2", headers={**headers, "Content-Type": "application/x-www-form-urlencoded"})
+    assert (form.status_code, form.json()) == (200, 42)
+
+    for content_type in ("application/xml", "text/html", "application/vnd.api+json"):
+        refused = http.post(url, content=b'{"a": 1, "b": 2}', headers={**headers, "Content-Type": content_type})
+        assert (refused.status_code, refused.json()["code"]) == (400, "PGRST102"), content_type
+        assert refused.json()["message"] == f"Content-Type not acceptable: {content_type}"
+
+    # text/plain goes whole to a function with one unnamed text parameter, and to nothing else.
+    echoed = http.post("/rest/v1/rpc/t_echo", content=b"hello", headers={**headers, "Content-Type": "text/plain"})
+    assert (echoed.status_code, echoed.json()) == (200, "echo: hello")
+    plain = http.post(url, content=b'{"a": 1}', headers={**headers, "Content-Type": "text/plain"})
+    assert (plain.status_code, plain.json()["code"]) == (404, "PGRST202")
+    assert plain.json()["message"] == "Could not find the function public.t_add in the schema cache"
+    assert plain.json()["details"] == (
+        "Searched for the function public.t_add with a single unnamed text parameter,"
+        " but no matches were found in the schema cache."
+    )
+
+
+def test_prefer_params_single_object_is_gone_as_in_postgrest_13(
+    http: httpx.Client, probes: None, clinic: Clinic, admin: psycopg.Connection
+) -> None:
+    named = post(http, "t_one", {"j": {"x": 1}})
+    assert (named.status_code, named.json()) == (200, {"x": 1})
+    # v12 passed the whole body to a single json parameter; v13 ignores the preference.
+    ignored = post(http, "t_one", {"x": 1}, Prefer="params=single-object")
+    assert (ignored.status_code, ignored.json()["code"]) == (404, "PGRST202")
+    strict = post(http, "t_one", {"j": {"x": 1}}, Prefer="handling=strict, params=single-object")
+    assert (strict.status_code, strict.json()["code"]) == (400, "PGRST122")
+    assert strict.json()["details"] == "Invalid preferences: params=single-object"
+    # Known preferences pass, strict or not.
+    assert post(http, "t_one", {"j": 1}, Prefer="handling=strict, return=minimal").json() == 1
+
+    # The Vapi entry point needs no preference: one unnamed json parameter takes the whole body.
+    envelope = VapiCall().message(tool_call("check_availability", {"date": upcoming(TUESDAY).isoformat()}))
+    reply = post(http, "vapi_tool_call", envelope, **{"x-clinic-key": clinic.key, "Prefer": "params=single-object"})
+    assert reply.status_code == 200 and reply.json()["results"][0]["result"].startswith("Free start times")

@@ -29,6 +29,13 @@ $$;
 grant anon, authenticated, service_role to authenticator;
 grant anon, authenticated, service_role to migrator;
 
+-- Supabase's per-role timeouts: PostgreSQL applies authenticator's at login, PostgREST applies the
+-- API role's per request (transaction-locally), so a request as anon is cancelled after 3 s (57014).
+alter role anon set statement_timeout = '3s';
+alter role authenticated set statement_timeout = '8s';
+alter role authenticator set statement_timeout = '8s';
+alter role authenticator set lock_timeout = '8s';
+
 do $$
 begin
   execute format('grant create, connect on database %I to migrator', current_database());

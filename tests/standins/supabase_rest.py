@@ -1,4 +1,4 @@
-"""A stand-in for Supabase's REST gateway (Kong in front of PostgREST v12), RPC endpoint only.
+"""A stand-in for Supabase's REST gateway (Kong in front of PostgREST 13), RPC endpoint only.
 
 It serves `POST /rest/v1/rpc/<function>` over HTTP on 127.0.0.1 against the project's real
 PostgreSQL, so the real `supabase` client (sync and async) and plain httpx can call database
@@ -8,23 +8,33 @@ functions exactly as a Vapi assistant or the daemon would in production:
   header (or `?apikey=`) gets 401 "No API key found in request"; an `apikey` that is not a JWT
   signed with the project's secret gets 401 "Invalid API key".
 - PostgREST layer: the JWT in `Authorization: Bearer ...` (else the apikey) is verified (HS256/384/512,
-  `exp`/`nbf`/`iat` with PostgREST's 30 s leeway) and its `role` claim (default `anon`) is switched to,
-  transaction-locally, with `request.jwt.claims`, `request.method`, `request.path` and `request.headers`
-  set (see tests.standins.postgrest.set_request_context). One transaction per request, on a connection
-  logged in as `authenticator` (one connection per server thread, i.e. per HTTP connection).
-- Calling convention, as PostgREST resolves it from its schema cache (here: pg_proc, cached per name
-  until `reload_schema()` or a restart): body keys pick the overload whose parameters they name (those
-  with defaults may be omitted); arguments are converted with `json_to_record`, as PostgREST does. If
-  none matches, a function with one unnamed json/jsonb parameter gets the whole body. `Prefer:
-  params=single-object` passes the whole body to a function with a single json/jsonb parameter.
+  `exp`/`nbf`/`iat` with PostgREST's 30 s leeway) and its `role` claim (default `anon`) is switched to.
+  One transaction per request, on a connection logged in as `authenticator` (one connection per server
+  thread, i.e. per HTTP connection; PostgreSQL applies authenticator's own role settings at login):
+  READ ONLY for a STABLE or IMMUTABLE function (even on POST, as PostgREST does), then, transaction-
+  locally and in PostgREST's order, `search_path` ("public", "public", "extensions"), the settings
+  configured on the role (`alter role anon set statement_timeout = '3s'`, read from the catalogue with
+  PostgREST's own query when the schema cache loads), `role`, `request.jwt.claims`, `request.method`,
+  `request.path`, `request.headers`, and the function's own hoisted settings (`statement_timeout`,
+  `work_mem`, ...): see tests.standins.postgrest.set_request_context.
+- Calling convention, as PostgREST resolves it from its schema cache (here: pg_proc and role settings,
+  cached until `reload_schema()` or a restart): body keys pick the overload whose parameters they name
+  (those with defaults may be omitted); arguments are converted with `json_to_record`, as PostgREST does.
+  If none matches, a function with one unnamed json/jsonb parameter gets the whole body. Bodies:
+  `application/json` (also when no Content-Type is sent), `application/x-www-form-urlencoded` (named
+  text arguments), and `text/plain` / `text/xml` / `application/octet-stream` for a function with one
+  unnamed text / xml / bytea parameter; any other Content-Type is PostgREST 13's 400 "Content-Type not
+  acceptable". `Prefer` preferences PostgREST does not know, `params=single-object` among them (removed
+  in v13), are ignored, or refused with PGRST122 under `Prefer: handling=strict`.
 - Results: set-returning -> JSON array; a single composite -> JSON object; void -> 204 without body;
   other scalars -> the JSON value. `response.status` / `response.headers` GUCs are honoured, and so is
   `RAISE SQLSTATE 'PGRST'` with JSON message and detail.
 - Errors: PostgREST's SQLSTATE -> HTTP mapping, body `{"code", "details", "hint", "message"}`.
 
 Not implemented (answered with an explicit error, never silently): tables and views (`/rest/v1/<table>`),
-RPC over GET/HEAD, bulk calls with an array body, non-JSON bodies, `Accept` negotiation and filters
-on RPC results.
+RPC over GET/HEAD, bulk calls with an array or `text/csv` body, `Accept` negotiation and filters on RPC
+results. Not imitated: a role's `default_transaction_isolation`, `db-pre-request`, `Prefer: tx=rollback`,
+`Prefer: timezone`.
 """
 
 from __future__ import annotations
@@ -42,13 +52,13 @@ from dataclasses import dataclass
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, cast
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, parse_qsl, unquote, urlsplit
 
 import jwt
 import psycopg
 from psycopg import sql
 
-from tests.standins.postgrest import API_ROLES, set_request_context
+from tests.standins.postgrest import API_ROLES, hoisted_settings, role_settings, set_request_context
 from tests.standins.service import LocalServer
 
 # The Supabase CLI's well-known local development secret; never a real project's.
@@ -57,6 +67,16 @@ TEST_JWT_SECRET = "super-secret-jwt-token-with-at-least-32-characters-long"
 SCHEMA = "public"
 JSON_CONTENT_TYPE = "application/json; charset=utf-8"
 JSON_TYPES = ("json", "jsonb")
+# Bodies passed whole to a function with one unnamed parameter of this type (PostgREST's raw payloads).
+RAW_TYPES = {"text/plain": "text", "text/xml": "xml", "application/octet-stream": "bytea"}
+# The preferences PostgREST 13 knows (`Prefer`); others are ignored, or refused under handling=strict.
+KNOWN_PREFERENCES = frozenset(
+    {
+        "resolution=merge-duplicates", "resolution=ignore-duplicates", "return=representation", "return=minimal",
+        "return=headers-only", "count=exact", "count=planned", "count=estimated", "tx=commit", "tx=rollback",
+        "missing=default", "missing=null", "handling=strict", "handling=lenient",
+    }
+)  # fmt: skip
 _KEY_LIFETIME_SECONDS = 10 * 365 * 24 * 3600
 _JWT_LEEWAY_SECONDS = 30  # PostgREST's allowed clock skew for exp / nbf / iat
 _JWT_ALGORITHMS = ["HS256", "HS384", "HS512"]
@@ -204,10 +224,15 @@ class _Function:
     returns_set: bool
     returns_composite: bool
     returns_void: bool
+    read_only: bool = False  # STABLE or IMMUTABLE: PostgREST calls it in a READ ONLY transaction
+    settings: tuple[tuple[str, str], ...] = ()  # its own SET clauses that PostgREST hoists to the transaction
 
     @property
     def takes_single_unnamed_json(self) -> bool:
-        return len(self.params) == 1 and not self.params[0].name and self.params[0].type in JSON_TYPES
+        return self.takes_single_unnamed(*JSON_TYPES)
+
+    def takes_single_unnamed(self, *types: str) -> bool:
+        return len(self.params) == 1 and not self.params[0].name and self.params[0].type in types
 
     def accepts(self, keys: frozenset[str]) -> bool:
         """PostgREST's overload match: every required parameter named, no key that is not a parameter."""
@@ -232,7 +257,9 @@ select p.proretset,
        coalesce(p.proargnames, '{}'::text[]),
        array(select pg_catalog.format_type(a.oid, null)
              from unnest(coalesce(p.proallargtypes, p.proargtypes::oid[])) with ordinality as a(oid, n)
-             order by a.n)
+             order by a.n),
+       p.provolatile in ('s', 'i'),
+       p.proconfig
 from pg_catalog.pg_proc p
 join pg_catalog.pg_type t on t.oid = p.prorettype
 where p.pronamespace = %s::regnamespace and p.proname = %s and p.prokind = 'f'
@@ -242,7 +269,7 @@ order by p.oid
 
 def _introspect(conn: psycopg.Connection, name: str) -> list[_Function]:
     functions = []
-    for returns_set, returns_void, composite, n_defaults, modes, names, types in conn.execute(
+    for returns_set, returns_void, composite, n_defaults, modes, names, types, read_only, config in conn.execute(
         _INTROSPECT, (SCHEMA, name)
     ).fetchall():
         inputs = [
@@ -255,13 +282,31 @@ def _introspect(conn: psycopg.Connection, name: str) -> list[_Function]:
             _Param(arg_name, arg_type, i >= first_default, variadic)
             for i, (arg_name, arg_type, variadic) in enumerate(inputs)
         )
-        functions.append(_Function(name, params, bool(returns_set), bool(composite), bool(returns_void)))
+        functions.append(
+            _Function(
+                name,
+                params,
+                bool(returns_set),
+                bool(composite),
+                bool(returns_void),
+                bool(read_only),
+                tuple(hoisted_settings(config).items()),
+            )
+        )
     return functions
 
 
-def _not_found(conn: psycopg.Connection, name: str, keys: list[str], overloads: list[_Function]) -> _Reply:
+def _not_found(
+    conn: psycopg.Connection, name: str, keys: list[str], overloads: list[_Function], raw_type: str | None = None
+) -> _Reply:
     """PGRST202 in PostgREST's words, with its "Perhaps you meant" hint (difflib standing in for its fuzzy set)."""
     function = f"{SCHEMA}.{name}"
+    if raw_type is not None:  # a text/xml/bytea body: only a function with one unnamed parameter of that type
+        details = (
+            f"Searched for the function {function} with a single unnamed {raw_type} parameter,"
+            " but no matches were found in the schema cache."
+        )
+        return _error(404, "PGRST202", f"Could not find the function {function} in the schema cache", details)
     listed = ", ".join(keys)
     message = f"Could not find the function {function}{f'({listed})' if keys else ' without parameters'}"
     searched = f" with parameter{'s' if len(keys) > 1 else ''} {listed}" if keys else " without parameters"
@@ -463,6 +508,7 @@ class SupabaseRestStandIn(LocalServer):
         self._failure_status = 503
         self._requests: list[tuple[str, str, int]] = []
         self._schema_cache: dict[str, list[_Function]] = {}
+        self._role_settings: dict[str, dict[str, str]] | None = None
 
     # lifecycle
 
@@ -512,9 +558,10 @@ class SupabaseRestStandIn(LocalServer):
             return list(self._requests)
 
     def reload_schema(self) -> None:
-        """Forget cached function signatures, like `NOTIFY pgrst, 'reload schema'`."""
+        """Forget cached function signatures and role settings, like `NOTIFY pgrst, 'reload schema'`."""
         with self._lock:
             self._schema_cache.clear()
+            self._role_settings = None
 
     def _record(self, method: str, path: str, status: int) -> None:
         with self._lock:
@@ -556,23 +603,46 @@ class SupabaseRestStandIn(LocalServer):
         if profile is not None and profile != SCHEMA:
             return _error(406, "PGRST106", f"The schema must be one of the following: {SCHEMA}")
 
-        try:
-            text = body.decode().strip() or "{}"  # an empty body calls with no arguments, as in PostgREST
-            payload = json.loads(text, parse_constant=_reject_constant)
-        except ValueError:  # UnicodeDecodeError included
-            return _error(400, "PGRST102", "Empty or invalid json")
-        single_object = "params=single-object" in headers.get("prefer", "").replace(" ", "")
+        _check_preferences(headers)
+        media = _media_type(headers.get("content-type"))
+        raw_type = RAW_TYPES.get(media)
+        payload: Any = None
+        if media in ("application/json", "application/vnd.pgrst.array+json"):
+            try:
+                text = body.decode().strip() or "{}"  # an empty body calls with no arguments, as in PostgREST
+                payload = json.loads(text, parse_constant=_reject_constant)
+            except ValueError:  # UnicodeDecodeError included
+                return _error(400, "PGRST102", "Empty or invalid json")
+        elif media == "application/x-www-form-urlencoded":
+            try:
+                payload = dict(parse_qsl(body.decode(), keep_blank_values=True))
+            except ValueError:
+                return _error(400, "PGRST102", "Empty or invalid json")
+            text = json.dumps(payload)
+        elif media == "text/csv":
+            return _error(
+                400, "PGRST102", "Content-Type not acceptable: text/csv", "this stand-in does not make bulk calls"
+            )
+        elif raw_type is None:
+            return _error(400, "PGRST102", f"Content-Type not acceptable: {media}")
 
         try:
             conn = session.connection()
         except psycopg.Error as error:
             return _error(503, "PGRST000", "Database connection error. Retrying the connection.", str(error))
         try:
-            function, whole_body, keys = self._resolve(conn, name, payload, single_object)
-            query, params = _call_query(function, whole_body, keys, text)
+            if raw_type is not None:
+                function = self._resolve_raw(conn, name, raw_type)
+                query, params = _raw_call_query(function, body)
+            else:
+                function, whole_body, keys = self._resolve(
+                    conn, name, payload, json_body=media != "application/x-www-form-urlencoded"
+                )
+                query, params = _call_query(function, whole_body, keys, text)
+            settings = self._settings_of(conn, role)
         except psycopg.Error as error:
             return self._lost(error, session, role != "anon")
-        return self._call(session, conn, name, function, query, params, role, claims, headers)
+        return self._call(session, conn, name, function, query, params, role, claims, headers, settings)
 
     def _authenticate(self, headers: Mapping[str, str], apikey_param: str) -> dict[str, Any]:
         """Kong's key check, then PostgREST's JWT check; returns the claims (with `role`)."""
@@ -638,10 +708,7 @@ class SupabaseRestStandIn(LocalServer):
         claims["role"] = role if isinstance(role, str) else json.dumps(role)
         return dict(claims)
 
-    def _resolve(
-        self, conn: psycopg.Connection, name: str, payload: Any, single_object: bool
-    ) -> tuple[_Function, bool, list[str]]:
-        """Pick the overload PostgREST would call: (function, pass the whole body?, argument keys)."""
+    def _overloads(self, conn: psycopg.Connection, name: str) -> list[_Function]:
         with self._lock:
             cached = self._schema_cache.get(name)
         if cached is None:
@@ -649,13 +716,34 @@ class SupabaseRestStandIn(LocalServer):
             if cached:  # misses are not cached, so a function created later is found
                 with self._lock:
                     self._schema_cache[name] = cached
+        return cached
+
+    def _settings_of(self, conn: psycopg.Connection, role: str) -> dict[str, str]:
+        """The role's configured settings, read as PostgREST reads them when it loads its schema cache."""
+        with self._lock:
+            settings = self._role_settings
+        if settings is None:
+            settings = role_settings(conn)
+            with self._lock:
+                self._role_settings = settings
+        return dict(settings.get(role, {}))
+
+    def _resolve_raw(self, conn: psycopg.Connection, name: str, raw_type: str) -> _Function:
+        """A text/xml/bytea body goes whole to a function with one unnamed parameter of that type."""
+        matches = [f for f in self._overloads(conn, name) if f.takes_single_unnamed(raw_type)]
+        if len(matches) != 1:
+            raise _Refused(_not_found(conn, name, [], matches, raw_type))
+        return matches[0]
+
+    def _resolve(
+        self, conn: psycopg.Connection, name: str, payload: Any, *, json_body: bool = True
+    ) -> tuple[_Function, bool, list[str]]:
+        """Pick the overload PostgREST would call: (function, pass the whole body?, argument keys)."""
+        cached = self._overloads(conn, name)
         keys = sorted(payload) if isinstance(payload, dict) else []
-        if single_object:
-            matches = [f for f in cached if len(f.params) == 1 and f.params[0].type in JSON_TYPES]
-        else:
-            matches = [f for f in cached if f.accepts(frozenset(keys))] if isinstance(payload, dict) else []
-            if not matches:
-                matches = [f for f in cached if f.takes_single_unnamed_json]
+        matches = [f for f in cached if f.accepts(frozenset(keys))] if isinstance(payload, dict) else []
+        if not matches and json_body:
+            matches = [f for f in cached if f.takes_single_unnamed_json]
         if not matches:
             raise _Refused(_not_found(conn, name, keys, cached))
         if len(matches) > 1:
@@ -669,7 +757,7 @@ class SupabaseRestStandIn(LocalServer):
                 )
             )
         function = matches[0]
-        whole_body = single_object or not function.accepts(frozenset(keys)) or not isinstance(payload, dict)
+        whole_body = not function.accepts(frozenset(keys)) or not isinstance(payload, dict)
         return function, whole_body and bool(function.params), keys
 
     def _call(
@@ -683,15 +771,26 @@ class SupabaseRestStandIn(LocalServer):
         role: str,
         claims: dict[str, Any],
         headers: Mapping[str, str],
+        settings: Mapping[str, str],
     ) -> _Reply:
         authenticated = role != "anon"
         try:
             with conn.transaction():
+                if function.read_only:
+                    conn.execute("set transaction read only")
                 if role not in API_ROLES:
                     # Let PostgreSQL refuse it, as it refuses PostgREST: authenticator may not become this role.
                     conn.execute("select set_config('role', %s, true)", (role,))
                     raise _Refused(_error(403, "42501", f'permission denied to set role "{role}"'))
-                set_request_context(conn, role=role, path=f"/rpc/{name}", headers=headers, claims=claims)
+                set_request_context(
+                    conn,
+                    role=role,
+                    path=f"/rpc/{name}",
+                    headers=headers,
+                    claims=claims,
+                    settings=settings,
+                    function_settings=dict(function.settings),
+                )
                 row = conn.execute(query, params).fetchone()
                 gucs = conn.execute(
                     "select current_setting('response.status', true), current_setting('response.headers', true)"
@@ -718,6 +817,44 @@ class SupabaseRestStandIn(LocalServer):
 
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
+
+
+def _media_type(content_type: str | None) -> str:
+    """The body's media type, lower-cased without parameters; PostgREST reads a missing one as JSON."""
+    if content_type is None:
+        return "application/json"
+    return content_type.split(";", 1)[0].strip().lower()
+
+
+def _check_preferences(headers: Mapping[str, str]) -> None:
+    """PostgREST ignores preferences it does not know (`params=single-object` since v13) unless handling=strict."""
+    given = [p.strip() for p in headers.get("prefer", "").split(",") if p.strip()]
+    unknown = [p for p in given if p not in KNOWN_PREFERENCES and not p.startswith(("timezone=", "max-affected="))]
+    if unknown and "handling=strict" in given:
+        raise _Refused(
+            _error(
+                400,
+                "PGRST122",
+                "Invalid preferences given with handling=strict",
+                "Invalid preferences: " + ", ".join(unknown),
+            )
+        )
+
+
+def _raw_call_query(function: _Function, body: bytes) -> tuple[sql.Composed, tuple[Any, ...]]:
+    """`select fn($1::text)` with the raw body (PostgREST's text/plain, text/xml, application/octet-stream)."""
+    value: Any = body if function.params[0].type == "bytea" else body.decode(errors="replace")
+    call = sql.SQL("{}(%s::{})").format(sql.Identifier(SCHEMA, function.name), sql.SQL(function.params[0].type))
+    if function.returns_void:
+        return sql.SQL("select {}").format(call), (value,)
+    if function.returns_set or function.returns_composite:
+        aggregate = (
+            "coalesce(pg_catalog.json_agg(pgrst_call), '[]')"
+            if function.returns_set
+            else ("coalesce(pg_catalog.json_agg(pgrst_call) -> 0, 'null')")
+        )
+        return sql.SQL("select ({})::text from {} pgrst_call").format(sql.SQL(aggregate), call), (value,)
+    return sql.SQL("select pg_catalog.to_json({})::text").format(call), (value,)
 
 
 def _call_query(
