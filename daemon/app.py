@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
 
-from daemon.calendar import GoogleCalendar
 from daemon.config import Settings
 from daemon.feed import ChangeFeed
 from daemon.logs import configure_logging
@@ -22,7 +21,7 @@ from daemon.metrics import Health, HealthServer, Metrics
 from daemon.mirror import CalendarMirror
 from daemon.store import Store, StoreError
 from daemon.sync import SyncLoop, SyncOptions
-from daemon.wiring import make_feed, open_store, token_manager
+from daemon.wiring import google_calendar, make_feed, open_store, token_manager
 
 
 def default_owner() -> str:
@@ -77,7 +76,7 @@ class Daemon:
         store = await open_store(settings)
         executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
         tokens = token_manager(settings, store, executor, self.metrics)
-        calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
+        calendar, budget = google_calendar(settings, store)
         self._sync = SyncLoop(
             store,
             calendar,
@@ -91,7 +90,6 @@ class Daemon:
                 lease_seconds=settings.sync_lease_seconds,
                 poll_seconds=settings.sync_poll_seconds,
                 max_attempts=settings.sync_max_attempts,
-                requests_per_minute=settings.google_requests_per_minute,
                 shutdown_grace_seconds=settings.sync_shutdown_grace_seconds,
                 backoff_base_seconds=settings.sync_backoff_base_seconds,
                 backoff_cap_seconds=settings.sync_backoff_cap_seconds,
@@ -99,6 +97,7 @@ class Daemon:
             ),
             self.metrics,
             on_synced=self._mirror_pushed,
+            budget=budget,
         )
         self.mirror = (
             CalendarMirror(
@@ -167,6 +166,7 @@ class Daemon:
         try:
             self.metrics.backlog(await store.backlog())
             self.metrics.mirror_freshness(await store.mirror_freshness())
+            self.metrics.google_budget(await store.google_budget_snapshot(self.settings.google_budget))
         except (StoreError, ValueError) as error:
             logger.warning("could not read the backlog for metrics: {}", error)
 

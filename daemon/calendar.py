@@ -17,14 +17,14 @@ import json
 import threading
 import uuid
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
 import httplib2
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from daemon.domain import Claim, RetryReason
+from daemon.domain import BudgetExhausted, Claim, RetryReason
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
@@ -79,6 +79,7 @@ class PushResult:
     event_link: str | None = None
     error: str | None = None
     retry_reason: RetryReason | None = None  # why a RETRY / QUOTA verdict, for metrics
+    retry_after: float | None = None  # when it is known how long to wait (the Google budget)
 
 
 def _reason(error: HttpError) -> str:
@@ -138,12 +139,24 @@ class Listing:
     full: bool  # every event of the calendar (in the window), not only changes
 
 
-class GoogleCalendar:
-    """Calendar API v3 calls, one Http and client per worker thread."""
+class RequestBudget(Protocol):
+    """Where every Calendar request is counted before it is sent (daemon.budget.GoogleBudget)."""
 
-    def __init__(self, api_endpoint: str, *, timeout: float) -> None:
+    def spend(self, clinic_id: uuid.UUID) -> None:
+        """One request for the clinic is about to be sent; raises BudgetExhausted when it may not be."""
+
+    def throttled(self, clinic_id: uuid.UUID, reason: str) -> None:
+        """Google answered the clinic's account with a rate or usage limit (`reason`, e.g. quotaExceeded)."""
+
+
+class GoogleCalendar:
+    """Calendar API v3 calls, one Http and client per worker thread. Every request goes through `_run`,
+    which counts it against the clinic's Google budget first."""
+
+    def __init__(self, api_endpoint: str, *, timeout: float, budget: RequestBudget | None = None) -> None:
         self._api_endpoint = api_endpoint
         self._timeout = timeout
+        self._budget = budget
         self._local = threading.local()
         self._https: list[httplib2.Http] = []
         self._https_lock = threading.Lock()
@@ -179,10 +192,17 @@ class GoogleCalendar:
         self._local.events = events = service.events()
         return events
 
-    @staticmethod
-    def _run(request: Any, access_token: str) -> Any:
+    def _run(self, request: Any, access_token: str, clinic_id: uuid.UUID) -> Any:
+        if self._budget is not None:
+            self._budget.spend(clinic_id)
         request.headers["authorization"] = f"Bearer {access_token}"
-        return request.execute(num_retries=0)
+        try:
+            return request.execute(num_retries=0)
+        except HttpError as error:
+            reason = _reason(error)
+            if self._budget is not None and (error.status_code == 429 or reason in RATE_LIMIT_REASONS | QUOTA_REASONS):
+                self._budget.throttled(clinic_id, reason or f"HTTP {error.status_code}")
+            raise
 
     def push(self, claim: Claim, access_token: str) -> PushResult:
         """Make Google's calendar match the claimed revision. Runs in a worker thread."""
@@ -192,6 +212,8 @@ class GoogleCalendar:
             return self._put(claim, access_token)
         except HttpError as error:
             return classify(error, what="calendar request failed")
+        except BudgetExhausted as error:
+            return PushResult(Verdict.RETRY, error=str(error), retry_reason="budget", retry_after=error.retry_after)
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
             return PushResult(
                 Verdict.RETRY, error=f"Google unreachable: {type(error).__name__}", retry_reason="network"
@@ -200,33 +222,39 @@ class GoogleCalendar:
     def _put(self, claim: Claim, token: str) -> PushResult:
         events = self._events()
         body = event_body(claim)
-        calendar, event_id = claim.calendar_id, body["id"]
+        calendar, event_id, clinic = claim.calendar_id, body["id"], claim.clinic_id
         if claim.calendar_event_id is not None:
             try:
-                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token)
+                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token, clinic)
                 return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
             except HttpError as error:
                 if error.status_code != 404:
                     raise
         try:
-            event = self._run(events.insert(calendarId=calendar, body=body), token)
+            event = self._run(events.insert(calendarId=calendar, body=body), token, clinic)
         except HttpError as error:
             if error.status_code != 409:
                 raise
             # Created before (a lost response, another replica): confirm it, restore or update it.
-            event = self._run(events.get(calendarId=calendar, eventId=event_id), token)
+            event = self._run(events.get(calendarId=calendar, eventId=event_id), token, clinic)
             if not _same_event(event, body):
-                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token)
+                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token, clinic)
         return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
 
-    def describe(self, calendar_id: str, access_token: str) -> CalendarInfo:
+    def describe(self, clinic_id: uuid.UUID, calendar_id: str, access_token: str) -> CalendarInfo:
         """The calendar's name and time zone, from a one-item events.list (the calendar.events scope
         allows no calendars.get). Proves the token works and the calendar exists; raises HttpError."""
-        listing = self._run(self._events().list(calendarId=calendar_id, maxResults=1), access_token)
+        listing = self._run(self._events().list(calendarId=calendar_id, maxResults=1), access_token, clinic_id)
         return CalendarInfo(calendar_id, str(listing.get("summary") or calendar_id), listing.get("timeZone"))
 
     def changes(
-        self, calendar_id: str, access_token: str, sync_token: str | None, since: dt.datetime, page_size: int = 250
+        self,
+        clinic_id: uuid.UUID,
+        calendar_id: str,
+        access_token: str,
+        sync_token: str | None,
+        since: dt.datetime,
+        page_size: int = 250,
     ) -> Listing:
         """What changed since `sync_token` (deleted events included), or, without one, every event
         from `since` on, recurring ones expanded; all pages. Raises FullSyncRequired or HttpError."""
@@ -240,7 +268,7 @@ class GoogleCalendar:
         while True:
             request = self._events().list(calendarId=calendar_id, maxResults=page_size, pageToken=page_token, **query)
             try:
-                page = self._run(request, access_token)
+                page = self._run(request, access_token, clinic_id)
             except HttpError as error:
                 if error.status_code == 410 and sync_token:
                     raise FullSyncRequired from error
@@ -250,15 +278,16 @@ class GoogleCalendar:
             if not page_token:
                 return Listing(events, page.get("nextSyncToken"), full=not sync_token)
 
-    def event(self, calendar_id: str, event_id: str, access_token: str) -> dict[str, Any]:
+    def event(self, clinic_id: uuid.UUID, calendar_id: str, event_id: str, access_token: str) -> dict[str, Any]:
         """One event as Google has it (a deleted one has status "cancelled"); raises HttpError."""
-        event: dict[str, Any] = self._run(self._events().get(calendarId=calendar_id, eventId=event_id), access_token)
+        request = self._events().get(calendarId=calendar_id, eventId=event_id)
+        event: dict[str, Any] = self._run(request, access_token, clinic_id)
         return event
 
     def _remove(self, claim: Claim, token: str) -> PushResult:
         event_id = event_id_for(claim.appointment_id)
         try:
-            self._run(self._events().delete(calendarId=claim.calendar_id, eventId=event_id), token)
+            self._run(self._events().delete(calendarId=claim.calendar_id, eventId=event_id), token, claim.clinic_id)
         except HttpError as error:
             if error.status_code not in (404, 410):  # never created, or already deleted: done
                 raise

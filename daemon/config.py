@@ -9,6 +9,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from daemon.crypto import TokenCipher
+from daemon.domain import BudgetLimits
 
 # In a source checkout and in the container image alike, migrations sit next to the package.
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
@@ -86,11 +87,19 @@ class Settings(StoreSettings):
     feed_probe_seconds: float = Field(default=15.0, gt=0, le=600)
     feed_probe_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
     sync_max_attempts: int = Field(default=12, ge=1, le=100)
-    sync_shutdown_grace_seconds: float = Field(default=30.0, ge=0, le=600)
+    sync_shutdown_grace_seconds: float = Field(default=8.0, ge=0, le=600)  # below `docker stop`'s 10 s
     sync_coalesce_seconds: float = Field(default=0.02, ge=0, le=5)
     sync_backoff_base_seconds: float = Field(default=2.0, gt=0, le=600)
     sync_backoff_cap_seconds: float = Field(default=900.0, gt=0, le=86400)
-    google_requests_per_minute: int = Field(default=600, ge=1, le=100_000)
+    # Google's quotas: 600 requests a minute per user (each clinic's Google account) and 10,000 per project, on
+    # sliding 60 s windows, counting every request. Every replica draws from one budget kept in the database
+    # within these. The margins cover what the budget cannot see: a POST httplib2 re-sends by itself when a
+    # connection drops, and requests made to the same account by other software under this OAuth client.
+    google_requests_per_minute: int = Field(default=500, ge=1, le=100_000)
+    google_project_requests_per_minute: int = Field(default=9_000, ge=1, le=10_000_000)
+    # After a rate-limit answer from Google, every replica holds that account back this long (doubled while
+    # Google keeps refusing, up to 5 minutes).
+    google_rate_limit_hold_seconds: float = Field(default=2.0, gt=0, le=300)
     google_timeout_seconds: float = Field(default=30.0, gt=0, le=300)
     token_refresh_margin_seconds: int = Field(default=600, ge=60, le=3000)
     token_refresh_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
@@ -111,6 +120,10 @@ class Settings(StoreSettings):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # `verify` compares the database's applied migrations with these files.
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR
+
+    @property
+    def google_budget(self) -> BudgetLimits:
+        return BudgetLimits(self.google_requests_per_minute, self.google_project_requests_per_minute)
 
     @field_validator("token_encryption_key")
     @classmethod

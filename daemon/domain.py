@@ -19,7 +19,7 @@ from typing import Any, Literal
 # What a leased appointment became when its holder reported back.
 LeaseResult = Literal["synced", "pending", "failed", "parked", "lease_lost"]
 # Why a push goes round again (a metric label, so a closed set).
-RetryReason = Literal["rate_limited", "quota", "google_error", "network", "token", "internal"]
+RetryReason = Literal["rate_limited", "quota", "google_error", "network", "token", "budget", "internal"]
 
 # What one applied calendar listing can change, as `apply_calendar_changes` counts it.
 MIRROR_CHANGES = ("busy", "freed", "cancelled", "moved", "restored")
@@ -91,6 +91,8 @@ class Claim:
     time_zone: str
     calendar_id: str
     changed_at: dt.datetime | None = None  # when this revision was made (booking-to-calendar latency)
+    budget_key: str | None = None  # whose Google budget its requests come out of
+    budget_entry: int | None = None  # the reservation the claim made for its first request (None: no budget)
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Claim:
@@ -111,6 +113,83 @@ class Claim:
             time_zone=str(row["time_zone"]),
             calendar_id=str(row["calendar_id"]),
             changed_at=_optional_timestamp(row.get("changed_at")),
+            budget_key=row.get("budget_key"),
+            budget_entry=None if row.get("budget_entry") is None else int(row["budget_entry"]),
+        )
+
+
+@dataclass(frozen=True)
+class BudgetLimits:
+    """Google's quotas as this deployment spends them: requests a minute per Google account and for the
+    whole Google project, on a sliding 60 s window, shared by every replica. A reserved request must be
+    sent within `hold_seconds` of its reservation, or not at all."""
+
+    per_account: int
+    per_project: int
+    hold_seconds: float = 2.0
+
+
+class BudgetExhausted(Exception):
+    """No Google request may be sent for this clinic now; its account (or the project) has budget again
+    in about `retry_after` seconds."""
+
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(f"Google request budget spent; more in {retry_after:.1f}s")
+        self.retry_after = retry_after
+
+
+@dataclass(frozen=True)
+class BudgetGrant:
+    """What `reserve_google_requests` granted: maybe fewer than asked, or none (then when to ask again)."""
+
+    granted: int
+    entry: int | None
+    retry_after_seconds: float
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> BudgetGrant:
+        entry = row["entry"]
+        return cls(
+            granted=count("granted", row["granted"]),
+            entry=None if entry is None else int(entry),
+            retry_after_seconds=number("retry_after_seconds", row["retry_after_seconds"]),
+        )
+
+
+@dataclass(frozen=True)
+class BudgetReturn:
+    """Requests of a reservation that were not sent: budget again for every replica."""
+
+    entry: int
+    requests: int
+
+    def to_json(self) -> dict[str, int]:
+        return {"entry": self.entry, "requests": self.requests}
+
+
+@dataclass(frozen=True)
+class BudgetSnapshot:
+    """`google_budget_snapshot()`: the shared Google budget's use of the current window."""
+
+    project_used: int
+    project_limit: int
+    account_limit: int
+    accounts: tuple[tuple[str, int], ...]  # the busiest budget keys, most used first
+    throttled: int  # keys held back after a rate-limit answer from Google
+    held_back_clinics: int  # clinics with due work and no budget
+    next_budget_seconds: float | None  # when the first of them has budget again
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> BudgetSnapshot:
+        following = row["next_budget_seconds"]
+        return cls(
+            project_used=count("project_used", row["project_used"]),
+            project_limit=count("project_limit", row["project_limit"]),
+            account_limit=count("account_limit", row["account_limit"]),
+            accounts=tuple((str(a["key"]), count("used", a["used"])) for a in row["accounts"]),
+            throttled=count("throttled", row["throttled"]),
+            held_back_clinics=count("held_back_clinics", row["held_back_clinics"]),
+            next_budget_seconds=None if following is None else number("next_budget_seconds", following),
         )
 
 

@@ -29,12 +29,13 @@ from google_auth_oauthlib.flow import InstalledAppFlow
 from googleapiclient.errors import HttpError
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
-from daemon.calendar import CalendarInfo, GoogleCalendar, classify
+from daemon.calendar import CalendarInfo, classify
 from daemon.config import Settings
 from daemon.crypto import TokenCipher
-from daemon.domain import ClinicProfile
+from daemon.domain import BudgetExhausted, ClinicProfile
+from daemon.store import Store
 from daemon.tokens import CALENDAR_SCOPE
-from daemon.wiring import open_store
+from daemon.wiring import google_calendar, open_store
 
 # openid + email name the account in the id_token; calendar.events is all the daemon uses.
 SCOPES = [CALENDAR_SCOPE, "openid", "https://www.googleapis.com/auth/userinfo.email"]
@@ -81,7 +82,7 @@ async def connect_google(settings: Settings, clinic_id: uuid.UUID, options: Conn
         token = await asyncio.to_thread(_consent, flow, options)
         _require_grant(token)
         account = _account(token)
-        calendar = await _describe(settings, profile.calendar_id, str(token["access_token"]), account)
+        calendar = await _describe(settings, store, clinic_id, profile.calendar_id, str(token["access_token"]), account)
         expires_at = _refresh_token_expiry(token)
         await store.save_connection(
             clinic_id,
@@ -179,11 +180,17 @@ def _account(token: dict[str, Any]) -> str:
     return str(claims.get("email") or claims.get("sub") or "(unnamed account)")
 
 
-async def _describe(settings: Settings, calendar_id: str, access_token: str, account: str) -> CalendarInfo:
-    calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
+async def _describe(
+    settings: Settings, store: Store, clinic_id: uuid.UUID, calendar_id: str, access_token: str, account: str
+) -> CalendarInfo:
+    calendar, _ = google_calendar(settings, store)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="connect")
     try:
-        return await asyncio.get_running_loop().run_in_executor(executor, calendar.describe, calendar_id, access_token)
+        return await asyncio.get_running_loop().run_in_executor(
+            executor, calendar.describe, clinic_id, calendar_id, access_token
+        )
+    except BudgetExhausted as error:
+        raise ConnectError(f"{error}: try again then; nothing was stored") from error
     except HttpError as error:
         raise ConnectError(
             f"{account} cannot use calendar {calendar_id!r}: {classify(error, what='calendar').error}."

@@ -34,7 +34,7 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from daemon.domain import MIRROR_CHANGES, BacklogSnapshot, MirrorFreshness, MirrorSummary, RetryReason
+from daemon.domain import MIRROR_CHANGES, BacklogSnapshot, BudgetSnapshot, MirrorFreshness, MirrorSummary, RetryReason
 
 SyncAction = Literal["insert", "update", "delete"]
 FailureReason = Literal["rejected", "gave_up"]
@@ -159,6 +159,29 @@ class Metrics:
             "Connected clinics whose mirror is older than its limit (the assistant then offers no times).",
             registry=r,
         )
+        self._google_window = Gauge(
+            "calendar_sync_google_requests_in_window",
+            "Google Calendar requests the shared budget counts in the current 60 s window: the whole project, and"
+            " each of the busiest Google accounts (at most 5, from the last snapshot).",
+            ["budget", "account"],
+            registry=r,
+        )
+        self._google_limit = Gauge(
+            "calendar_sync_google_requests_limit",
+            "The budget's limits per 60 s window: per Google account and for the whole project.",
+            ["budget"],
+            registry=r,
+        )
+        self._google_throttled = Gauge(
+            "calendar_sync_google_accounts_throttled",
+            "Google accounts held back by every replica after Google answered them with a rate or usage limit.",
+            registry=r,
+        )
+        self._held_back = Gauge(
+            "calendar_sync_clinics_held_back",
+            "Clinics with due appointment changes that are not claimed because their Google budget is spent.",
+            registry=r,
+        )
         self._backlog_updated = Gauge(
             "calendar_sync_backlog_updated_timestamp_seconds",
             "Unix time of the last database backlog snapshot (0 before the first).",
@@ -240,6 +263,17 @@ class Metrics:
             self._mirror_age.labels(str(mirror.clinic_id)).set(age)
             stale += mirror.stale
         self._mirrors_stale.set(stale)
+
+    def google_budget(self, snapshot: BudgetSnapshot) -> None:
+        """Replace the budget gauges with a database snapshot (accounts not among the busiest are dropped)."""
+        self._google_window.clear()
+        self._google_window.labels(budget="project", account="").set(snapshot.project_used)
+        for account, used in snapshot.accounts:
+            self._google_window.labels(budget="account", account=account).set(used)
+        self._google_limit.labels(budget="project").set(snapshot.project_limit)
+        self._google_limit.labels(budget="account").set(snapshot.account_limit)
+        self._google_throttled.set(snapshot.throttled)
+        self._held_back.set(snapshot.held_back_clinics)
 
     def feed_state(self, state: str | None) -> None:
         """The change feed's state (a `FeedState` is a str); None means the feed is disabled."""

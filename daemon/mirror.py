@@ -28,7 +28,7 @@ from googleapiclient.errors import HttpError
 from loguru import logger
 
 from daemon.calendar import FullSyncRequired, GoogleCalendar, Listing, classify
-from daemon.domain import MirrorTarget
+from daemon.domain import BudgetExhausted, MirrorTarget
 from daemon.metrics import Metrics
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
@@ -143,6 +143,9 @@ class CalendarMirror:
             except (NeedsReauth, TokenUnavailable) as error:
                 await self._failed(clinic_id, f"no Google access: {error}")
                 return
+            except BudgetExhausted as error:
+                await self._failed(clinic_id, f"not listed: {error}")
+                return
             except HttpError as error:
                 await self._failed(clinic_id, classify(error, what="calendar listing failed").error or "HTTP error")
                 return
@@ -170,19 +173,21 @@ class CalendarMirror:
         token = await self._tokens.access_token(clinic_id)
         since = dt.datetime.now(dt.UTC) - LOOKBACK
         try:
-            return await self._changes(calendar_id, token, sync_token, since)
+            return await self._changes(clinic_id, calendar_id, token, sync_token, since)
         except FullSyncRequired:
             logger.info("calendar mirror of clinic {}: Google expired the sync token; listing everything", clinic_id)
-            return await self._changes(calendar_id, token, None, since)
+            return await self._changes(clinic_id, calendar_id, token, None, since)
         except HttpError as error:
             if error.status_code != 401:
                 raise
             token = await self._tokens.access_token(clinic_id, stale=token)
-            return await self._changes(calendar_id, token, sync_token, since)
+            return await self._changes(clinic_id, calendar_id, token, sync_token, since)
 
-    async def _changes(self, calendar_id: str, token: str, sync_token: str | None, since: dt.datetime) -> Listing:
+    async def _changes(
+        self, clinic_id: uuid.UUID, calendar_id: str, token: str, sync_token: str | None, since: dt.datetime
+    ) -> Listing:
         return await asyncio.get_running_loop().run_in_executor(
-            self._executor, self._calendar.changes, calendar_id, token, sync_token, since, self._page_size
+            self._executor, self._calendar.changes, clinic_id, calendar_id, token, sync_token, since, self._page_size
         )
 
     async def _failed(self, clinic_id: uuid.UUID, error: str) -> None:

@@ -25,6 +25,10 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from daemon.domain import (
     BacklogSnapshot,
+    BudgetGrant,
+    BudgetLimits,
+    BudgetReturn,
+    BudgetSnapshot,
     Claim,
     ClinicKey,
     ClinicProfile,
@@ -38,6 +42,15 @@ from daemon.domain import (
     ReadinessFacts,
     SyncStatus,
 )
+
+
+def _budget_params(budget: BudgetLimits, returns: Sequence[BudgetReturn]) -> dict[str, Any]:
+    return {
+        "p_account_limit": budget.per_account,
+        "p_project_limit": budget.per_project,
+        "p_hold_seconds": budget.hold_seconds,
+        "p_returns": Json([r.to_json() for r in returns]) if returns else None,
+    }
 
 
 class StoreError(Exception):
@@ -95,11 +108,26 @@ class Store(ABC):
 
     # --- the sync queue -----------------------------------------------------------------------------
 
-    async def claim(self, owner: str, limit: int, lease_seconds: int, per_clinic: int) -> list[Claim]:
-        rows = await self.call_rows(
-            "claim_appointments",
-            {"p_owner": owner, "p_limit": limit, "p_lease_seconds": lease_seconds, "p_per_clinic": per_clinic},
-        )
+    async def claim(
+        self,
+        owner: str,
+        limit: int,
+        lease_seconds: int,
+        per_clinic: int,
+        budget: BudgetLimits | None = None,
+        returns: Sequence[BudgetReturn] = (),
+    ) -> list[Claim]:
+        """Lease due appointments fairly across clinics; with `budget`, only as many as the Google budget
+        allows, each reserving its first request (and `returns` gives back requests that were not sent)."""
+        params: dict[str, Any] = {
+            "p_owner": owner,
+            "p_limit": limit,
+            "p_lease_seconds": lease_seconds,
+            "p_per_clinic": per_clinic,
+        }
+        if budget is not None:
+            params |= _budget_params(budget, returns)
+        rows = await self.call_rows("claim_appointments", params)
         return [Claim.from_json(row) for row in rows]
 
     async def complete_syncs(self, completions: Sequence[Completion]) -> dict[uuid.UUID, LeaseResult]:
@@ -164,6 +192,32 @@ class Store(ABC):
 
     async def delete_cancelled_appointment(self, appointment_id: uuid.UUID) -> None:
         await self.call("delete_cancelled_appointment", {"p_appointment_id": appointment_id})
+
+    # --- the Google budget ------------------------------------------------------------------------------
+
+    async def reserve_google_requests(
+        self, clinic_id: uuid.UUID, requests: int, budget: BudgetLimits, returns: Sequence[BudgetReturn] = ()
+    ) -> BudgetGrant:
+        rows = await self.call_rows(
+            "reserve_google_requests",
+            {"p_clinic_id": clinic_id, "p_requests": requests, **_budget_params(budget, returns)},
+        )
+        return BudgetGrant.from_json(rows[0])
+
+    async def throttle_google_requests(
+        self, clinic_id: uuid.UUID, seconds: float, max_seconds: float, reason: str
+    ) -> None:
+        await self.call(
+            "throttle_google_requests",
+            {"p_clinic_id": clinic_id, "p_seconds": seconds, "p_max_seconds": max_seconds, "p_reason": reason},
+        )
+
+    async def google_budget_snapshot(self, budget: BudgetLimits, top: int = 5) -> BudgetSnapshot:
+        snapshot = await self.call(
+            "google_budget_snapshot",
+            {"p_account_limit": budget.per_account, "p_project_limit": budget.per_project, "p_top": top},
+        )
+        return BudgetSnapshot.from_json(snapshot)
 
     # --- Google connections and tokens ---------------------------------------------------------------
 

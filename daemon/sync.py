@@ -13,7 +13,7 @@ import contextlib
 import datetime as dt
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Literal
@@ -21,6 +21,7 @@ from typing import Literal
 from loguru import logger
 
 from daemon.backoff import backoff_delay
+from daemon.budget import GoogleBudget
 from daemon.calendar import GoogleCalendar, PushResult, Verdict
 from daemon.domain import Claim, RetryReason
 from daemon.metrics import Metrics
@@ -40,42 +41,11 @@ class SyncOptions:
     lease_seconds: int = 120
     poll_seconds: float = 5.0
     max_attempts: int = 12
-    requests_per_minute: int = 600
-    shutdown_grace_seconds: float = 30.0
+    shutdown_grace_seconds: float = 8.0  # below `docker stop`'s 10 s
     backoff_base_seconds: float = 2.0
     backoff_cap_seconds: float = 900.0
     # After a doorbell, wait this long for more before claiming, so a burst makes one claim.
     coalesce_seconds: float = 0.02
-
-
-class RateLimiter:
-    """A token bucket per clinic, so one busy clinic neither exceeds its Google quota nor
-    holds back the others (each clinic waits only for its own tokens)."""
-
-    def __init__(
-        self,
-        per_minute: int,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-    ) -> None:
-        self._rate = per_minute / 60.0
-        self._sleep = sleep
-        self._capacity = max(1.0, min(per_minute / 6.0, 50.0))
-        self._clock = clock
-        self._buckets: dict[uuid.UUID, tuple[float, float]] = {}
-        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
-
-    async def acquire(self, key: uuid.UUID) -> None:
-        async with self._locks.setdefault(key, asyncio.Lock()):
-            while True:
-                tokens, stamp = self._buckets.get(key, (self._capacity, self._clock()))
-                now = self._clock()
-                tokens = min(self._capacity, tokens + (now - stamp) * self._rate)
-                if tokens >= 1.0:
-                    self._buckets[key] = (tokens - 1.0, now)
-                    return
-                self._buckets[key] = (tokens, now)
-                await self._sleep((1.0 - tokens) / self._rate)
 
 
 class SyncLoop:
@@ -88,6 +58,7 @@ class SyncLoop:
         options: SyncOptions,
         metrics: Metrics | None = None,
         on_synced: Callable[[uuid.UUID], None] | None = None,
+        budget: GoogleBudget | None = None,
     ) -> None:
         self._store = store
         self._completions = CompletionWriter(store)
@@ -97,7 +68,8 @@ class SyncLoop:
         self._tokens = tokens
         self._executor = executor
         self._options = options
-        self._limiter = RateLimiter(options.requests_per_minute)
+        self._budget = budget  # None: Google requests are not budgeted (tests of the loop alone)
+        self._held_back_until = 0.0  # monotonic time the next clinic held back for budget has some again
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -144,14 +116,25 @@ class SyncLoop:
         self._poked = False
         wanted = min(room, self._options.batch_size)
         self.claims += 1
+        started = time.monotonic()
+        budget = self._budget
         claims = await self._store.claim(
-            self._options.owner, wanted, self._options.lease_seconds, self._options.per_clinic_batch
+            self._options.owner,
+            wanted,
+            self._options.lease_seconds,
+            self._options.per_clinic_batch,
+            budget.limits if budget else None,
+            budget.returns() if budget else (),
         )
+        if budget is not None:
+            budget.granted(claims, started)
         self.last_claim_ok = time.monotonic()
         self._metrics.claimed(len(claims))
         # Any claim may have left more behind (the per-clinic cap can make a claim come back
         # short while that clinic still has a backlog); only an empty claim means drained.
         self._backlog = bool(claims)
+        if not claims and budget is not None:
+            await self._note_held_back(budget)
         for claim in claims:
             task = asyncio.create_task(self._sync(claim))
             self._in_flight.add(task)
@@ -168,9 +151,18 @@ class SyncLoop:
         if (self._backlog or self._poked) and self._has_room():
             self._wake.set()
 
+    async def _note_held_back(self, budget: GoogleBudget) -> None:
+        """Nothing claimable: if that is for lack of budget, look again as soon as some comes back."""
+        snapshot = await self._store.google_budget_snapshot(budget.limits, top=0)
+        if snapshot.held_back_clinics and snapshot.next_budget_seconds is not None:
+            self._held_back_until = time.monotonic() + snapshot.next_budget_seconds
+
     async def _wait(self) -> None:
+        timeout = self._options.poll_seconds
+        if self._held_back_until > time.monotonic():
+            timeout = min(timeout, self._held_back_until - time.monotonic())
         try:
-            await asyncio.wait_for(self._wake.wait(), timeout=self._options.poll_seconds)
+            await asyncio.wait_for(self._wake.wait(), timeout=timeout)
         except TimeoutError:
             self._poked = True  # the timer is the backstop: look again
             return
@@ -212,7 +204,6 @@ class SyncLoop:
             await self._retry(claim, f"internal error: {type(error).__name__}", "internal")
 
     async def _push(self, claim: Claim) -> PushResult:
-        await self._limiter.acquire(claim.clinic_id)
         try:
             token = await self._tokens.access_token(claim.clinic_id)
         except NeedsReauth as error:
@@ -229,7 +220,6 @@ class SyncLoop:
             return PushResult(Verdict.UNAUTHORIZED, error=f"needs re-authorisation: {error}")
         except TokenUnavailable as error:
             return PushResult(Verdict.RETRY, error=f"token refresh failed: {error}", retry_reason="token")
-        await self._limiter.acquire(claim.clinic_id)
         result = await loop.run_in_executor(self._executor, self._calendar.push, claim, token)
         if result.verdict is Verdict.UNAUTHORIZED:
             return PushResult(Verdict.RETRY, error=result.error, retry_reason="token")
@@ -254,7 +244,10 @@ class SyncLoop:
             await self._store.end_attempt(claim, owner, "parked", result.error or "needs re-authorisation")
             self._metrics.parked()
             log.bind(outcome="parked").warning("{}: parked until the clinic reconnects Google", where)
-        elif result.verdict is Verdict.FAILED or claim.sync_attempts >= self._options.max_attempts:
+        elif result.verdict is Verdict.FAILED or (
+            # Waiting for budget is not a failed attempt at Google: never a reason to give up.
+            claim.sync_attempts >= self._options.max_attempts and result.retry_reason != "budget"
+        ):
             error = result.error or "failed"
             if result.verdict is not Verdict.FAILED:
                 error = f"gave up after {claim.sync_attempts} attempts: {error}"
@@ -267,16 +260,20 @@ class SyncLoop:
                 result.error or "retry",
                 result.retry_reason or "google_error",
                 quota=result.verdict is Verdict.QUOTA,
+                after=result.retry_after,
             )
 
-    async def _retry(self, claim: Claim, error: str, reason: RetryReason, *, quota: bool = False) -> None:
-        delay = (
-            QUOTA_BACKOFF_SECONDS
-            if quota
-            else backoff_delay(
+    async def _retry(
+        self, claim: Claim, error: str, reason: RetryReason, *, quota: bool = False, after: float | None = None
+    ) -> None:
+        if after is not None:
+            delay = after
+        elif quota:
+            delay = QUOTA_BACKOFF_SECONDS
+        else:
+            delay = backoff_delay(
                 claim.sync_attempts, self._options.backoff_base_seconds, self._options.backoff_cap_seconds
             )
-        )
         self._metrics.retried(reason)
         log = logger.bind(appointment_id=str(claim.appointment_id), clinic_id=str(claim.clinic_id), outcome="retry")
         try:

@@ -27,13 +27,20 @@ from rich.markup import escape
 
 from daemon.calendar import GoogleCalendar, classify, event_id_for
 from daemon.config import Settings
-from daemon.domain import ClinicProfile, ConnectionOverview, MirrorFreshness, ReadinessFacts, SyncStatus
+from daemon.domain import (
+    BudgetExhausted,
+    ClinicProfile,
+    ConnectionOverview,
+    MirrorFreshness,
+    ReadinessFacts,
+    SyncStatus,
+)
 from daemon.feed import FeedState
 from daemon.migrations import discover
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenUnavailable
 from daemon.vapi_tools import RPC_PATH
-from daemon.wiring import make_feed, open_store, token_manager
+from daemon.wiring import google_calendar, make_feed, open_store, token_manager
 
 FEED_TIMEOUT_SECONDS = 15.0
 MAX_PENDING_AGE_SECONDS = 300.0
@@ -97,7 +104,7 @@ async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
         _check_schema(report, settings, facts)
         await _check_feed(report, settings, options)
         executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="verify")
-        calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds)
+        calendar, _ = google_calendar(settings, store)
         try:
             google = _Google(settings, store, executor, calendar)
             await _check_connections(report, store, google)
@@ -242,9 +249,11 @@ async def _check_connection(name: str, clinic_id: uuid.UUID, row: ConnectionOver
     except TokenUnavailable as error:
         return Check(name, Status.FAIL, f"token refresh failed: {error}")
     try:
-        info = await google.run(google.calendar.describe, row.calendar_id, token)
+        info = await google.run(google.calendar.describe, clinic_id, row.calendar_id, token)
     except HttpError as error:
         return Check(name, Status.FAIL, f"calendar {row.calendar_id!r}: {classify(error, what='calendar').error}")
+    except BudgetExhausted as error:  # the account is busy with the clinic's own work: not a fault
+        return Check(name, Status.WARN, f"calendar not read: {error}")
     except OSError as error:
         return Check(name, Status.FAIL, f"Google unreachable: {type(error).__name__}")
     detail = f"{row.google_account or 'account'}, calendar {info.summary!r}"
@@ -392,8 +401,10 @@ class RoundTrip:
         event_id = event_id_for(row.appointment_id)
         try:
             token = await self._google.tokens.access_token(self._clinic)
-            event = await self._google.run(self._google.calendar.event, profile.calendar_id, event_id, token)
-        except (NeedsReauth, TokenUnavailable) as error:
+            event = await self._google.run(
+                self._google.calendar.event, self._clinic, profile.calendar_id, event_id, token
+            )
+        except (NeedsReauth, TokenUnavailable, BudgetExhausted) as error:
             return f"synced, but its event cannot be read back: {error}"
         except HttpError as error:
             return f"synced, but Google has no such event: {classify(error, what='event').error}"

@@ -6,8 +6,11 @@ as `verify` or `connect-google` never imports the main loop.
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import Executor
 
+from daemon.budget import GoogleBudget
+from daemon.calendar import GoogleCalendar
 from daemon.config import Settings, StoreSettings
 from daemon.crypto import TokenCipher
 from daemon.feed import ChangeFeed, PostgresNotifyFeed, RealtimeFeed
@@ -60,3 +63,16 @@ async def open_store(settings: StoreSettings, *, timeout: float = 30.0) -> Store
     supabase = SupabaseStore(settings.supabase_url, settings.supabase_service_role_key.get_secret_value())
     await supabase.open()
     return supabase
+
+
+def google_calendar(settings: Settings, store: Store) -> tuple[GoogleCalendar, GoogleBudget]:
+    """The Calendar client, every request of which comes out of the shared Google budget (call it on the
+    event loop: reservations on demand are made through it)."""
+    budget = GoogleBudget(
+        store,
+        settings.google_budget,
+        asyncio.get_running_loop(),
+        rate_limit_hold_seconds=settings.google_rate_limit_hold_seconds,
+    )
+    calendar = GoogleCalendar(settings.google_api_endpoint, timeout=settings.google_timeout_seconds, budget=budget)
+    return calendar, budget

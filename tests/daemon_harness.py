@@ -53,6 +53,7 @@ def settings_env(backend: Backend, google: GoogleStandIn, **overrides: Any) -> d
         "SYNC_LEASE_SECONDS": "5",
         "SYNC_BACKOFF_BASE_SECONDS": "0.05",
         "SYNC_BACKOFF_CAP_SECONDS": "0.5",
+        "GOOGLE_RATE_LIMIT_HOLD_SECONDS": "0.05",
         "SYNC_SHUTDOWN_GRACE_SECONDS": "5",
         "FEED_ENABLED": str(backend.feed).lower(),
         "FEED_PROBE_SECONDS": "0.5",

@@ -17,7 +17,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"domain", "backoff", "crypto", "logs"}),  # shared types and rules, no daemon imports
     frozenset({"config", "store", "calendar", "metrics", "feed", "vapi_tools"}),  # one outside system each
-    frozenset({"tokens", "writeback", "migrations"}),
+    frozenset({"tokens", "writeback", "budget", "migrations"}),
     frozenset({"sync", "mirror", "wiring"}),  # the loops, and the parts built from settings
     frozenset({"app", "admin", "google_connect", "verify"}),  # the main loop and the operator actions
     frozenset({"cli"}),  # the command line

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
 import uuid
@@ -18,7 +17,6 @@ from daemon.backoff import backoff_delay
 from daemon.calendar import Verdict, classify, event_id_for
 from daemon.config import Settings
 from daemon.crypto import TokenCipher
-from daemon.sync import RateLimiter
 
 
 def google_error(status: int, reason: str = "") -> HttpError:
@@ -67,28 +65,6 @@ def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
     ]
     assert backoff_delay(3, 2.0, 60.0, rng=lambda: 0.0) == 4.0
     assert backoff_delay(0, 2.0, 60.0, rng=lambda: 1.0) == 2.0
-
-
-def test_rate_limiter_allows_a_burst_then_the_rate_per_clinic() -> None:
-    now = [0.0]
-    slept: list[float] = []
-
-    async def pretend_to_sleep(seconds: float) -> None:
-        slept.append(seconds)
-        now[0] += seconds
-
-    async def scenario() -> None:
-        limiter = RateLimiter(per_minute=60, clock=lambda: now[0], sleep=pretend_to_sleep)
-        busy, quiet = uuid.uuid4(), uuid.uuid4()
-        for _ in range(10):  # the burst: capacity is a tenth of a minute's quota
-            await limiter.acquire(busy)
-        assert slept == []
-        await limiter.acquire(busy)  # the 11th waits for one token at 1/s
-        assert slept == [pytest.approx(1.0)]
-        await limiter.acquire(quiet)  # another clinic has its own bucket
-        assert len(slept) == 1
-
-    asyncio.run(scenario())
 
 
 def test_token_cipher_rotates_keys() -> None:

@@ -170,6 +170,7 @@ def test_a_throttled_account_is_held_back_for_every_replica(
         "throttle_google_requests",
         p_clinic_id=limited,
         p_seconds=30,
+        p_max_seconds=60,
         p_reason="userRateLimitExceeded",
     )
     assert by_clinic(claim(service, p_limit=10, **LIMITS)) == {str(other): 3}
@@ -250,7 +251,7 @@ def test_the_budget_is_the_service_roles_alone(database: Database, clinic: Clini
     with database.connect(AUTHENTICATOR) as conn:
         for call in (
             "select * from public.reserve_google_requests(%s, 1, 5, 5)",
-            "select public.throttle_google_requests(%s, 5, 'x')",
+            "select public.throttle_google_requests(%s, 5, 10, 'x')",
         ):
             with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
                 set_request_context(conn, role=role, path="/rpc/reserve_google_requests")
@@ -258,3 +259,33 @@ def test_the_budget_is_the_service_roles_alone(database: Database, clinic: Clini
         with pytest.raises(errors.InsufficientPrivilege), conn.transaction():
             set_request_context(conn, role=role, path="/rpc/google_budget_snapshot")
             conn.execute("select public.google_budget_snapshot(5, 5)")
+
+
+def test_refusals_that_keep_coming_double_the_accounts_hold(
+    service: psycopg.Connection, admin: psycopg.Connection
+) -> None:
+    limited = clinic_with_backlog(admin, "Limited Clinic", 1, account="limited@example.com")
+
+    def refused() -> float:
+        as_service(
+            service, "throttle_google_requests", p_clinic_id=limited, p_seconds=5, p_max_seconds=12, p_reason="x"
+        )
+        return float(scalar(admin, "select hold_seconds from private.google_throttles"))
+
+    def hold_ended(seconds_ago: int) -> None:
+        admin.execute(
+            "update private.google_throttles set throttled_until = now() - make_interval(secs => %s)", (seconds_ago,)
+        )
+
+    assert refused() == 5
+    assert refused() == 5  # refusals of requests already in flight when it was held back
+    hold_ended(1)
+    assert refused() == 10  # refused again right after the hold: Google still counts a full window
+    hold_ended(1)
+    assert refused() == 12  # at most the maximum
+    hold_ended(61)
+    assert refused() == 5  # a refusal long after starts over
+    with pytest.raises(errors.RaiseException, match="at most the maximum"):
+        as_service(
+            service, "throttle_google_requests", p_clinic_id=limited, p_seconds=20, p_max_seconds=12, p_reason="x"
+        )

@@ -838,6 +838,21 @@ def test_rate_limit_is_403_user_rate_limit_exceeded(google: GoogleStandIn, calen
     calendar.events().list(calendarId="primary").execute()
 
 
+def test_the_project_quota_counts_every_account_and_the_peaks_are_measured(
+    google: GoogleStandIn, calendar: Any, connect: Connect
+) -> None:
+    other = connect(credentials(google, google.issue_refresh_token(OTHER_CLINIC)))
+    google.project_requests_per_minute = 4
+    for client in (calendar, other, calendar, other):
+        client.events().list(calendarId="primary").execute()
+    error = http_error(lambda: other.events().list(calendarId="primary").execute())
+    assert error.status_code == 403 and reason_of(error) == "rateLimitExceeded"
+    # Every request that arrived counts in the measured peaks, the refused one included.
+    assert google.peak_requests() == 5
+    assert google.peak_requests(OTHER_CLINIC) == 3
+    assert google.peak_requests(CLINIC, window=0.000001) == 1
+
+
 @pytest.mark.parametrize(
     ("status", "reason", "domain"),
     [

@@ -15,7 +15,7 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.domain import BacklogSnapshot
+from daemon.domain import BacklogSnapshot, BudgetSnapshot
 from daemon.feed import FeedState
 from daemon.metrics import Health, HealthServer, Metrics
 
@@ -259,6 +259,32 @@ def test_backlog_snapshot_sets_gauges_and_missing_states_are_zero(served: Served
     assert value(found, "calendar_sync_oldest_pending_age_seconds") == 12.5
     assert value(found, "calendar_sync_clinics_needing_reauth") == 1
     assert before <= value(found, "calendar_sync_backlog_updated_timestamp_seconds") <= after
+
+
+def test_budget_snapshot_sets_gauges_and_keeps_only_the_busiest_accounts(served: Served) -> None:
+    first = {"project_used": 70, "project_limit": 9000, "account_limit": 500, "throttled": 1, "held_back_clinics": 2}
+    served.metrics.google_budget(
+        BudgetSnapshot.from_json({**first, "accounts": [{"key": "a@x.com", "used": 60}], "next_budget_seconds": 3})
+    )
+    served.metrics.google_budget(
+        BudgetSnapshot.from_json(
+            {
+                **first,
+                "accounts": [{"key": "b@x.com", "used": "9"}],
+                "held_back_clinics": 0,
+                "next_budget_seconds": None,
+            }
+        )
+    )
+    found = served.scrape()
+    assert value(found, "calendar_sync_google_requests_in_window", budget="project", account="") == 70
+    assert value(found, "calendar_sync_google_requests_in_window", budget="account", account="b@x.com") == 9
+    # An account no longer among the busiest is dropped, not left at its old value.
+    assert not any(("account", "a@x.com") in labels for _, labels in found)
+    assert value(found, "calendar_sync_google_requests_limit", budget="project") == 9000
+    assert value(found, "calendar_sync_google_requests_limit", budget="account") == 500
+    assert value(found, "calendar_sync_google_accounts_throttled") == 1
+    assert value(found, "calendar_sync_clinics_held_back") == 0
 
 
 def test_from_json_accepts_json_numbers_and_numeral_strings() -> None:

@@ -15,7 +15,8 @@
 --
 -- Budget keys: a clinic's Google account (lower case), else 'clinic:<id>' for a clinic not yet
 -- connected; the project is the sum over all keys. A rate-limit answer from Google throttles a key
--- for every replica until a moment recorded in google_throttles.
+-- for every replica until a moment recorded in google_throttles; answers that keep coming while it
+-- was just throttled double the hold (exponential backoff for the account, not only for one row).
 --
 -- Claiming is fair: the heads of every clinic's queue are ranked within their clinic (1st, 2nd, ...)
 -- and taken by rank, then due time: one busy clinic's backlog no longer wins every claim. A clinic
@@ -40,6 +41,7 @@ comment on table private.google_requests is
 create table private.google_throttles (
   budget_key text primary key check (length(budget_key) between 1 and 400),
   throttled_until timestamptz not null,
+  hold_seconds double precision not null check (hold_seconds between 0 and 86400),
   reason text not null check (length(reason) <= 200)
 );
 comment on table private.google_throttles is
@@ -110,22 +112,30 @@ begin
           group by 1) r
    where g.id = r.entry and r.requests > 0;
   delete from private.google_requests where usable_until < now() - interval '2 minutes';
-  delete from private.google_throttles where throttled_until < now() - interval '1 minute';
+  delete from private.google_throttles where throttled_until < now() - interval '1 hour';
 end
 $$;
 
--- Seconds until a key without budget may get some again: when its oldest reservation in the window
--- leaves it, or its throttle ends. A null key: the project's budget (every key's reservations).
-create function private.google_budget_wait(p_budget_key text) returns double precision
+-- Seconds until a key may get budget again: when its throttle ends, and, if its account's (or the
+-- project's) window is full, when the oldest reservation in it leaves. 0 when it has budget now.
+create function private.google_budget_wait(p_budget_key text, p_account_limit integer, p_project_limit integer)
+returns double precision
 language sql stable
 set search_path = ''
 as $$
-  select greatest(0.05, extract(epoch from greatest(
-           (select min(g.usable_until) + interval '60 seconds' from private.google_requests g
-             where g.usable_until > now() - interval '60 seconds'
-               and (p_budget_key is null or g.budget_key = p_budget_key)),
-           (select max(t.throttled_until) from private.google_throttles t where t.budget_key = p_budget_key),
-           now()) - now()))::double precision
+  with spent as (select * from private.google_requests_in_window())
+  select greatest(
+    0,
+    (select extract(epoch from max(t.throttled_until) - now()) from private.google_throttles t
+      where t.budget_key = p_budget_key and t.throttled_until > now()),
+    case when coalesce((select s.requests from spent s where s.budget_key = p_budget_key), 0) >= p_account_limit
+         then (select extract(epoch from min(g.usable_until) + interval '60 seconds' - now())
+               from private.google_requests g
+               where g.budget_key = p_budget_key and g.usable_until > now() - interval '60 seconds') end,
+    case when coalesce((select sum(s.requests) from spent s), 0) >= p_project_limit
+         then (select extract(epoch from min(g.usable_until) + interval '60 seconds' - now())
+               from private.google_requests g where g.usable_until > now() - interval '60 seconds') end
+  )::double precision
 $$;
 
 drop function public.claim_appointments(text, integer, integer, integer);
@@ -318,10 +328,8 @@ begin
       p_project_limit - coalesce((select sum(w.requests) from private.google_requests_in_window() w), 0)))::integer;
   end if;
   if v_grant = 0 then
-    return query select 0, null::bigint, greatest(private.google_budget_wait(v_key),
-                                                  case when p_project_limit <= coalesce((select sum(w.requests)
-                                                    from private.google_requests_in_window() w), 0)
-                                                       then private.google_budget_wait(null) else 0 end);
+    return query select 0, null::bigint,
+                        greatest(0.05, private.google_budget_wait(v_key, p_account_limit, p_project_limit));
     return;
   end if;
   insert into private.google_requests (budget_key, usable_until, requests)
@@ -331,22 +339,32 @@ begin
 end
 $$;
 
--- Google answered one of a clinic's requests with a rate-limit error: hold its account back for
--- p_seconds, for every replica. A longer hold already set stays.
-create function public.throttle_google_requests(p_clinic_id uuid, p_seconds double precision, p_reason text)
+-- Google answered one of a clinic's requests with a rate or usage limit: hold its account back for every
+-- replica, p_seconds at first. A refusal within a minute after a hold ended (of a request sent after it)
+-- doubles the hold, up to p_max_seconds; one during a hold (a request sent before it) changes nothing.
+create function public.throttle_google_requests(
+  p_clinic_id uuid, p_seconds double precision, p_max_seconds double precision, p_reason text
+)
 returns void
 language plpgsql volatile
 set search_path = ''
 as $$
 begin
   perform private.require(p_clinic_id is not null, 'a clinic is required');
-  perform private.require(p_seconds between 0 and 86400, 'seconds must be 0 to 86400');
-  insert into private.google_throttles (budget_key, throttled_until, reason)
-  values (private.google_budget_key_of(p_clinic_id), now() + make_interval(secs => p_seconds),
+  perform private.require(p_seconds > 0 and p_max_seconds <= 86400 and p_seconds <= p_max_seconds,
+                          'seconds must be more than 0 and at most the maximum, itself at most 86400');
+  insert into private.google_throttles as t (budget_key, throttled_until, hold_seconds, reason)
+  values (private.google_budget_key_of(p_clinic_id), now() + make_interval(secs => p_seconds), p_seconds,
           left(coalesce(p_reason, 'rate limited'), 200))
   on conflict (budget_key) do update
-    set throttled_until = greatest(private.google_throttles.throttled_until, excluded.throttled_until),
+    set hold_seconds = case when t.throttled_until > now() then t.hold_seconds
+                            when t.throttled_until > now() - make_interval(secs => greatest(t.hold_seconds, 60))
+                            then least(greatest(t.hold_seconds * 2, excluded.hold_seconds), p_max_seconds)
+                            else excluded.hold_seconds end,
         reason = excluded.reason;
+  update private.google_throttles t
+     set throttled_until = greatest(t.throttled_until, now() + make_interval(secs => t.hold_seconds))
+   where t.budget_key = private.google_budget_key_of(p_clinic_id);
 end
 $$;
 
@@ -367,8 +385,7 @@ as $$
     where a.sync_state = 'pending' and a.next_attempt_at <= now()
   ),
   held as (
-    select d.clinic_id, d.budget_key,
-           (select used from project) >= p_project_limit as project_spent
+    select d.clinic_id, d.budget_key
     from due d
     where exists (select from throttled t where t.budget_key = d.budget_key)
        or coalesce((select s.requests from spent s where s.budget_key = d.budget_key), 0) >= p_account_limit
@@ -384,8 +401,8 @@ as $$
                          '[]'::jsonb),
     'throttled', (select count(*) from throttled),
     'held_back_clinics', (select count(*) from held),
-    'next_budget_seconds', (select min(greatest(private.google_budget_wait(h.budget_key),
-                                                case when h.project_spent then private.google_budget_wait(null) else 0 end))
+    'next_budget_seconds', (select min(greatest(0.05, private.google_budget_wait(h.budget_key, p_account_limit,
+                                                                                 p_project_limit)))
                             from held h))
 $$;
 
@@ -396,16 +413,16 @@ grant execute on function
   private.google_requests_in_window(),
   private.check_budget_arguments(integer, integer, double precision),
   private.begin_budget_change(jsonb),
-  private.google_budget_wait(text)
+  private.google_budget_wait(text, integer, integer)
   to service_role;
 
 revoke execute on function
   public.reserve_google_requests(uuid, integer, integer, integer, double precision, jsonb),
-  public.throttle_google_requests(uuid, double precision, text),
+  public.throttle_google_requests(uuid, double precision, double precision, text),
   public.google_budget_snapshot(integer, integer, integer)
   from public, anon, authenticated;
 grant execute on function
   public.reserve_google_requests(uuid, integer, integer, integer, double precision, jsonb),
-  public.throttle_google_requests(uuid, double precision, text),
+  public.throttle_google_requests(uuid, double precision, double precision, text),
   public.google_budget_snapshot(integer, integer, integer)
   to service_role;

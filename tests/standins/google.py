@@ -26,9 +26,10 @@ What it imitates (Google's documented behaviour; error bodies in Google's JSON s
   who signs in and whether they approve (consent(), deny_consent()).
 - Scopes: "email"/"profile" are answered as their userinfo URLs plus "openid", as Google does; calendar calls
   need a calendar scope (403 `insufficientPermissions`).
-- Calendar: Bearer auth (401 `authError`), a per-account sliding-window rate limit (403
-  `userRateLimitExceeded`), events.insert/get/update/patch/delete/list with client-chosen ids (409
-  `duplicate`, 400 `invalid`), soft deletion (status `cancelled`, 410 `deleted` on a second delete),
+- Calendar: Bearer auth (401 `authError`), sliding 60 s windows per account (403 `userRateLimitExceeded`) and
+  for the whole project (403 `rateLimitExceeded`), counting every calendar request;
+  events.insert/get/update/patch/delete/list with client-chosen ids (409 `duplicate`, 400 `invalid`), soft
+  deletion (status `cancelled`, 410 `deleted` on a second delete),
   paging, incremental sync with sync tokens (410 `fullSyncRequired` once expired).
 - Test controls: latency, injected faults (HTTP errors, dropping the connection after the operation was
   committed, slow answers), either counted (inject) or drawn at random for a share of requests (chaos), a
@@ -156,6 +157,7 @@ class RecordedRequest:
     status: int
     query: str = ""
     fault: Fault | None = None
+    at: float = 0.0  # time.monotonic() when it arrived
 
 
 FaultKind = Literal["http", "drop_after_commit", "delay", "late"]
@@ -314,6 +316,7 @@ class _Record:
     account: str | None = None
     status: int = 0
     fault: Fault | None = None
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
 
 @dataclass
@@ -543,6 +546,7 @@ class GoogleStandIn(LocalService):
         access_token_lifetime: float = 3600.0,
         authorization_code_lifetime: float = AUTHORIZATION_CODE_LIFETIME,
         requests_per_minute: int = 600,
+        project_requests_per_minute: int = 10_000,
         latency: float = 0.0,
     ) -> None:
         self.client_id = client_id
@@ -552,6 +556,8 @@ class GoogleStandIn(LocalService):
         self.authorization_code_lifetime = authorization_code_lifetime
         #: Calendar requests each account may make in any 60 s window; settable at runtime.
         self.requests_per_minute = requests_per_minute
+        #: Calendar requests the whole project (every account) may make in any 60 s window; settable at runtime.
+        self.project_requests_per_minute = project_requests_per_minute
         #: Seconds to wait before answering every calendar request; settable at runtime.
         self.latency = latency
         self._lock = threading.Lock()
@@ -569,6 +575,7 @@ class GoogleStandIn(LocalService):
         self._faults: list[_PendingFault] = []
         self._chaos: _Chaos | None = None
         self._records: list[_Record] = []
+        self._admitted: deque[float] = deque()  # monotonic times of the project's admitted calendar requests
         self._change = 0
 
     # -- lifecycle -------------------------------------------------------------------------------
@@ -716,7 +723,20 @@ class GoogleStandIn(LocalService):
     def requests(self) -> list[RecordedRequest]:
         """Every request received (token endpoint and calendar), in arrival order."""
         with self._lock:
-            return [RecordedRequest(r.method, r.path, r.account, r.status, r.query, r.fault) for r in self._records]
+            return [
+                RecordedRequest(r.method, r.path, r.account, r.status, r.query, r.fault, r.at) for r in self._records
+            ]
+
+    def peak_requests(self, account: str | None = None, window: float = RATE_WINDOW_SECONDS) -> int:
+        """The most calendar requests (of every kind; of `account`, or of all accounts) that arrived in any
+        `window` seconds: what Google's sliding-window quotas measure."""
+        times = sorted(r.at for r in self.requests() if r.path.startswith(API_PATH) and account in (None, r.account))
+        most, start = 0, 0
+        for end, at in enumerate(times):
+            while at - times[start] >= window:
+                start += 1
+            most = max(most, end - start + 1)
+        return most
 
     def inject(
         self, fault: Fault, *, times: int = 1, method: str | None = None, path_contains: str | None = None
@@ -1125,10 +1145,14 @@ class GoogleStandIn(LocalService):
         return token
 
     def _admit(self, account: _Account) -> None:
-        """Count one calendar request against the account's sliding 60 s window, or refuse it."""
+        """Count one calendar request against the account's and the project's sliding 60 s windows, or
+        refuse it (403 userRateLimitExceeded for the account, rateLimitExceeded for the project)."""
         now = time.monotonic()
-        while account.admitted and account.admitted[0] <= now - RATE_WINDOW_SECONDS:
-            account.admitted.popleft()
+        for admitted in (account.admitted, self._admitted):
+            while admitted and admitted[0] <= now - RATE_WINDOW_SECONDS:
+                admitted.popleft()
+        if len(self._admitted) >= self.project_requests_per_minute:
+            raise _ApiError(403, "rateLimitExceeded", "Rate Limit Exceeded", domain="usageLimits")
         if len(account.admitted) >= self.requests_per_minute:
             raise _ApiError(
                 403,
@@ -1137,6 +1161,7 @@ class GoogleStandIn(LocalService):
                 domain="usageLimits",
             )
         account.admitted.append(now)
+        self._admitted.append(now)
 
     def _calendar_of(self, account: _Account, calendar_id: str) -> _Calendar:
         calendar = account.calendars.get(account.email if calendar_id == "primary" else calendar_id)
