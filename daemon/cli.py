@@ -9,8 +9,9 @@
     clinic-sync vapi-tools --clinic ID [--clinic-key KEY | --issue-key]
     clinic-sync retry-failed [--clinic ID] [--appointment ID]
 
-Settings come from the environment (or `.env`); see the README. Exit codes: 0 done, 1 failed
-(database, Google, or a failed check), 2 bad usage or configuration.
+Settings come from the environment (or `.env`); see the README. Every command logs to stderr as LOG_FORMAT
+(text or json) and LOG_LEVEL say. Exit codes: 0 done, 1 failed (database, Google, or a failed check), 2 bad
+usage or configuration.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from loguru import logger
 from pydantic import ValidationError
 
 from daemon import admin
@@ -30,6 +32,7 @@ from daemon.admin import NewClinic, UsageError
 from daemon.config import DatabaseSettings, Settings, StoreSettings
 from daemon.domain import ClinicProfile
 from daemon.google_connect import ConnectError, ConnectOptions, connect_google
+from daemon.logs import LogSettings, configure_logging
 from daemon.store import Store, StoreError
 from daemon.vapi_tools import tool_definitions
 from daemon.wiring import open_store
@@ -79,7 +82,7 @@ def _migrate(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    from daemon.verify import VerifyOptions, print_report, run_checks
+    from daemon.verify import Status, VerifyOptions, print_report, run_checks
 
     settings = load(Settings)
     if args.round_trip and args.clinic is None:
@@ -87,6 +90,13 @@ def _verify(args: argparse.Namespace) -> int:
     options = VerifyOptions(round_trip_clinic=args.clinic if args.round_trip else None, budget_seconds=args.budget)
     report = asyncio.run(run_checks(settings, options))
     print_report(report, as_json=args.json)
+    failed = [check.name for check in report.checks if check.status is Status.FAIL]
+    logger.info(
+        "readiness report: {} ({} check(s){})",
+        "ready" if report.passed else "not ready",
+        len(report.checks),
+        f"; failed: {', '.join(failed)}" if failed else "",
+    )
     return 0 if report.passed else 1
 
 
@@ -103,6 +113,7 @@ def _add_clinic(args: argparse.Namespace) -> int:
     admin.parse_hours(clinic.hours)  # refuse bad notation before touching the database
     admin.parse_services(clinic.services)
     created = asyncio.run(with_store(load(StoreSettings), lambda store: admin.add_clinic(store, clinic)))
+    logger.info("created clinic {} with its first key", created.clinic_id)
     print(f"clinic id:  {created.clinic_id}")
     print(f"clinic key: {created.key}")
     print("The key is shown only this once (only its hash is stored): put it in Vapi as the x-clinic-key header.")
@@ -258,17 +269,27 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler: Handler = getattr(args, "handler", _run)
+    log_format = "text"
     try:
+        logs = load(LogSettings)  # before anything logs: every command, not only `run`, honours LOG_FORMAT
+        log_format = logs.log_format
+        configure_logging(logs.log_level, logs.log_format)
         return handler(args)
     except ConfigurationError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return 2
+        return _fail(log_format, f"configuration error: {error}", 2)
     except UsageError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+        return _fail(log_format, f"error: {error}", 2)
     except (StoreError, ConnectError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
+        return _fail(log_format, f"error: {error}", 1)
+
+
+def _fail(log_format: str, message: str, code: int) -> int:
+    """Report why the command failed on stderr: a plain line, or a JSON log line under LOG_FORMAT=json."""
+    if log_format == "json":
+        logger.error(message)
+    else:
+        print(message, file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

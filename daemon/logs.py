@@ -16,14 +16,26 @@ import traceback
 from typing import TYPE_CHECKING, Any, Literal
 
 from loguru import logger
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 if TYPE_CHECKING:
     from loguru import Record
 
 LogFormat = Literal["text", "json"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR"]
 TEXT_FORMAT = "{time:YYYY-MM-DD HH:mm:ss.SSS} | {level: <7} | {message}"
 # Third-party loggers that would print request and message bodies at DEBUG or INFO.
 CHATTY_LIBRARIES = ("realtime", "httpx", "httpcore", "websockets", "hpack", "googleapiclient", "urllib3", "apscheduler")
+
+
+class LogSettings(BaseSettings):
+    """LOG_FORMAT and LOG_LEVEL alone (environment or `.env`), so that every command logs as configured, including
+    those that read no other setting of the daemon's (`migrate` needs only DATABASE_URL)."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    log_format: LogFormat = "text"
+    log_level: LogLevel = "INFO"
 
 
 def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
@@ -32,9 +44,23 @@ def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> No
     if log_format == "json":
         logger.add(_write_json, level=level, backtrace=False, diagnose=False)
     else:
-        logger.add(sys.stderr, level=level, format=TEXT_FORMAT, backtrace=False, diagnose=False)
+        logger.add(_CurrentStderr(), level=level, format=TEXT_FORMAT, backtrace=False, diagnose=False)
     for name in CHATTY_LIBRARIES:
         logging.getLogger(name).setLevel(logging.WARNING)
+
+
+class _CurrentStderr:
+    """sys.stderr as it is at each write, not as it was when logging was configured: a command run in-process
+    (tests, an embedding program) may swap it, and the old stream may be closed by then."""
+
+    def write(self, text: str) -> None:
+        sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
 
 
 def _write_json(message: Any) -> None:
