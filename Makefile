@@ -1,23 +1,59 @@
-# Every target installs what it needs into .venv first, so a fresh machine needs only
-# python3 (>= 3.11) and make.
+# Every target installs what it needs into .venv (and tools/) first, so a fresh machine needs only
+# python3 (>= 3.11), make, and Node.js's npm (for the Supabase CLI the tests drive).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
+# The real Supabase CLI (npm `supabase`, its Linux binary an optional dependency from npm), pinned by tools/package-lock.json.
+SUPABASE_CLI := tools/node_modules/.installed
+# Debian's PostgreSQL 15 (what hosted projects run), for `make test-pg15`.
+PG15_BIN := /usr/lib/postgresql/15/bin
+# The tests that exercise the SQL, run again on PostgreSQL 15 by `make test-pg15`. Not test_schema_file.py:
+# supabase/schema.sql is pg_dump 18's output from PostgreSQL 18.
+PG15_TESTS := tests/test_migrations.py tests/test_supabase_cli.py tests/test_vapi_tools.py tests/test_tenancy.py \
+	tests/test_sync_queue.py tests/test_time_zones.py tests/test_concurrency.py tests/test_busy_mirror.py \
+	tests/test_claim_performance.py tests/test_appointment_rows.py tests/test_bad_input_properties.py \
+	tests/test_supabase_rest_standin.py tests/test_realtime_standin.py
 
-.PHONY: demo test check schema
+.PHONY: demo test test-pg15 check schema lock postgres15 supabase-cli
 
-$(INSTALLED): pyproject.toml
+# The dependencies come from the hash-checked lock (`make lock` regenerates it), the project itself after them.
+$(INSTALLED): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $@
+
+$(SUPABASE_CLI): tools/package.json tools/package-lock.json
+	@command -v npm >/dev/null || { echo "npm not found: install Node.js (apt-get install nodejs npm)" >&2; exit 1; }
+	cd tools && npm ci --no-audit --no-fund --loglevel=error
+	tools/node_modules/.bin/supabase --version >/dev/null
+	touch $@
+
+supabase-cli: $(SUPABASE_CLI)
 
 demo: $(INSTALLED)
 	$(BIN)/python -m scripts.demo
 
-test: $(INSTALLED)
+test: $(INSTALLED) $(SUPABASE_CLI)
 	$(BIN)/pytest
+
+# CI's extra: the SQL-level tests again on Debian's PostgreSQL 15 (a private throwaway cluster, never the
+# machine's own PostgreSQL service).
+test-pg15: $(INSTALLED) $(SUPABASE_CLI) postgres15
+	TEST_POSTGRES=15 $(BIN)/pytest $(PG15_TESTS)
+
+# Installs Debian's postgresql-15 when its server is missing (as root; quiet; nothing when it is there). No
+# cluster is created or started: the tests start their own.
+postgres15:
+	@if [ ! -x $(PG15_BIN)/postgres ]; then \
+		echo "installing Debian's postgresql-15"; \
+		mkdir -p /etc/postgresql-common/createcluster.d; \
+		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			postgresql-15 >/dev/null; \
+	fi
+	@$(PG15_BIN)/postgres --version
 
 check: $(INSTALLED)
 	$(BIN)/ruff check .
@@ -26,3 +62,15 @@ check: $(INSTALLED)
 # supabase/schema.sql, every object as it stands after all migrations (a test fails while it is stale).
 schema: $(INSTALLED)
 	$(BIN)/python -m scripts.schema
+
+# Regenerates the hash-checked locks from pyproject.toml, keeping every pin that still fits (UPGRADE=1 moves
+# them all to the newest allowed): requirements.lock (the image: the runtime dependencies and the build
+# backend) and requirements-dev.lock (.venv: the same plus the dev extras). From PyPI only, whatever the
+# machine's pip configuration adds.
+PIP_COMPILE := env -u PIP_FIND_LINKS -u PIP_CONSTRAINT -u PIP_EXTRA_INDEX_URL PIP_CONFIG_FILE=/dev/null \
+	CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --generate-hashes --strip-extras --allow-unsafe --all-build-deps \
+	--no-emit-index-url --no-emit-find-links --index-url https://pypi.org/simple \
+	$(if $(UPGRADE),--upgrade)
+lock: $(INSTALLED)
+	$(PIP_COMPILE) --output-file requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev --output-file requirements-dev.lock pyproject.toml
