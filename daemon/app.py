@@ -133,6 +133,15 @@ class Daemon:
             coalesce=True,
             next_run_time=dt.datetime.now(dt.UTC),
         )
+        scheduler.add_job(
+            self._purge_vapi_tool_calls,
+            "interval",
+            args=[store],
+            hours=1,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
         scheduler.start()
         self.feed = make_feed(settings) if settings.feed_enabled else None
         self.metrics.feed_state(self.feed.state if self.feed else None)
@@ -169,6 +178,21 @@ class Daemon:
             self.metrics.google_budget(await store.google_budget_snapshot(self.settings.google_budget))
         except (StoreError, ValueError) as error:
             logger.warning("could not read the backlog for metrics: {}", error)
+
+    async def _purge_vapi_tool_calls(self, store: Store, batch: int = 10_000) -> None:
+        """Hourly: forget Vapi tool-call answers past VAPI_TOOL_CALL_RETENTION_DAYS, a batch per call."""
+        days = self.settings.vapi_tool_call_retention_days
+        purged = 0
+        try:
+            for _ in range(100):  # at most a million an hour; the rest next hour
+                deleted = await store.purge_vapi_tool_calls(days, batch)
+                purged += deleted
+                if deleted < batch:
+                    break
+        except StoreError as error:
+            logger.warning("could not forget old Vapi tool calls: {}", error)
+        if purged:
+            logger.info("forgot {} Vapi tool-call answers older than {} days", purged, days)
 
     def _liveness(self) -> Health:
         """Called from the health server's thread: can the event loop still run something?"""

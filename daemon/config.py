@@ -91,6 +91,8 @@ class Settings(StoreSettings):
     sync_coalesce_seconds: float = Field(default=0.02, ge=0, le=5)
     sync_backoff_base_seconds: float = Field(default=2.0, gt=0, le=600)
     sync_backoff_cap_seconds: float = Field(default=900.0, gt=0, le=86400)
+    # Vapi tool-call answers (kept so a retried call is answered, not repeated) carry patient details.
+    vapi_tool_call_retention_days: int = Field(default=30, ge=1, le=3650)
     # Google's quotas: 600 requests a minute per user (each clinic's Google account) and 10,000 per project, on
     # sliding 60 s windows, counting every request. Every replica draws from one budget kept in the database
     # within these. The margins cover what the budget cannot see: a POST httplib2 re-sends by itself when a

@@ -348,6 +348,13 @@ class Store(ABC):
     async def readiness_facts(self) -> ReadinessFacts:
         return ReadinessFacts.from_json(await self.call("readiness_facts", {}))
 
+    async def purge_vapi_tool_calls(self, older_than_days: int, limit: int) -> int:
+        """Forget up to `limit` Vapi tool-call answers (they carry patient details) older than the days given;
+        how many went. The database refuses less than a day: Vapi may still retry a younger call."""
+        return int(
+            await self.call("purge_vapi_tool_calls", {"p_older_than": f"{older_than_days} days", "p_limit": limit})
+        )
+
 
 class PostgresStore(Store):
     """Direct PostgreSQL, through a small async connection pool."""

@@ -172,12 +172,49 @@ begin
   if v_clinic_id is not null then
     update public.clinic_api_keys
        set last_used_at = now()
-     where key_hash = pg_catalog.sha256(pg_catalog.convert_to(
-             current_setting('request.headers', true)::json ->> 'x-clinic-key', 'UTF8'))
-       and (last_used_at is null or last_used_at < now() - interval '1 minute');
+     where key_hash = (select k.key_hash from public.clinic_api_keys k
+                 where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(
+                         current_setting('request.headers', true)::json ->> 'x-clinic-key', 'UTF8'))
+                   and (k.last_used_at is null or k.last_used_at < now() - interval '1 minute')
+                 for no key update skip locked);
   end if;
   return v_clinic_id;
 end
+$$;
+
+
+--
+-- Name: begin_budget_change(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.begin_budget_change(p_returns jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  perform pg_catalog.pg_advisory_xact_lock(7031202611300300);
+  perform private.require(p_returns is null or jsonb_typeof(p_returns) = 'array', 'returns must be a JSON array');
+  update private.google_requests g
+     set requests = greatest(0, g.requests - r.requests)
+    from (select (e ->> 'entry')::bigint as entry, sum((e ->> 'requests')::integer) as requests
+          from jsonb_array_elements(coalesce(p_returns, '[]'::jsonb)) e
+          group by 1) r
+   where g.id = r.entry and r.requests > 0;
+  delete from private.google_requests where usable_until < now() - interval '2 minutes';
+  delete from private.google_throttles where throttled_until < now() - interval '1 hour';
+end
+$$;
+
+
+--
+-- Name: busy_message(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.busy_message() RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select 'The diary is busy right now and nothing was changed. Please try again in a moment'
 $$;
 
 
@@ -329,6 +366,26 @@ begin
                and tstzrange(b.starts_at, b.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)')) then
     perform private.slot_taken(p_clinic, p_starts, (extract(epoch from p_ends - p_starts) / 60)::integer);
   end if;
+end
+$$;
+
+
+--
+-- Name: check_budget_arguments(integer, integer, double precision); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require(p_account_limit is null or p_account_limit between 1 and 100000,
+                          'the per-account limit must be 1 to 100000 requests a minute');
+  perform private.require(p_project_limit is null or p_project_limit between 1 and 10000000,
+                          'the per-project limit must be 1 to 10000000 requests a minute');
+  perform private.require((p_account_limit is null) = (p_project_limit is null),
+                          'give both the per-account and the per-project limit, or neither');
+  perform private.require(p_hold_seconds between 0.1 and 60, 'the hold must be 0.1 to 60 seconds');
 end
 $$;
 
@@ -516,6 +573,70 @@ $$;
 
 
 --
+-- Name: google_budget_key(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.google_budget_key(p_clinic_id uuid, p_google_account text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(lower(nullif(btrim(p_google_account), '')), 'clinic:' || p_clinic_id::text)
+$$;
+
+
+--
+-- Name: google_budget_key_of(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.google_budget_key_of(p_clinic_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select private.google_budget_key(p_clinic_id, (select google_account from public.calendar_connections
+                                                  where clinic_id = p_clinic_id))
+$$;
+
+
+--
+-- Name: google_budget_wait(text, integer, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.google_budget_wait(p_budget_key text, p_account_limit integer, p_project_limit integer) RETURNS double precision
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  with spent as (select * from private.google_requests_in_window())
+  select greatest(
+    0,
+    (select extract(epoch from max(t.throttled_until) - now()) from private.google_throttles t
+      where t.budget_key = p_budget_key and t.throttled_until > now()),
+    case when coalesce((select s.requests from spent s where s.budget_key = p_budget_key), 0) >= p_account_limit
+         then (select extract(epoch from min(g.usable_until) + interval '60 seconds' - now())
+               from private.google_requests g
+               where g.budget_key = p_budget_key and g.usable_until > now() - interval '60 seconds') end,
+    case when coalesce((select sum(s.requests) from spent s), 0) >= p_project_limit
+         then (select extract(epoch from min(g.usable_until) + interval '60 seconds' - now())
+               from private.google_requests g where g.usable_until > now() - interval '60 seconds') end
+  )::double precision
+$$;
+
+
+--
+-- Name: google_requests_in_window(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.google_requests_in_window() RETURNS TABLE(budget_key text, requests bigint)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select g.budget_key, sum(g.requests)::bigint
+  from private.google_requests g
+  where g.usable_until > now() - interval '60 seconds'
+  group by g.budget_key
+$$;
+
+
+--
 -- Name: local_clock(timestamp with time zone, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -561,6 +682,21 @@ $$;
 
 
 --
+-- Name: lock_diary(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.lock_diary(p_clinic_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  perform set_config('lock_timeout', private.wait_left(), true);
+  perform pg_catalog.pg_advisory_xact_lock(1147, pg_catalog.hashtext(p_clinic_id::text));
+end
+$$;
+
+
+--
 -- Name: mark_synced_from_calendar(uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -572,6 +708,22 @@ CREATE FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) RETURNS
      set sync_state = 'synced', synced_revision = revision, synced_at = now(), sync_attempts = 0,
          next_attempt_at = null, lease_owner = null, lease_expires_at = null, last_sync_error = null
    where id = p_appointment_id
+$$;
+
+
+--
+-- Name: nearest_free_times(public.clinics, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid DEFAULT NULL::uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce('Nearest free times that day: ' || string_agg(private.local_clock(s, p_clinic.time_zone), ', ' order by s),
+                  'There are no other free times that day')
+  from (select s
+        from private.free_slots(p_clinic, (p_wanted at time zone p_clinic.time_zone)::date, p_minutes, p_ignore) as s
+        order by abs(extract(epoch from s - p_wanted)) limit 6) as nearest
 $$;
 
 
@@ -856,6 +1008,51 @@ $$;
 
 
 --
+-- Name: refuse_if_taken(public.clinics, timestamp with time zone, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid DEFAULT NULL::uuid) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if exists (select from public.appointments a
+             where a.clinic_id = p_clinic.id
+               and a.status = 'booked'
+               and a.id is distinct from p_ignore
+               and tstzrange(a.starts_at, a.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)')) then
+    perform private.slot_taken(p_clinic, p_starts, (extract(epoch from p_ends - p_starts) / 60)::integer, p_ignore);
+  end if;
+end
+$$;
+
+
+--
+-- Name: refuse_off_grid(public.clinics, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid DEFAULT NULL::uuid) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_local timestamp := p_starts at time zone p_clinic.time_zone;
+begin
+  if not exists (
+    select from public.clinic_opening_hours h
+    where h.clinic_id = p_clinic.id
+      and h.weekday = extract(isodow from v_local)
+      and v_local >= v_local::date + h.opens and v_local < v_local::date + h.closes
+      and extract(epoch from v_local - (v_local::date + h.opens))::bigint % (p_clinic.slot_minutes * 60) = 0) then
+    perform private.refuse(format('%s on %s is not a start time the clinic offers (appointments start every %s minutes). %s',
+      private.local_clock(p_starts, p_clinic.time_zone), private.local_day(p_starts, p_clinic.time_zone),
+      p_clinic.slot_minutes, private.nearest_free_times(p_clinic, p_starts, p_minutes, p_ignore)));
+  end if;
+end
+$$;
+
+
+--
 -- Name: request_clinic_id(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -935,6 +1132,10 @@ declare
   v_prior public.vapi_tool_calls;
   v_result text;
 begin
+  if strpos(p_call::text, p_ctx ->> 'nul_marker') > 0 then
+    return jsonb_build_object('toolCallId', v_id, 'error',
+      'This tool call contains a NUL character (U+0000), which cannot be stored, so nothing was done');
+  end if;
   if jsonb_typeof(v_id) is distinct from 'string' or length(v_tool_call_id) not between 1 and 200 then
     return jsonb_build_object('toolCallId', v_id, 'error', 'This tool call has no usable id');
   end if;
@@ -942,9 +1143,10 @@ begin
     v_name := private.vapi_call_name(p_call);
     v_args := private.vapi_call_arguments(p_call);
     if v_name <> 'check_availability' then
-      -- The first attempt claims the id; a concurrent retry waits here for it to commit,
-      -- then answers with what the first attempt answered.
+      -- The first attempt claims the id; a concurrent retry waits here (within the budget) for
+      -- it to commit, then answers with what the first attempt answered.
       v_hash := sha256(convert_to(v_name || ' ' || v_args::text, 'UTF8'));
+      perform set_config('lock_timeout', private.wait_left(), true);
       insert into public.vapi_tool_calls (clinic_id, tool_call_id, tool_name, request_hash)
       values (p_clinic.id, v_tool_call_id, v_name, v_hash)
       on conflict do nothing;
@@ -972,6 +1174,8 @@ begin
   exception
     when sqlstate 'VA001' then
       return jsonb_build_object('toolCallId', v_id, 'error', sqlerrm);
+    when lock_not_available or deadlock_detected then
+      return jsonb_build_object('toolCallId', v_id, 'error', private.busy_message());
     when others then
       -- Only the tool name and SQLSTATE: arguments may carry patient details.
       raise warning 'vapi_tool_call: % failed with SQLSTATE %', coalesce(v_name, 'unnamed tool'), sqlstate;
@@ -990,16 +1194,10 @@ CREATE FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp w
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
-declare
-  v_day date := (p_wanted at time zone p_clinic.time_zone)::date;
-  v_nearest text;
 begin
-  select string_agg(private.local_clock(s, p_clinic.time_zone), ', ' order by s) into v_nearest
-  from (select s from private.free_slots(p_clinic, v_day, p_minutes, p_ignore) as s
-        order by abs(extract(epoch from s - p_wanted)) limit 6) as nearest;
   perform private.refuse(format('%s on %s is not available. %s',
     private.local_clock(p_wanted, p_clinic.time_zone), private.local_day(p_wanted, p_clinic.time_zone),
-    coalesce('Nearest free times that day: ' || v_nearest, 'There are no other free times that day')));
+    private.nearest_free_times(p_clinic, p_wanted, p_minutes, p_ignore)));
 end
 $$;
 
@@ -1067,7 +1265,11 @@ begin
   v_service := private.pick_service(p_clinic.id, private.text_arg(p_args, 'service', 80));
   v_start := private.parse_local_start(v_start_text, p_clinic.time_zone, 'start');
   v_ends := v_start.instant + make_interval(mins => v_service.duration_minutes);
+  perform private.lock_diary(p_clinic.id);
+  perform set_config('lock_timeout', private.wait_left(), true);
   perform private.check_bookable(p_clinic, v_start.instant, v_ends);
+  perform private.refuse_off_grid(p_clinic, v_start.instant, v_service.duration_minutes);
+  perform private.refuse_if_taken(p_clinic, v_start.instant, v_ends);
   v_reference := private.new_reference(p_clinic.id);
   begin
     insert into public.appointments (
@@ -1078,7 +1280,7 @@ begin
       v_service.name, v_notes, v_start.instant, v_ends, 'vapi',
       p_ctx ->> 'call_id', p_ctx ->> 'tool_call_id');
   exception
-    when exclusion_violation then
+    when exclusion_violation then  -- a writer that does not hold the diary (staff, the service role)
       perform private.slot_taken(p_clinic, v_start.instant, v_service.duration_minutes);
   end;
   return format('Booked: %s on %s at %s%s for %s. Reference %s.',
@@ -1104,6 +1306,8 @@ declare
   v_appointment public.appointments;
 begin
   perform private.check_arg_names(p_args, array['reference', 'patient_phone', 'start']);
+  perform private.lock_diary(p_clinic.id);
+  perform set_config('lock_timeout', private.wait_left(), true);
   v_appointment := private.find_appointment(p_clinic, p_args, p_ctx, private.text_arg(p_args, 'start', 40));
   update public.appointments
      set status = 'cancelled', cancelled_at = now()
@@ -1167,24 +1371,29 @@ declare
   v_appointment public.appointments;
   v_new record;
   v_length interval;
+  v_minutes integer;
 begin
   perform private.check_arg_names(p_args, array['reference', 'patient_phone', 'new_start']);
   v_new_start_text := private.required_text_arg(p_args, 'new_start', 40);
+  perform private.lock_diary(p_clinic.id);
+  perform set_config('lock_timeout', private.wait_left(), true);
   v_appointment := private.find_appointment(p_clinic, p_args, p_ctx, null);
   v_new := private.parse_local_start(v_new_start_text, p_clinic.time_zone, 'new_start');
   if v_new.instant = v_appointment.starts_at then
     perform private.refuse(format('The booking %s is already at that time', v_appointment.reference));
   end if;
   v_length := v_appointment.ends_at - v_appointment.starts_at;
+  v_minutes := (extract(epoch from v_length) / 60)::integer;
   perform private.check_bookable(p_clinic, v_new.instant, v_new.instant + v_length);
+  perform private.refuse_off_grid(p_clinic, v_new.instant, v_minutes, v_appointment.id);
+  perform private.refuse_if_taken(p_clinic, v_new.instant, v_new.instant + v_length, v_appointment.id);
   begin
     update public.appointments
        set starts_at = v_new.instant, ends_at = v_new.instant + v_length
      where id = v_appointment.id;
   exception
-    when exclusion_violation then
-      perform private.slot_taken(p_clinic, v_new.instant,
-                                 (extract(epoch from v_length) / 60)::integer, v_appointment.id);
+    when exclusion_violation then  -- a writer that does not hold the diary (staff, the service role)
+      perform private.slot_taken(p_clinic, v_new.instant, v_minutes, v_appointment.id);
   end;
   return format('Moved: %s from %s at %s to %s at %s%s (reference %s).',
                 v_appointment.service,
@@ -1196,6 +1405,67 @@ begin
                      then ' (the first of the two times the clock shows that hour, before the clocks go back)'
                      else '' end,
                 v_appointment.reference);
+end
+$$;
+
+
+--
+-- Name: vapi_answer(jsonb, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.vapi_answer(p_body jsonb, p_nul_marker text) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_message jsonb := p_body -> 'message';
+  v_calls jsonb;
+  v_clinic public.clinics;
+  v_clinic_id uuid;
+  v_org_id jsonb;
+  v_ctx jsonb;
+  v_results jsonb := '[]'::jsonb;
+  v_call jsonb;
+  v_call_id text;
+  v_deadline timestamptz := nullif(current_setting('vapi.deadline', true), '')::timestamptz;
+begin
+  if jsonb_typeof(v_message) is distinct from 'object' then
+    return private.vapi_refuse_message(private.vapi_calls_found(p_body),
+      'The body must be a Vapi server message: {"message": {"type": "tool-calls", ...}}');
+  end if;
+  v_calls := private.vapi_calls_of(v_message);
+  if v_calls is null then
+    return private.vapi_refuse_message(private.vapi_calls_found(v_message), 'The message has no toolCallList');
+  end if;
+  if jsonb_array_length(v_calls) > 20 then
+    return private.vapi_refuse_message(v_calls, 'Too many tool calls in one message (at most 20)');
+  end if;
+
+  v_clinic_id := private.authenticate_request();
+  if v_clinic_id is null then
+    return private.vapi_refuse_all(v_calls,
+      'Not authorised: this assistant''s clinic key is missing, wrong or revoked');
+  end if;
+  v_org_id := v_message -> 'assistant' -> 'metadata' -> 'org_id';
+  if v_org_id is not null and v_org_id is distinct from to_jsonb(v_clinic_id::text) then
+    return private.vapi_refuse_all(v_calls,
+      'Not authorised: the assistant''s org_id does not match its clinic key');
+  end if;
+  select * into strict v_clinic from public.clinics where id = v_clinic_id;
+
+  v_call_id := v_message #>> '{call,id}';
+  v_ctx := jsonb_build_object(
+    'caller_number', coalesce(v_message #>> '{call,customer,number}', v_message #>> '{customer,number}'),
+    'call_id', case when length(v_call_id) <= 200 and (p_nul_marker is null or strpos(v_call_id, p_nul_marker) = 0)
+                    then v_call_id end,
+    'nul_marker', p_nul_marker);
+  for v_call in select value from jsonb_array_elements(v_calls) loop
+    v_results := v_results || jsonb_build_array(
+      case when clock_timestamp() < v_deadline or v_deadline is null
+           then private.run_tool_call(v_clinic, v_call, v_ctx)
+           else jsonb_build_object('toolCallId', v_call -> 'id', 'error', private.busy_message()) end);
+  end loop;
+  return jsonb_build_object('results', v_results);
 end
 $$;
 
@@ -1258,6 +1528,24 @@ $$;
 
 
 --
+-- Name: vapi_calls_found(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.vapi_calls_found(p_container jsonb) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(
+    case when jsonb_typeof(p_container) = 'object' then coalesce(
+      private.vapi_calls_of(p_container),
+      case when jsonb_typeof(p_container -> 'toolCallList') = 'object' then jsonb_build_array(p_container -> 'toolCallList') end,
+      case when jsonb_typeof(p_container -> 'toolCalls') = 'object' then jsonb_build_array(p_container -> 'toolCalls') end)
+    end,
+    '[]'::jsonb)
+$$;
+
+
+--
 -- Name: vapi_calls_of(jsonb); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1267,6 +1555,7 @@ CREATE FUNCTION private.vapi_calls_of(p_message jsonb) RETURNS jsonb
     AS $$
   select case
     when jsonb_typeof(p_message -> 'toolCallList') = 'array' then p_message -> 'toolCallList'
+    when jsonb_typeof(p_message -> 'toolCalls') = 'array' then p_message -> 'toolCalls'
     when jsonb_typeof(p_message -> 'toolWithToolCallList') = 'array' then (
       select coalesce(jsonb_agg(
                case when jsonb_typeof(entry -> 'toolCall') = 'object'
@@ -1290,6 +1579,59 @@ CREATE FUNCTION private.vapi_refuse_all(p_calls jsonb, p_message text) RETURNS j
   select jsonb_build_object('results', coalesce(jsonb_agg(
            jsonb_build_object('toolCallId', call -> 'id', 'error', p_message) order by position), '[]'::jsonb))
   from jsonb_array_elements(p_calls) with ordinality as c(call, position)
+$$;
+
+
+--
+-- Name: vapi_refuse_message(jsonb, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.vapi_refuse_message(p_calls jsonb, p_message text) RETURNS jsonb
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select private.vapi_refuse_all(p_calls, p_message) || jsonb_build_object('error', p_message)
+$$;
+
+
+--
+-- Name: vapi_wait_budget(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.vapi_wait_budget() RETURNS interval
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select case when s.setting::bigint > 0
+              then least(interval '2 seconds', make_interval(secs => s.setting::bigint * 0.6 / 1000))
+              else interval '2 seconds' end
+  from pg_catalog.pg_settings s
+  where s.name = 'statement_timeout'
+$$;
+
+
+--
+-- Name: wait_left(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.wait_left() RETURNS text
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_deadline timestamptz := nullif(current_setting('vapi.deadline', true), '')::timestamptz;
+  v_left_ms bigint;
+begin
+  if v_deadline is null then
+    return current_setting('lock_timeout');
+  end if;
+  -- Rounded up, so a wait that times out ends at or after the deadline, never just before it.
+  v_left_ms := ceil(extract(epoch from v_deadline - clock_timestamp()) * 1000);
+  if v_left_ms <= 0 then
+    perform private.refuse(private.busy_message());
+  end if;
+  return v_left_ms || 'ms';
+end
 $$;
 
 
@@ -1473,18 +1815,24 @@ $$;
 
 
 --
--- Name: claim_appointments(text, integer, integer, integer); Type: FUNCTION; Schema: public; Owner: -
+-- Name: claim_appointments(text, integer, integer, integer, integer, integer, double precision, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.claim_appointments(p_owner text, p_limit integer DEFAULT 50, p_lease_seconds integer DEFAULT 120, p_per_clinic integer DEFAULT 10) RETURNS TABLE(appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb, service text, notes text, starts_at timestamp with time zone, ends_at timestamp with time zone, calendar_event_id text, sync_attempts integer, created_at timestamp with time zone, time_zone text, calendar_id text, changed_at timestamp with time zone)
+CREATE FUNCTION public.claim_appointments(p_owner text, p_limit integer DEFAULT 50, p_lease_seconds integer DEFAULT 120, p_per_clinic integer DEFAULT 10, p_account_limit integer DEFAULT NULL::integer, p_project_limit integer DEFAULT NULL::integer, p_hold_seconds double precision DEFAULT 2, p_returns jsonb DEFAULT NULL::jsonb) RETURNS TABLE(appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb, service text, notes text, starts_at timestamp with time zone, ends_at timestamp with time zone, calendar_event_id text, sync_attempts integer, created_at timestamp with time zone, time_zone text, calendar_id text, changed_at timestamp with time zone, budget_key text, budget_entry bigint)
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
+declare
+  v_budgeted boolean := p_account_limit is not null;
 begin
   perform private.require_owner(p_owner);
   perform private.require(p_limit between 1 and 1000, 'limit must be 1 to 1000');
   perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
   perform private.require(p_per_clinic between 1 and 1000, 'per-clinic limit must be 1 to 1000');
+  perform private.check_budget_arguments(p_account_limit, p_project_limit, p_hold_seconds);
+  if v_budgeted then
+    perform private.begin_budget_change(p_returns);
+  end if;
 
   return query
   with recursive due_clinics (clinic_id) as (
@@ -1522,14 +1870,46 @@ begin
           order by a.lease_expires_at
           limit p_limit * p_per_clinic) x
   ),
-  due as (
-    select c.id, c.due_at, row_number() over (partition by c.clinic_id order by c.due_at, c.id) as nth
+  ranked as (
+    select c.id, c.clinic_id, c.due_at,
+           row_number() over (partition by c.clinic_id order by c.due_at, c.id) as nth,
+           private.google_budget_key(c.clinic_id, k.google_account) as budget_key,
+           coalesce(k.status = 'active', false) as connected
     from candidates c
+    left join public.calendar_connections k on k.clinic_id = c.clinic_id
+  ),
+  spent as (
+    select w.budget_key, w.requests from private.google_requests_in_window() w where v_budgeted
+  ),
+  throttled as (
+    select t.budget_key from private.google_throttles t where v_budgeted and t.throttled_until > now()
+  ),
+  within_account as (
+    -- Connected rows, by rank then due time, as far as their key's budget goes; unconnected rows
+    -- (to be parked) need no budget.
+    select r.*, count(*) filter (where r.connected) over (order by r.nth, r.due_at, r.id) as nth_connected
+    from (
+      select r.*,
+             count(*) filter (where r.connected)
+               over (partition by r.budget_key order by r.nth, r.due_at, r.id) as nth_of_key
+      from ranked r
+      where r.nth <= p_per_clinic
+    ) r
+    where not v_budgeted or not r.connected
+       or (r.nth_of_key <= p_account_limit - coalesce((select s.requests from spent s where s.budget_key = r.budget_key), 0)
+           and not exists (select from throttled t where t.budget_key = r.budget_key))
+  ),
+  chosen as (
+    select w.id from within_account w
+    where not v_budgeted or not w.connected
+       or w.nth_connected <= p_project_limit - coalesce((select sum(s.requests) from spent s), 0)
+    order by w.nth, w.due_at, w.id
+    limit p_limit
   ),
   locked as (
     select a.id, a.clinic_id
     from public.appointments a
-    where a.id in (select due.id from due where due.nth <= p_per_clinic order by due.due_at, due.id limit p_limit)
+    where a.id in (select chosen.id from chosen)
       and ((a.sync_state = 'pending' and a.next_attempt_at <= now())
            or (a.sync_state = 'in_flight' and a.lease_expires_at < now()))
     for update skip locked
@@ -1551,12 +1931,23 @@ begin
            sync_attempts = a.sync_attempts + 1
      where a.id in (select id from connected)
     returning a.*
+  ),
+  reserved as (
+    insert into private.google_requests as g (budget_key, usable_until, requests)
+    select r.budget_key, now() + make_interval(secs => p_hold_seconds), count(*)
+    from claimed c
+    join ranked r on r.id = c.id
+    where v_budgeted
+    group by r.budget_key
+    returning g.id, g.budget_key
   )
   select c.id, c.clinic_id, c.revision, c.status, c.reference, c.patient, c.service, c.notes,
          c.starts_at, c.ends_at, c.calendar_event_id, c.sync_attempts, c.created_at,
-         k.time_zone, k.calendar_id, c.updated_at
+         k.time_zone, k.calendar_id, c.updated_at, r.budget_key, v.id
   from claimed c
   join public.clinics k on k.id = c.clinic_id
+  join ranked r on r.id = c.id
+  left join reserved v on v.budget_key = r.budget_key
   order by c.starts_at;
 end
 $$;
@@ -1814,6 +2205,46 @@ $$;
 
 
 --
+-- Name: google_budget_snapshot(integer, integer, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.google_budget_snapshot(p_account_limit integer, p_project_limit integer, p_top integer DEFAULT 5) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  with spent as (select * from private.google_requests_in_window()),
+  throttled as (select t.budget_key from private.google_throttles t where t.throttled_until > now()),
+  project as (select coalesce(sum(s.requests), 0) as used from spent s),
+  due as (
+    select distinct private.google_budget_key(a.clinic_id, k.google_account) as budget_key, a.clinic_id
+    from public.appointments a
+    join public.calendar_connections k on k.clinic_id = a.clinic_id and k.status = 'active'
+    where a.sync_state = 'pending' and a.next_attempt_at <= now()
+  ),
+  held as (
+    select d.clinic_id, d.budget_key
+    from due d
+    where exists (select from throttled t where t.budget_key = d.budget_key)
+       or coalesce((select s.requests from spent s where s.budget_key = d.budget_key), 0) >= p_account_limit
+       or (select used from project) >= p_project_limit
+  )
+  select jsonb_build_object(
+    'project_used', (select used from project),
+    'project_limit', p_project_limit,
+    'account_limit', p_account_limit,
+    'accounts', coalesce((select jsonb_agg(jsonb_build_object('key', s.budget_key, 'used', s.requests)
+                                           order by s.requests desc, s.budget_key)
+                          from (select * from spent order by requests desc, budget_key limit greatest(p_top, 0)) s),
+                         '[]'::jsonb),
+    'throttled', (select count(*) from throttled),
+    'held_back_clinics', (select count(*) from held),
+    'next_budget_seconds', (select min(greatest(0.05, private.google_budget_wait(h.budget_key, p_account_limit,
+                                                                                 p_project_limit)))
+                            from held h))
+$$;
+
+
+--
 -- Name: issue_clinic_key(uuid, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -1834,6 +2265,32 @@ begin
   values (p_clinic_id, pg_catalog.sha256(pg_catalog.convert_to(v_key, 'UTF8')),
           left(v_key, 10), coalesce(p_label, ''));
   return v_key;
+end
+$$;
+
+
+--
+-- Name: purge_vapi_tool_calls(interval, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.purge_vapi_tool_calls(p_older_than interval, p_limit integer DEFAULT 10000) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_deleted integer;
+begin
+  perform private.require(p_older_than is not null, 'p_older_than is required, e.g. ''30 days''');
+  perform private.require(p_older_than >= interval '1 day',
+    format('p_older_than must be at least 1 day, not %s: Vapi may still retry a younger tool call', p_older_than));
+  perform private.require(p_limit between 1 and 100000, 'p_limit must be between 1 and 100000');
+  delete from public.vapi_tool_calls
+   where (clinic_id, tool_call_id) in (select clinic_id, tool_call_id from public.vapi_tool_calls
+                                       where created_at < now() - p_older_than
+                                       order by created_at
+                                       limit p_limit);
+  get diagnostics v_deleted = row_count;
+  return v_deleted;
 end
 $$;
 
@@ -1952,6 +2409,47 @@ begin
    where sync_state = 'in_flight' and lease_owner = p_owner;
   get diagnostics v_count = row_count;
   return v_count;
+end
+$$;
+
+
+--
+-- Name: reserve_google_requests(uuid, integer, integer, integer, double precision, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.reserve_google_requests(p_clinic_id uuid, p_requests integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision DEFAULT 2, p_returns jsonb DEFAULT NULL::jsonb) RETURNS TABLE(granted integer, entry bigint, retry_after_seconds double precision)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_key text;
+  v_grant integer;
+  v_entry bigint;
+begin
+  perform private.require(p_clinic_id is not null, 'a clinic is required');
+  perform private.require(p_requests between 1 and 1000, 'requests must be 1 to 1000');
+  perform private.require(p_account_limit is not null, 'give both the per-account and the per-project limit');
+  perform private.check_budget_arguments(p_account_limit, p_project_limit, p_hold_seconds);
+  perform private.begin_budget_change(p_returns);
+  v_key := private.google_budget_key_of(p_clinic_id);
+  if exists (select from private.google_throttles t where t.budget_key = v_key and t.throttled_until > now()) then
+    v_grant := 0;
+  else
+    v_grant := greatest(0, least(
+      p_requests,
+      p_account_limit - coalesce((select w.requests from private.google_requests_in_window() w
+                                  where w.budget_key = v_key), 0),
+      p_project_limit - coalesce((select sum(w.requests) from private.google_requests_in_window() w), 0)))::integer;
+  end if;
+  if v_grant = 0 then
+    return query select 0, null::bigint,
+                        greatest(0.05, private.google_budget_wait(v_key, p_account_limit, p_project_limit));
+    return;
+  end if;
+  insert into private.google_requests (budget_key, usable_until, requests)
+  values (v_key, now() + make_interval(secs => p_hold_seconds), v_grant)
+  returning id into v_entry;
+  return query select v_grant, v_entry, 0::double precision;
 end
 $$;
 
@@ -2092,56 +2590,126 @@ $$;
 
 
 --
--- Name: vapi_tool_call(jsonb); Type: FUNCTION; Schema: public; Owner: -
+-- Name: throttle_google_requests(uuid, double precision, double precision, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.vapi_tool_call(jsonb) RETURNS jsonb
+CREATE FUNCTION public.throttle_google_requests(p_clinic_id uuid, p_seconds double precision, p_max_seconds double precision, p_reason text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require(p_clinic_id is not null, 'a clinic is required');
+  perform private.require(p_seconds > 0 and p_max_seconds <= 86400 and p_seconds <= p_max_seconds,
+                          'seconds must be more than 0 and at most the maximum, itself at most 86400');
+  insert into private.google_throttles as t (budget_key, throttled_until, hold_seconds, reason)
+  values (private.google_budget_key_of(p_clinic_id), now() + make_interval(secs => p_seconds), p_seconds,
+          left(coalesce(p_reason, 'rate limited'), 200))
+  on conflict (budget_key) do update
+    set hold_seconds = case when t.throttled_until > now() then t.hold_seconds
+                            when t.throttled_until > now() - make_interval(secs => greatest(t.hold_seconds, 60))
+                            then least(greatest(t.hold_seconds * 2, excluded.hold_seconds), p_max_seconds)
+                            else excluded.hold_seconds end,
+        reason = excluded.reason;
+  update private.google_throttles t
+     set throttled_until = greatest(t.throttled_until, now() + make_interval(secs => t.hold_seconds))
+   where t.budget_key = private.google_budget_key_of(p_clinic_id);
+end
+$$;
+
+
+--
+-- Name: vapi_tool_call(json); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.vapi_tool_call(json) RETURNS json
     LANGUAGE plpgsql SECURITY DEFINER
     SET search_path TO ''
     AS $_$
 declare
-  v_message jsonb := $1 -> 'message';
-  v_calls jsonb;
-  v_clinic public.clinics;
-  v_clinic_id uuid;
-  v_org_id jsonb;
-  v_ctx jsonb;
-  v_results jsonb := '[]'::jsonb;
-  v_call jsonb;
+  v_text text := $1::text;
+  v_marker text;
+  v_body jsonb;
+  v_answer jsonb;
 begin
-  if jsonb_typeof(v_message) is distinct from 'object' then
-    return jsonb_build_object('results', '[]'::jsonb,
-      'error', 'The body must be a Vapi server message: {"message": {"type": "tool-calls", ...}}');
+  perform set_config('vapi.deadline', (statement_timestamp() + private.vapi_wait_budget())::text, true);
+  if strpos(v_text, '\u0000') > 0 then
+    v_marker := 'NUL' || replace(gen_random_uuid()::text, '-', '');
+    -- A `\u0000` escape is one whose backslash is not itself escaped: preceded by an even run of them.
+    v_text := regexp_replace(v_text, '(?<!\\)((?:\\\\)*)\\u0000', '\1' || v_marker, 'g');
   end if;
-  v_calls := private.vapi_calls_of(v_message);
-  if v_calls is null then
-    return jsonb_build_object('results', '[]'::jsonb, 'error', 'The message has no toolCallList');
+  begin
+    v_body := v_text::jsonb;
+  exception
+    when others then  -- valid JSON that jsonb cannot hold (a number beyond numeric's range)
+      return json_build_object('results', json_build_array(),
+        'error', 'The body could not be read: ' || regexp_replace(sqlerrm, '[\r\n]+', ' ', 'g'));
+  end;
+  v_answer := private.vapi_answer(v_body, v_marker);
+  if v_marker is null then
+    return v_answer::json;
   end if;
-  if jsonb_array_length(v_calls) > 20 then
-    return jsonb_build_object('results', '[]'::jsonb, 'error', 'Too many tool calls in one message (at most 20)');
-  end if;
-
-  v_clinic_id := private.authenticate_request();
-  if v_clinic_id is null then
-    return private.vapi_refuse_all(v_calls,
-      'Not authorised: this assistant''s clinic key is missing, wrong or revoked');
-  end if;
-  v_org_id := v_message -> 'assistant' -> 'metadata' -> 'org_id';
-  if v_org_id is not null and v_org_id is distinct from to_jsonb(v_clinic_id::text) then
-    return private.vapi_refuse_all(v_calls,
-      'Not authorised: the assistant''s org_id does not match its clinic key');
-  end if;
-  select * into strict v_clinic from public.clinics where id = v_clinic_id;
-
-  v_ctx := jsonb_build_object(
-    'caller_number', coalesce(v_message #>> '{call,customer,number}', v_message #>> '{customer,number}'),
-    'call_id', case when length(v_message #>> '{call,id}') <= 200 then v_message #>> '{call,id}' end);
-  for v_call in select value from jsonb_array_elements(v_calls) loop
-    v_results := v_results || jsonb_build_array(private.run_tool_call(v_clinic, v_call, v_ctx));
-  end loop;
-  return jsonb_build_object('results', v_results);
+  return replace(v_answer::text, v_marker, '\u0000')::json;
 end
 $_$;
+
+
+--
+-- Name: google_requests; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.google_requests (
+    id bigint NOT NULL,
+    budget_key text NOT NULL,
+    reserved_at timestamp with time zone DEFAULT now() NOT NULL,
+    usable_until timestamp with time zone NOT NULL,
+    requests integer NOT NULL,
+    CONSTRAINT google_requests_budget_key_check CHECK (((length(budget_key) >= 1) AND (length(budget_key) <= 400))),
+    CONSTRAINT google_requests_check CHECK ((usable_until >= reserved_at)),
+    CONSTRAINT google_requests_requests_check CHECK ((requests >= 0))
+);
+
+
+--
+-- Name: TABLE google_requests; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.google_requests IS 'Google Calendar requests reserved by the daemon''s replicas (the shared budget); rows older than the window are pruned.';
+
+
+--
+-- Name: google_requests_id_seq; Type: SEQUENCE; Schema: private; Owner: -
+--
+
+ALTER TABLE private.google_requests ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME private.google_requests_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+
+--
+-- Name: google_throttles; Type: TABLE; Schema: private; Owner: -
+--
+
+CREATE TABLE private.google_throttles (
+    budget_key text NOT NULL,
+    throttled_until timestamp with time zone NOT NULL,
+    hold_seconds double precision NOT NULL,
+    reason text NOT NULL,
+    CONSTRAINT google_throttles_budget_key_check CHECK (((length(budget_key) >= 1) AND (length(budget_key) <= 400))),
+    CONSTRAINT google_throttles_hold_seconds_check CHECK (((hold_seconds >= (0)::double precision) AND (hold_seconds <= (86400)::double precision))),
+    CONSTRAINT google_throttles_reason_check CHECK ((length(reason) <= 200))
+);
+
+
+--
+-- Name: TABLE google_throttles; Type: COMMENT; Schema: private; Owner: -
+--
+
+COMMENT ON TABLE private.google_throttles IS 'Budget keys Google answered with a rate-limit error, held back for every replica until throttled_until.';
 
 
 --
@@ -2287,6 +2855,22 @@ CREATE TABLE public.vapi_tool_calls (
 
 
 --
+-- Name: google_requests google_requests_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.google_requests
+    ADD CONSTRAINT google_requests_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: google_throttles google_throttles_pkey; Type: CONSTRAINT; Schema: private; Owner: -
+--
+
+ALTER TABLE ONLY private.google_throttles
+    ADD CONSTRAINT google_throttles_pkey PRIMARY KEY (budget_key);
+
+
+--
 -- Name: appointments appointments_clinic_id_reference_key; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -2404,6 +2988,13 @@ ALTER TABLE ONLY public.contacts
 
 ALTER TABLE ONLY public.vapi_tool_calls
     ADD CONSTRAINT vapi_tool_calls_pkey PRIMARY KEY (clinic_id, tool_call_id);
+
+
+--
+-- Name: google_requests_window; Type: INDEX; Schema: private; Owner: -
+--
+
+CREATE INDEX google_requests_window ON private.google_requests USING btree (usable_until) INCLUDE (budget_key, requests);
 
 
 --
@@ -2886,6 +3477,22 @@ GRANT ALL ON FUNCTION private.authenticate_request() TO vapi_clinic;
 
 
 --
+-- Name: FUNCTION begin_budget_change(p_returns jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.begin_budget_change(p_returns jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.begin_budget_change(p_returns jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION busy_message(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.busy_message() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.busy_message() TO vapi_clinic;
+
+
+--
 -- Name: FUNCTION calendar_connections_status_changed(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2934,6 +3541,14 @@ GRANT ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_starts t
 
 
 --
+-- Name: FUNCTION check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) TO service_role;
+
+
+--
 -- Name: FUNCTION event_instant(p_when jsonb, p_zone text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2967,6 +3582,38 @@ GRANT ALL ON FUNCTION private.free_slots(p_clinic public.clinics, p_day date, p_
 
 
 --
+-- Name: FUNCTION google_budget_key(p_clinic_id uuid, p_google_account text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.google_budget_key(p_clinic_id uuid, p_google_account text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.google_budget_key(p_clinic_id uuid, p_google_account text) TO service_role;
+
+
+--
+-- Name: FUNCTION google_budget_key_of(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.google_budget_key_of(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.google_budget_key_of(p_clinic_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION google_budget_wait(p_budget_key text, p_account_limit integer, p_project_limit integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.google_budget_wait(p_budget_key text, p_account_limit integer, p_project_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.google_budget_wait(p_budget_key text, p_account_limit integer, p_project_limit integer) TO service_role;
+
+
+--
+-- Name: FUNCTION google_requests_in_window(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.google_requests_in_window() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.google_requests_in_window() TO service_role;
+
+
+--
 -- Name: FUNCTION local_clock(p_instant timestamp with time zone, p_zone text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -2991,11 +3638,27 @@ GRANT ALL ON FUNCTION private.local_to_instant(p_local timestamp without time zo
 
 
 --
+-- Name: FUNCTION lock_diary(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.lock_diary(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.lock_diary(p_clinic_id uuid) TO vapi_clinic;
+
+
+--
 -- Name: FUNCTION mark_synced_from_calendar(p_appointment_id uuid); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
 
 
 --
@@ -3103,6 +3766,22 @@ GRANT ALL ON FUNCTION private.refuse_if_mirror_stale(p_clinic public.clinics) TO
 
 
 --
+-- Name: FUNCTION refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO vapi_clinic;
+
+
+--
+-- Name: FUNCTION refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+
+
+--
 -- Name: FUNCTION request_clinic_id(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -3191,6 +3870,14 @@ GRANT ALL ON FUNCTION private.tool_reschedule_appointment(p_clinic public.clinic
 
 
 --
+-- Name: FUNCTION vapi_answer(p_body jsonb, p_nul_marker text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.vapi_answer(p_body jsonb, p_nul_marker text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.vapi_answer(p_body jsonb, p_nul_marker text) TO vapi_clinic;
+
+
+--
 -- Name: FUNCTION vapi_call_arguments(p_call jsonb); Type: ACL; Schema: private; Owner: -
 --
 
@@ -3207,6 +3894,14 @@ GRANT ALL ON FUNCTION private.vapi_call_name(p_call jsonb) TO vapi_clinic;
 
 
 --
+-- Name: FUNCTION vapi_calls_found(p_container jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.vapi_calls_found(p_container jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.vapi_calls_found(p_container jsonb) TO vapi_clinic;
+
+
+--
 -- Name: FUNCTION vapi_calls_of(p_message jsonb); Type: ACL; Schema: private; Owner: -
 --
 
@@ -3220,6 +3915,30 @@ GRANT ALL ON FUNCTION private.vapi_calls_of(p_message jsonb) TO vapi_clinic;
 
 REVOKE ALL ON FUNCTION private.vapi_refuse_all(p_calls jsonb, p_message text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.vapi_refuse_all(p_calls jsonb, p_message text) TO vapi_clinic;
+
+
+--
+-- Name: FUNCTION vapi_refuse_message(p_calls jsonb, p_message text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.vapi_refuse_message(p_calls jsonb, p_message text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.vapi_refuse_message(p_calls jsonb, p_message text) TO vapi_clinic;
+
+
+--
+-- Name: FUNCTION vapi_wait_budget(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.vapi_wait_budget() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.vapi_wait_budget() TO vapi_clinic;
+
+
+--
+-- Name: FUNCTION wait_left(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.wait_left() FROM PUBLIC;
+GRANT ALL ON FUNCTION private.wait_left() TO vapi_clinic;
 
 
 --
@@ -3287,11 +4006,11 @@ GRANT ALL ON FUNCTION public.calendar_mirror_targets(p_clinic_id uuid) TO servic
 
 
 --
--- Name: FUNCTION claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer) TO service_role;
+REVOKE ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) TO service_role;
 
 
 --
@@ -3351,11 +4070,27 @@ GRANT ALL ON FUNCTION public.end_appointment_attempt(p_appointment_id uuid, p_ow
 
 
 --
+-- Name: FUNCTION google_budget_snapshot(p_account_limit integer, p_project_limit integer, p_top integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.google_budget_snapshot(p_account_limit integer, p_project_limit integer, p_top integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.google_budget_snapshot(p_account_limit integer, p_project_limit integer, p_top integer) TO service_role;
+
+
+--
 -- Name: FUNCTION issue_clinic_key(p_clinic_id uuid, p_label text); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.issue_clinic_key(p_clinic_id uuid, p_label text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.issue_clinic_key(p_clinic_id uuid, p_label text) TO service_role;
+
+
+--
+-- Name: FUNCTION purge_vapi_tool_calls(p_older_than interval, p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.purge_vapi_tool_calls(p_older_than interval, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.purge_vapi_tool_calls(p_older_than interval, p_limit integer) TO service_role;
 
 
 --
@@ -3396,6 +4131,14 @@ GRANT ALL ON FUNCTION public.record_token_refresh(p_clinic_id uuid, p_access_tok
 
 REVOKE ALL ON FUNCTION public.release_appointment_leases(p_owner text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.release_appointment_leases(p_owner text) TO service_role;
+
+
+--
+-- Name: FUNCTION reserve_google_requests(p_clinic_id uuid, p_requests integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.reserve_google_requests(p_clinic_id uuid, p_requests integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.reserve_google_requests(p_clinic_id uuid, p_requests integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) TO service_role;
 
 
 --
@@ -3447,13 +4190,33 @@ GRANT ALL ON FUNCTION public.sync_backlog() TO service_role;
 
 
 --
--- Name: FUNCTION vapi_tool_call(jsonb); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION throttle_google_requests(p_clinic_id uuid, p_seconds double precision, p_max_seconds double precision, p_reason text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.vapi_tool_call(jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.vapi_tool_call(jsonb) TO anon;
-GRANT ALL ON FUNCTION public.vapi_tool_call(jsonb) TO authenticated;
-GRANT ALL ON FUNCTION public.vapi_tool_call(jsonb) TO service_role;
+REVOKE ALL ON FUNCTION public.throttle_google_requests(p_clinic_id uuid, p_seconds double precision, p_max_seconds double precision, p_reason text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.throttle_google_requests(p_clinic_id uuid, p_seconds double precision, p_max_seconds double precision, p_reason text) TO service_role;
+
+
+--
+-- Name: FUNCTION vapi_tool_call(json); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.vapi_tool_call(json) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.vapi_tool_call(json) TO anon;
+
+
+--
+-- Name: TABLE google_requests; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE private.google_requests TO service_role;
+
+
+--
+-- Name: TABLE google_throttles; Type: ACL; Schema: private; Owner: -
+--
+
+GRANT SELECT,INSERT,DELETE,UPDATE ON TABLE private.google_throttles TO service_role;
 
 
 --

@@ -24,9 +24,9 @@ MAX_LENGTH = {"patient_name": 100, "patient_phone": 30, "service": 80, "notes": 
 VALID_START = re.compile(r"^\d{4}-\d{2}-\d{2}[T ]([01]\d|2[0-3]):[0-5]\d(:00)?$")
 CONTROL = [chr(c) for c in [*range(1, 32), 127]]
 
-# What an HTTP body can carry into jsonb: UTF-8 (no lone surrogates) without U+0000, which
-# PostgreSQL's jsonb refuses before our function runs.
-text = st.text(alphabet=st.characters(exclude_categories=["Cs"], exclude_characters="\x00"), max_size=30)
+# What an HTTP JSON body can carry: UTF-8 without lone surrogates, U+0000 included (Vapi forwards
+# transcripts; the function takes `json`, so a `\u0000` escape reaches it instead of failing first).
+text = st.text(alphabet=st.characters(exclude_categories=["Cs"]), max_size=30)
 plain_text = st.text(alphabet=st.characters(exclude_categories=("Cc", "Cs", "Zl", "Zp"), exclude_characters="\x85"))
 scalars = st.none() | st.booleans() | st.integers(-(10**9), 10**9) | st.floats(allow_nan=False, allow_infinity=False)
 json_values = st.recursive(
@@ -115,7 +115,8 @@ def test_random_tool_calls_in_a_real_envelope_are_answered_one_by_one_and_change
 
 
 def _corrupt(draw: st.DrawFn, arguments: dict[str, Any]) -> dict[str, Any]:
-    kind = draw(st.sampled_from(["drop", "extra", "type", "long", "control", "start_text", "start_time", "phone"]))
+    kinds = ["drop", "extra", "type", "long", "control", "nul", "start_text", "start_time", "off_grid", "phone"]
+    kind = draw(st.sampled_from(kinds))
     corrupted = dict(arguments)
     if kind == "drop":
         del corrupted[draw(st.sampled_from(["start", "patient_name"]))]
@@ -133,6 +134,18 @@ def _corrupt(draw: st.DrawFn, arguments: dict[str, Any]) -> dict[str, Any]:
         value = str(corrupted.get(key, "Jane"))
         position = draw(st.integers(0, len(value)))
         corrupted[key] = value[:position] + bad + value[position:]
+    elif kind == "nul":  # anywhere in any text argument, the key included
+        key = draw(st.sampled_from(sorted(corrupted)))
+        value = str(corrupted.pop(key))
+        position = draw(st.integers(0, len(value)))
+        if draw(st.booleans()):
+            corrupted[key] = value[:position] + "\x00" + value[position:]
+        else:
+            corrupted[key[:1] + "\x00" + key[1:]] = value
+    elif kind == "off_grid":
+        corrupted["start"] = (
+            f"{upcoming(TUESDAY)}T{draw(st.integers(9, 15)):02d}:{draw(st.sampled_from([1, 5, 10, 20, 44])):02d}"
+        )
     elif kind == "start_text":
         corrupted["start"] = draw(text.filter(lambda t: not VALID_START.match(t.strip())))
     elif kind == "start_time":

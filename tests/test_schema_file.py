@@ -48,7 +48,7 @@ def test_the_schema_file_is_stable_and_says_how_it_is_made() -> None:
     # What a reader comes for: objects of both schemas, their grants, the Realtime publication's table.
     assert "CREATE TABLE public.appointments (" in committed
     assert "CREATE FUNCTION private.require(" in committed
-    assert "GRANT ALL ON FUNCTION public.vapi_tool_call(jsonb) TO anon;" in committed
+    assert "GRANT ALL ON FUNCTION public.vapi_tool_call(json) TO anon;" in committed
     assert "ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.appointments;" in committed
     assert "CREATE TABLE auth.users" not in committed
     assert "CREATE TABLE supabase_migrations.schema_migrations" not in committed

@@ -5,14 +5,19 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import httpx
 import psycopg
 import pytest
 
-from tests.conftest import Clinic
+from tests.conftest import Clinic, Database
 from tests.dates import LONDON, upcoming
-from tests.standins.postgres import scalar
+from tests.standins.postgres import AUTHENTICATOR, scalar
+from tests.standins.postgrest import set_request_context
+from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.vapi import Assistant, VapiCall, tool_call
 
 TUESDAY = 2
@@ -102,20 +107,53 @@ def test_tool_with_tool_call_list_alone_is_enough(assistant: Assistant) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "expected"),
+    ("body", "expected", "ids"),
     [
-        ([1, 2], "The body must be a Vapi server message"),
-        ({"toolCallList": []}, "The body must be a Vapi server message"),
-        ({"message": "tool-calls"}, "The body must be a Vapi server message"),
-        ({"message": {"type": "tool-calls"}}, "The message has no toolCallList"),
-        ({"message": {"toolCallList": {"id": "x"}}}, "The message has no toolCallList"),
-        ({"message": {"toolCallList": [tool_call("check_availability", {})] * 21}}, "Too many tool calls"),
+        ([1, 2], "The body must be a Vapi server message", []),
+        ({"toolCallList": []}, "The body must be a Vapi server message", []),
+        ({"message": "tool-calls"}, "The body must be a Vapi server message", []),
+        ({"message": {"type": "tool-calls"}}, "The message has no toolCallList", []),
+        # Calls without their "message" wrapper, or a list that is one call: their ids still get the answer.
+        (
+            {"toolCallList": [{"id": "a", "function": {"name": "check_availability"}}, {"id": "b"}]},
+            "The body must be a Vapi server message",
+            ["a", "b"],
+        ),
+        ({"message": {"toolCallList": {"id": "x"}}}, "The message has no toolCallList", ["x"]),
+        ({"message": {"toolCalls": {"id": "y"}}}, "The message has no toolCallList", ["y"]),
+        (
+            {"message": {"toolCallList": [tool_call("check_availability", {}, call_id=f"c{n}") for n in range(21)]}},
+            "Too many tool calls",
+            [f"c{n}" for n in range(21)],
+        ),
     ],
 )
-def test_a_malformed_envelope_gets_an_error_and_no_results(assistant: Assistant, body: Any, expected: str) -> None:
+def test_a_malformed_envelope_answers_every_call_id_it_can_find_with_the_problem(
+    assistant: Assistant, admin: psycopg.Connection, body: Any, expected: str, ids: list[str]
+) -> None:
     response = assistant.send(body)
-    assert response["results"] == []
     assert response["error"].startswith(expected)
+    assert [r["toolCallId"] for r in response["results"]] == ids
+    assert all(refusal(r) == response["error"] for r in response["results"])
+    assert appointments(admin) == []
+
+
+def test_an_envelope_with_tool_calls_instead_of_a_tool_call_list_is_answered(
+    assistant: Assistant, admin: psycopg.Connection
+) -> None:
+    day = upcoming(TUESDAY)
+    calls = [
+        tool_call("check_availability", {"date": day.isoformat()}),
+        tool_call("book_appointment", {"start": f"{day}T10:00", "patient_name": "Jane Doe"}),
+    ]
+    message = assistant.call.message(*calls)
+    del message["message"]["toolCallList"], message["message"]["toolWithToolCallList"]
+    message["message"]["toolCalls"] = calls
+    availability, booked = assistant.send(message)["results"]
+    assert (availability["toolCallId"], booked["toolCallId"]) == (calls[0]["id"], calls[1]["id"])
+    assert answer(availability).startswith("Free start times")
+    assert answer(booked).startswith("Booked: Check-up")
+    assert len(appointments(admin)) == 1
 
 
 def test_a_call_without_id_or_with_bad_arguments_gets_its_own_error(assistant: Assistant) -> None:
@@ -477,3 +515,170 @@ def test_reschedule_refusals_leave_the_booking_where_it_was(assistant: Assistant
     answer(assistant.use("reschedule_appointment", {"reference": reference, "new_start": f"{day}T10:15"}))
     starts = sorted(r["starts_at"] for r in appointments(admin))
     assert starts == [london(day, "10:15"), london(day, "11:00")]
+
+
+# --- the slot grid --------------------------------------------------------------------
+
+
+def test_a_start_off_the_slot_grid_is_refused_with_the_nearest_grid_times(
+    assistant: Assistant, admin: psycopg.Connection
+) -> None:
+    day = upcoming(TUESDAY)
+    on = f"on Tuesday {day.day} {day:%B %Y}"
+    error = refusal(assistant.use("book_appointment", {"start": f"{day}T14:05", "patient_name": "Jane Doe"}))
+    assert error == (
+        f"14:05 {on} is not a start time the clinic offers (appointments start every 15 minutes)."
+        " Nearest free times that day: 13:30, 13:45, 14:00, 14:15, 14:30, 14:45"
+    )
+    assert appointments(admin) == []
+    assert admin.execute("select count(*) from public.vapi_tool_calls").fetchone() == (0,)
+
+    reference = assistant.book(f"{day}T10:00")
+    error = refusal(assistant.use("reschedule_appointment", {"reference": reference, "new_start": f"{day}T10:20"}))
+    # The booking's own time counts as free for its move.
+    assert error == (
+        f"10:20 {on} is not a start time the clinic offers (appointments start every 15 minutes)."
+        " Nearest free times that day: 09:45, 10:00, 10:15, 10:30, 10:45, 11:00"
+    )
+    assert [r["starts_at"] for r in appointments(admin)] == [london(day, "10:00")]
+    answer(assistant.use("reschedule_appointment", {"reference": reference, "new_start": f"{day}T10:15"}))
+
+
+def test_the_grid_runs_from_each_opening_time(admin: psycopg.Connection, gateway: psycopg.Connection) -> None:
+    from tests.standins.clinics import create_clinic, issue_key
+
+    hours = {2: [("09:10", "12:00"), ("13:05", "17:00")]}
+    clinic_id = create_clinic(admin, "Odd Hours", hours=hours, slot_minutes=20, booking_horizon_days=400)
+    odd = Assistant(gateway, issue_key(admin, clinic_id))
+    day = upcoming(TUESDAY)
+    assert odd.book(f"{day}T09:30") and odd.book(f"{day}T13:25")
+    error = refusal(odd.use("book_appointment", {"start": f"{day}T13:10", "patient_name": "Jo"}))
+    assert error.startswith("13:10 on Tuesday") and "(appointments start every 20 minutes)" in error
+    # 13:05 and 13:45 would overlap the 13:25 booking.
+    assert error.endswith("Nearest free times that day: 11:10, 11:30, 14:05, 14:25, 14:45, 15:05")
+
+
+# --- NUL characters (Vapi forwards transcripts, which can hold any character) --------
+
+
+def transcript_with_nul(message: dict[str, Any]) -> dict[str, Any]:
+    message["message"]["artifact"] = {"messages": [{"role": "user", "message": "book me in\u0000please"}]}
+    return message
+
+
+def test_a_nul_outside_the_tool_calls_changes_nothing(assistant: Assistant, admin: psycopg.Connection) -> None:
+    call = tool_call("book_appointment", {"start": f"{upcoming(TUESDAY)}T10:00", "patient_name": "Jane Doe"})
+    [item] = assistant.send(transcript_with_nul(assistant.call.message(call)))["results"]
+    assert answer(item).startswith("Booked: Check-up")
+    assert len(appointments(admin)) == 1
+
+
+def test_a_call_with_a_nul_is_refused_on_its_own_and_its_id_echoed_exactly(
+    assistant: Assistant, admin: psycopg.Connection
+) -> None:
+    day = upcoming(TUESDAY)
+    calls = [
+        tool_call("book_appointment", {"start": f"{day}T10:00", "patient_name": "Ja\u0000ne"}),
+        tool_call("book_appointment", {"start": f"{day}T11:00", "patient_name": "Jo"}, call_id="call_\u0000_1"),
+        tool_call("book_appointment", {"start": f"{day}T12:00", "patient_name": "Back\\\u0000slash"}),
+        # Not a NUL: an escaped backslash followed by the text "u0000".
+        tool_call("book_appointment", {"start": f"{day}T13:00", "patient_name": "Jo \\u0000"}),
+    ]
+    results = assistant.send(transcript_with_nul(assistant.call.message(*calls)))["results"]
+    assert [r["toolCallId"] for r in results] == [c["id"] for c in calls]
+    nul = "This tool call contains a NUL character (U+0000), which cannot be stored, so nothing was done"
+    assert [refusal(r) for r in results[:3]] == [nul] * 3
+    assert answer(results[3]).startswith("Booked: Check-up")
+    assert [r["patient"]["name"] for r in appointments(admin)] == ["Jo \\u0000"]
+
+
+def test_bodies_with_nul_characters_get_http_200_through_the_gateway(
+    rest: SupabaseRestStandIn, clinic: Clinic, admin: psycopg.Connection
+) -> None:
+    day = upcoming(TUESDAY)
+    headers = {"apikey": rest.anon_key, "Authorization": f"Bearer {rest.anon_key}", "x-clinic-key": clinic.key}
+    url = f"{rest.url}/rest/v1/rpc/vapi_tool_call"
+    booking = tool_call("book_appointment", {"start": f"{day}T10:00", "patient_name": "Jane Doe"})
+    with_nul = tool_call("book_appointment", {"start": f"{day}T11:00", "patient_name": "Jo", "notes": "a\u0000b"})
+
+    reply = httpx.post(url, json=transcript_with_nul(VapiCall().message(booking, with_nul)), headers=headers)
+
+    assert reply.status_code == 200, reply.text
+    booked, refused = reply.json()["results"]
+    assert answer(booked).startswith("Booked:") and refusal(refused).startswith("This tool call contains a NUL")
+    assert len(appointments(admin)) == 1
+
+
+# --- answering within Supabase's timeouts (anon: statement_timeout 3 s) ------------------------
+
+
+BUSY = "The diary is busy right now and nothing was changed. Please try again in a moment"
+
+
+def gateway_post(rest: SupabaseRestStandIn, key: str, message: dict[str, Any]) -> httpx.Response:
+    return httpx.post(
+        f"{rest.url}/rest/v1/rpc/vapi_tool_call",
+        json=message,
+        headers={"apikey": rest.anon_key, "Authorization": f"Bearer {rest.anon_key}", "x-clinic-key": key},
+        timeout=30,
+    )
+
+
+@contextmanager
+def vapi_call_in_progress(database: Database, key: str, message: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """A Vapi request that has run but not committed yet (PostgREST mid-request, or stuck)."""
+    with database.connect(AUTHENTICATOR) as holder, holder.transaction():
+        set_request_context(holder, role="anon", path="/rpc/vapi_tool_call", headers={"x-clinic-key": key})
+        answered = scalar(holder, "select public.vapi_tool_call(%s::json)", (json.dumps(message),))
+        yield dict(answered["results"][0])
+
+
+def test_a_call_kept_waiting_past_its_budget_hears_the_diary_is_busy_not_http_500(
+    rest: SupabaseRestStandIn, database: Database, clinic: Clinic, admin: psycopg.Connection
+) -> None:
+    day = upcoming(TUESDAY)
+    first = VapiCall().message(tool_call("book_appointment", {"start": f"{day}T10:00", "patient_name": "Jane"}))
+    second = VapiCall(customer_number="+447700900999").message(
+        tool_call("book_appointment", {"start": f"{day}T15:00", "patient_name": "John"}),
+        tool_call("check_availability", {"date": day.isoformat()}),
+    )
+    with vapi_call_in_progress(database, clinic.key, first) as held:
+        assert answer(held).startswith("Booked:")
+        reply = gateway_post(rest, clinic.key, second)
+    assert reply.status_code == 200, reply.text  # not PostgREST's 500 for a statement cancelled at 3 s
+    # The budget went on waiting for the diary; the calls not started by then are not started at all.
+    assert [refusal(r) for r in reply.json()["results"]] == [BUSY, BUSY]
+    assert [r["patient"]["name"] for r in appointments(admin)] == ["Jane"]
+    assert admin.execute("select count(*) from public.vapi_tool_calls").fetchone() == (1,)
+    assert answer(gateway_post(rest, clinic.key, second).json()["results"][0]).startswith("Booked:")
+
+
+def test_a_retry_while_the_first_attempt_is_still_running_hears_busy_and_books_nothing(
+    rest: SupabaseRestStandIn, database: Database, clinic: Clinic, admin: psycopg.Connection
+) -> None:
+    message = VapiCall().message(
+        tool_call("book_appointment", {"start": f"{upcoming(TUESDAY)}T10:00", "patient_name": "Jane"}, call_id="c-9")
+    )
+    with vapi_call_in_progress(database, clinic.key, message) as held:
+        reply = gateway_post(rest, clinic.key, message)
+    assert reply.status_code == 200, reply.text
+    assert refusal(reply.json()["results"][0]) == BUSY
+    # Once the first attempt committed, the retry gets its answer.
+    assert gateway_post(rest, clinic.key, message).json()["results"][0] == held
+    assert len(appointments(admin)) == 1
+
+
+def test_a_booking_row_held_by_another_transaction_makes_a_cancel_busy_within_the_budget(
+    rest: SupabaseRestStandIn, database: Database, assistant: Assistant, clinic: Clinic, admin: psycopg.Connection
+) -> None:
+    reference = assistant.book(f"{upcoming(TUESDAY)}T10:00")
+    cancel = VapiCall().message(tool_call("cancel_appointment", {"reference": reference}))
+    with database.connect() as daemon, daemon.transaction():  # e.g. the daemon writing back an event id
+        daemon.execute("select 1 from public.appointments where reference = %s for update", (reference,))
+        reply = gateway_post(rest, clinic.key, cancel)
+        # The same through the rpc helper (PostgREST's role settings applied, without HTTP).
+        [direct] = assistant.send(cancel)["results"]
+    assert reply.status_code == 200, reply.text
+    assert refusal(reply.json()["results"][0]) == BUSY and refusal(direct) == BUSY
+    assert [r["status"] for r in appointments(admin)] == ["booked"]
+    assert answer(gateway_post(rest, clinic.key, cancel).json()["results"][0]).startswith("Cancelled:")
