@@ -6,8 +6,8 @@ No framework: a few threads, each with one plain psycopg connection and one keep
 http.client connection to the Calendar API. Each thread loops: claim a small batch (one
 UPDATE ... WHERE id IN (SELECT ... FOR UPDATE SKIP LOCKED LIMIT n) RETURNING ...), POST one
 events.insert per row, write the batch back with one UPDATE, until the queue is empty and
-`expect` rows are synced. A per-clinic token bucket with the daemon's formula applies the
-same Google quota the daemon keeps to. It is the yardstick `bench.throughput` compares the
+`expect` rows are synced. Google's per-account quota applies as Google applies it: at most
+`requests_per_minute` per clinic in any sliding 60 s window. It is the yardstick `bench.throughput` compares the
 daemon's drain rate with; it handles no errors beyond counting them and leaving the row.
 
 Config (JSON on stdin): dsn, api_endpoint, tokens ({clinic_id: access token}), calendars
@@ -19,6 +19,7 @@ failed, peak_rss_mb.
 from __future__ import annotations
 
 import base64
+import collections
 import http.client
 import json
 import resource
@@ -54,26 +55,27 @@ update public.appointments a
 """
 
 
-class Bucket:
-    """The daemon's per-clinic token bucket (same rate and burst), for threads."""
+class Window:
+    """Google's own rule, for threads: at most `per_minute` requests per clinic in any sliding 60 s window
+    (the most any client can send without being refused)."""
 
     def __init__(self, per_minute: int) -> None:
-        self.rate = per_minute / 60.0
-        self.capacity = max(1.0, min(per_minute / 6.0, 50.0))
+        self.per_minute = per_minute
         self.lock = threading.Lock()
-        self.buckets: dict[uuid.UUID, tuple[float, float]] = {}
+        self.sent: dict[uuid.UUID, collections.deque[float]] = {}
 
     def acquire(self, key: uuid.UUID) -> None:
         while True:
             with self.lock:
                 now = time.monotonic()
-                tokens, stamp = self.buckets.get(key, (self.capacity, now))
-                tokens = min(self.capacity, tokens + (now - stamp) * self.rate)
-                if tokens >= 1.0:
-                    self.buckets[key] = (tokens - 1.0, now)
+                sent = self.sent.setdefault(key, collections.deque())
+                while sent and sent[0] <= now - 60.0:
+                    sent.popleft()
+                if len(sent) < self.per_minute:
+                    sent.append(now)
                     return
-                self.buckets[key] = (tokens, now)
-            time.sleep((1.0 - tokens) / self.rate)
+                wait = sent[0] + 60.0 - now
+            time.sleep(wait)
 
 
 class Floor:
@@ -88,7 +90,7 @@ class Floor:
         self.workers = int(config["workers"])
         self.batch = int(config["batch"])
         self.expect = int(config["expect"])
-        self.bucket = Bucket(int(config["requests_per_minute"]))
+        self.window = Window(int(config["requests_per_minute"]))
         self.lock = threading.Lock()
         self.synced = 0
         self.errors = 0
@@ -172,7 +174,7 @@ class Floor:
             },
         }
         calendar = urllib.parse.quote(calendar_id, safe="")
-        self.bucket.acquire(clinic_id)
+        self.window.acquire(clinic_id)
         for attempt in range(3):
             try:
                 google.request(
