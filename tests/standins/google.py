@@ -157,7 +157,7 @@ class RecordedRequest:
     status: int
     query: str = ""
     fault: Fault | None = None
-    at: float = 0.0  # time.monotonic() when it arrived
+    at: float = field(default=0.0, compare=False)  # time.monotonic() when it arrived (not part of equality)
 
 
 FaultKind = Literal["http", "drop_after_commit", "delay", "late"]
