@@ -7,6 +7,7 @@ the exact join reply, heartbeat replies, and that some pushes get no reply at al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -756,3 +757,168 @@ def test_client_gives_up_when_the_server_stays_down(realtime: RealtimeStandIn) -
             await client.close()
 
     asyncio.run(scenario())
+
+
+# --- private channels and Broadcast from Database ------------------------------------------------------
+
+
+def private_options(*, ack: bool = False, self_: bool = False, ready: bool = False) -> RealtimeChannelOptions:
+    return {
+        "config": {
+            "broadcast": {"ack": ack, "self": self_, "replication_ready": ready},
+            "presence": {"key": "", "enabled": False},
+            "private": True,
+        }
+    }
+
+
+async def joined(watcher: Watcher) -> str:
+    """How the join ended: SUBSCRIBED or CHANNEL_ERROR."""
+    await until(lambda: bool(watcher.states), "the join to be answered")
+    return watcher.states[0][0].value
+
+
+def test_a_private_topic_is_joined_only_as_the_policies_on_realtime_messages_allow(
+    realtime: RealtimeStandIn, admin: psycopg.Connection
+) -> None:
+    admin.execute(
+        "create policy room_a_readers on realtime.messages for select to authenticated"
+        " using ((select realtime.topic()) = 'room-a' and extension = 'broadcast')"
+    )
+
+    async def scenario() -> None:
+        staff = make_client(realtime, make_api_key("authenticated"))
+        anon = make_client(realtime, realtime.anon_key)
+        service = make_client(realtime)
+        try:
+            _, allowed = await watch(staff, "room-a", [], params=private_options())
+            _, other_topic = await watch(staff, "room-b", [], params=private_options())
+            _, anonymous = await watch(anon, "room-a", [], params=private_options())
+            _, bypassing = await watch(service, "room-b", [], params=private_options())
+            assert await joined(allowed) == "SUBSCRIBED"
+            assert await joined(bypassing) == "SUBSCRIBED"  # service_role has BYPASSRLS: no policy needed
+            assert await joined(other_topic) == "CHANNEL_ERROR"
+            assert await joined(anonymous) == "CHANNEL_ERROR"
+            assert "Unauthorized: You do not have permissions to read from this Channel topic: room-b" in str(
+                other_topic.errors()[0]
+            )
+        finally:
+            for client in (staff, anon, service):
+                await client.close()
+
+    asyncio.run(scenario())
+    assert scalar_of(admin, "select count(*) from realtime.messages") == 0  # the probes were rolled back
+    refusals = [m for m in realtime.messages_sent() if m["event"] == "phx_reply" and m["payload"]["status"] == "error"]
+    assert refusals[0]["payload"]["response"] == {
+        "reason": "Unauthorized: You do not have permissions to read from this Channel topic: room-b"
+    }
+
+
+def test_messages_the_database_stores_are_broadcast_to_their_topic(
+    realtime: RealtimeStandIn, database: Database
+) -> None:
+    async def scenario() -> None:
+        client = make_client(realtime)
+        public_client = make_client(realtime)
+        try:
+            _, room = await watch(client, "room", [], params=private_options(ready=True))
+            _, elsewhere = await watch(client, "elsewhere", [], params=private_options())
+            _, public_room = await watch(public_client, "room", [])
+            await until(lambda: bool(room.system), "the replication-ready message")
+            assert (room.system[0].extension, room.system[0].message) == (
+                "system",
+                "Replication connection established",
+            )
+            with database.connect() as conn:
+                with conn.transaction():
+                    conn.execute("""select realtime.send('{"n": 1}', 'ping', 'room', true)""")
+                    conn.execute("""select realtime.send('{"n": 2}', 'ping', 'room', false)""")
+                with contextlib.suppress(psycopg.Rollback), conn.transaction():
+                    conn.execute("""select realtime.send('{"n": 3}', 'ping', 'room', true)""")
+                    raise psycopg.Rollback
+                conn.execute("""select realtime.send('{"n": 4, "id": "mine"}', 'pong', 'room')""")  # private by default
+            await until(lambda: len(room.broadcasts) == 2 and len(public_room.broadcasts) == 1, "the broadcasts")
+            first, second = room.broadcasts
+            assert first["event"] == "ping" and first["payload"]["n"] == 1
+            assert first["payload"]["id"] == first["meta"]["id"]  # realtime.send adds the message's id
+            assert second == {"event": "pong", "payload": {"n": 4, "id": "mine"}, "meta": second["meta"]}
+            assert public_room.broadcasts[0]["payload"]["n"] == 2  # a public message reaches public channels only
+            assert elsewhere.broadcasts == []
+        finally:
+            await client.close()
+            await public_client.close()
+
+    asyncio.run(scenario())
+    [frame, *_] = [m for m in realtime.messages_sent() if m["event"] == "broadcast" and m["payload"]["event"] == "ping"]
+    message_id = frame["payload"]["meta"]["id"]
+    assert frame == {
+        "event": "broadcast",
+        "topic": "realtime:room",
+        "payload": {
+            "event": "ping",
+            "payload": {"n": 1, "id": message_id},
+            "type": "broadcast",
+            "meta": {"id": message_id},
+        },
+        "ref": None,
+    }
+
+
+def test_sending_to_a_private_topic_needs_a_policy_that_lets_the_role_insert(
+    realtime: RealtimeStandIn, admin: psycopg.Connection
+) -> None:
+    admin.execute(
+        "create policy room_readers on realtime.messages for select to authenticated"
+        " using ((select realtime.topic()) = 'room-a')"
+    )
+
+    async def scenario() -> None:
+        reader = make_client(realtime, make_api_key("authenticated"))
+        writer = make_client(realtime, make_api_key("authenticated"))
+        listener = make_client(realtime)
+        try:
+            refused, _ = await watch(reader, "room-a", [], params=private_options(ack=True))
+            _, heard = await watch(listener, "room-a", [], params=private_options())
+            assert await acked(refused, timeout=1) == "timeout"  # no INSERT policy: dropped without an answer
+            admin.execute(
+                "create policy room_writers on realtime.messages for insert to authenticated"
+                " with check ((select realtime.topic()) = 'room-a')"
+            )
+            allowed, _ = await watch(writer, "room-a", [], params=private_options(ack=True))
+            assert await acked(allowed, timeout=2) == "ok"
+            await until(lambda: len(heard.broadcasts) == 1, "the listener to hear it")
+            assert heard.broadcasts[0]["event"] == "ping"
+        finally:
+            for client in (reader, writer, listener):
+                await client.close()
+
+    asyncio.run(scenario())
+    assert scalar_of(admin, "select count(*) from realtime.messages") == 0  # the write checks were rolled back
+
+
+def test_a_new_access_token_without_read_permission_ends_the_private_channel(
+    realtime: RealtimeStandIn, admin: psycopg.Connection
+) -> None:
+    admin.execute(
+        "create policy staff_readers on realtime.messages for select to authenticated"
+        " using ((select realtime.topic()) = 'room-a')"
+    )
+
+    async def scenario() -> None:
+        client = make_client(realtime, make_api_key("authenticated"))
+        try:
+            _, watcher = await watch(client, "room-a", [], params=private_options())
+            assert await joined(watcher) == "SUBSCRIBED"
+            await client.set_auth(make_api_key("anon"))
+            await until(lambda: watcher.log[-1] == "CLOSED", "the channel to close")
+            assert "You do not have permissions to read from this Channel topic: room-a" in str(watcher.errors()[0])
+        finally:
+            await client.close()
+
+    asyncio.run(scenario())
+
+
+def scalar_of(conn: psycopg.Connection, query: str) -> Any:
+    row = conn.execute(query).fetchone()
+    assert row is not None
+    return row[0]

@@ -1,18 +1,31 @@
-"""A stand-in for Supabase Realtime: Phoenix channels (serializer vsn 1.0.0) with postgres_changes and broadcast.
+"""A stand-in for Supabase Realtime: Phoenix channels (serializer vsn 1.0.0) with postgres_changes, broadcast,
+Broadcast from Database and private channels (Realtime Authorization).
 
 It serves `ws://127.0.0.1:PORT/realtime/v1/websocket` from a thread of its own, so the real `realtime`
 client (`AsyncRealtimeClient`, as `supabase` builds it from SUPABASE_URL) talks to it as to Supabase. What it
 says and when follows the Realtime server (supabase/realtime) and Phoenix, not the client's expectations:
 
-- Handshake: the key comes from `?apikey=` (or an `x-api-key` header). Missing, not a JWT signed with the
-  project's secret (HS256/384/512), expired, or without `role` and `exp` claims -> the upgrade is refused with
-  HTTP 401 and `{"error": "<Realtime's words>"}`; the WebSocket never opens. Any path but the socket's -> 404.
+- Handshake: the key comes from `?apikey=` (or an `x-api-key` header). First Supabase's API gateway
+  (tests/standins/api_keys.py): a publishable or secret key (`sb_publishable_...`, `sb_secret_...`) becomes a
+  JWT minted for its role (anon / service_role), an unknown one is refused with HTTP 401 "Invalid API key", and
+  with `legacy_keys=False` a JWT key is refused with 401 "Legacy API keys are disabled" (the gateway's
+  `{"message", "hint"}` body). Then Realtime's own check of the JWT: missing, not signed with the project's
+  secret (HS256/384/512), expired, or without `role` and `exp` claims -> the upgrade is refused with HTTP 401
+  and `{"error": "<Realtime's words>"}`; the WebSocket never opens. Any path but the socket's -> 404.
 - Frames are Phoenix v1 JSON objects `{"event", "topic", "payload", "ref"}`. Like Phoenix's V1 serializer, what
   the server sends never carries `join_ref`, and server pushes have `"ref": null`.
 - `heartbeat` on topic `phoenix` -> `phx_reply` ok with the same ref (null included). Anything else for a topic
   the connection has not joined -> `phx_reply` error `{"reason": "unmatched topic"}`; `phx_leave` -> ok.
-- `phx_join` on `realtime:<name>`: the access token of the payload (else the socket's key) is checked as at the
-  handshake; a bad one gets `phx_reply` error `{"reason": "<Code>: <message>"}`. Otherwise the reply is ok with
+- `phx_join` on `realtime:<name>`: the access token of the payload (else the socket's token; an `sb_...` access
+  token is ignored for the socket's, as Realtime does) is checked as at the handshake; a bad one gets `phx_reply`
+  error `{"reason": "<Code>: <message>"}`. With `config.private` the join is authorised as Realtime does it
+  (Realtime.Tenants.Authorization): probe rows for the topic are inserted into `realtime.messages` (extension
+  `broadcast`, and `presence` when presence is enabled), then selected with `role`, `realtime.topic`,
+  `request.jwt.claims`, `request.jwt.claim.sub`/`.role` and `request.headers` (the upgrade's x- headers) set as
+  the joining role, and rolled back. Unless the role may read one of them (the service role bypasses RLS; anon
+  and authenticated need a policy; a failing check counts as no) the reply is error `{"reason": "Unauthorized:
+  You do not have permissions to read from this Channel topic: <name>"}`. `config.broadcast.replay` is refused
+  (public channels: Realtime's words; private: not implemented). Otherwise the reply is ok with
   `{"postgres_changes": [<each binding as sent, plus "id">]}` in the order of the request; an id is a hash of the
   binding (Realtime uses `:erlang.phash2`), so equal bindings share an id. Only after that reply are the bindings
   subscribed: each is resolved against the tables of the `supabase_realtime` publication *at that moment*
@@ -21,7 +34,19 @@ says and when follows the Realtime server (supabase/realtime) and Phoenix, not t
   and from then on changes flow. A binding that matches no published table, or whose filter names a missing
   column or a value of the wrong type, fails the whole channel, as Realtime's one-transaction subscription
   insert does: `system` with `"status": "error"` and Realtime's message, and no changes at all.
-  A join with `config.presence.enabled` gets `presence_state` `{}`.
+  A join with `config.presence.enabled` gets `presence_state` `{}`; one with `config.broadcast.replication_ready`
+  gets `system` `{"extension": "system", "status": "ok", "message": "Replication connection established"}` at
+  once (the stand-in's LISTEN is its replication connection, up whenever it serves).
+- Broadcast from Database: a row trigger `realtime_standin_broadcast` on `realtime.messages` (what
+  `realtime.send` inserts into; tests/standins/supabase_bootstrap.sql creates Supabase's table and function)
+  NOTIFYs after commit, in commit order, like the changes below. Realtime streams that table's inserts through a
+  temporary logical replication slot; a trigger and LISTEN deliver the same rows in the same order, need no
+  `wal_level = logical` on the test server, and lose the same messages (those committed while nobody listens),
+  so the stand-in uses them. Each row goes to the channels joined to `realtime:<topic>` with the same privacy
+  (a private message to private channels whose role may read the topic, a public one to public channels) as
+  `broadcast` `{"event": <event>, "payload": <payload>, "type": "broadcast", "meta": {"id": <message id>}}`, the
+  V1 serializer's rendering of Realtime's UserBroadcast. Rows without topic, event, private flag or a JSON
+  payload (send_binary's) are not broadcast (stderr says so). Rolled-back messages never arrive.
 - Changes: a row trigger `realtime_standin_capture` (on every published table; tables published later get it on
   the next join) NOTIFYs after commit, in commit order; `postgres_changes` is pushed to each joined channel with
   matching bindings as `{"ids": [...], "data": {"schema", "table", "commit_timestamp", "type", "columns",
@@ -37,22 +62,29 @@ says and when follows the Realtime server (supabase/realtime) and Phoenix, not t
   value per transaction, a few milliseconds after the real commit. Nothing is replayed: a change committed
   while nobody (or the stand-in itself) was listening is gone.
 - `broadcast`: forwarded as `{"event": "broadcast", "payload": <as sent>}` to the other connections joined to the
-  topic, and to the sender too with `config.broadcast.self`; replied to (ok) only with `config.broadcast.ack`.
-  `presence` -> ok (presence is not tracked). `access_token` -> no reply; an invalid token ends the channel
-  (`system` error, then `phx_close`), a valid one re-announces "Subscribed to PostgreSQL". Other events on a
-  joined topic get no reply, as in Realtime.
+  topic (with the same privacy), and to the sender too with `config.broadcast.self`; replied to (ok) only with
+  `config.broadcast.ack`. On a private channel the role must also be allowed to write: Realtime inserts a message
+  as that role (rolled back) once per channel, and a refusal by RLS drops every broadcast without a reply, ack or
+  not. `presence` -> ok (presence is not tracked). `access_token` -> no reply; an `sb_...` one is ignored; an
+  invalid token ends the channel (`system` error, then `phx_close`); a valid one re-evaluates a private channel's
+  policies (a role no longer allowed to read ends it the same way) and re-announces "Subscribed to PostgreSQL".
+  Other events on a joined topic get no reply, as in Realtime.
 
-Not implemented, and refused out loud (join error or `system` error): private channels, the old topic-based
-join without `config`, `select` column lists, and filter operators other than `eq` (with or without `not.`).
+Not implemented, and refused out loud (join error or `system` error): the old topic-based join without
+`config`, `select` column lists, filter operators other than `eq` (with or without `not.`), broadcast replay.
 Tables without a primary key are not delivered (Realtime would send an error record); the stand-in says so
-on stderr. It never prints row contents.
+on stderr. It never prints row contents. Not imitated at all: rate limits and payload size limits, the
+tenant's "private channels only" setting, presence tracking and presence authorisation beyond the join, the
+periodic re-check of a token's expiry (a channel outlives its token here), Realtime's messages janitor.
 
 Test controls: `drop_connections`, `close_connections`, `go_silent` / `resume`, `restart`; observation:
-`connection_count`, `joins`, `messages_received`. The controls block until done, and `close_connections`,
+`connection_count`, `joins`, `messages_received`, `messages_sent` (every frame that crossed the wire to a
+client). The controls block until done, and `close_connections`,
 `stop` and `restart` wait for each client's closing handshake: from a coroutine on the loop the client runs
 on, call them with `await asyncio.to_thread(...)`, or the client cannot answer until websockets gives up (10 s).
 `start()` installs schema `realtime_standin` (a sequence, a table for payloads too large for NOTIFY, the trigger
-function) as the superuser; `stop()` removes nothing from the database.
+functions, and the trigger on realtime.messages when that table exists) as the superuser; `stop()` removes
+nothing from the database.
 """
 
 from __future__ import annotations
@@ -66,6 +98,7 @@ import sys
 import threading
 import time
 import traceback
+import uuid
 import zlib
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -82,8 +115,9 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from tests.standins.api_keys import ProjectKeys, Refusal, is_new_key
 from tests.standins.service import LocalServer
-from tests.standins.supabase_rest import TEST_JWT_SECRET, make_api_key
+from tests.standins.supabase_rest import TEST_JWT_SECRET
 
 PUBLICATION = "supabase_realtime"
 SOCKET_PATH = "/realtime/v1/websocket"
@@ -92,6 +126,8 @@ TRIGGER_NAME = "realtime_standin_capture"
 PHOENIX_TOPIC = "phoenix"
 TOPIC_PREFIX = "realtime:"
 SUBSCRIBED_MESSAGE = "Subscribed to PostgreSQL"
+REPLICATION_READY_MESSAGE = "Replication connection established"
+MESSAGE_TRIGGER_NAME = "realtime_standin_broadcast"
 
 _JWT_ALGORITHMS = ["HS256", "HS384", "HS512"]
 _MAX_RECORD_BYTES = 1024 * 1024  # walrus' max_record_bytes
@@ -164,7 +200,58 @@ begin
 end
 $$;
 revoke all on function realtime_standin.capture() from public;
+create or replace function realtime_standin.capture_message() returns trigger
+language plpgsql
+security definer
+set search_path = ''
+as $$
+declare
+  change_id bigint := pg_catalog.nextval('realtime_standin.change_seq');
+  body text;
+begin
+  body := pg_catalog.jsonb_build_object(
+    'id', change_id,
+    'xid', pg_catalog.txid_current(),
+    'kind', 'message',
+    'message_id', new.id,
+    'topic', new.topic,
+    'event', new.event,
+    'private', new.private,
+    'payload', new.payload,
+    'binary', new.binary_payload is not null
+  )::text;
+  if pg_catalog.octet_length(body) > 7000 then
+    insert into realtime_standin.spilled (id, body) values (change_id, body);
+    body := pg_catalog.jsonb_build_object('id', change_id, 'xid', pg_catalog.txid_current(), 'spilled', true)::text;
+  end if;
+  perform pg_catalog.pg_notify('realtime_standin', body);
+  return null;
+end
+$$;
+revoke all on function realtime_standin.capture_message() from public;
+do $$
+begin
+  if pg_catalog.to_regclass('realtime.messages') is not null and not exists (
+    select from pg_catalog.pg_trigger
+    where tgrelid = 'realtime.messages'::pg_catalog.regclass and tgname = 'realtime_standin_broadcast'
+  ) then
+    create trigger realtime_standin_broadcast after insert on realtime.messages
+      for each row execute function realtime_standin.capture_message();
+  end if;
+end
+$$;
 delete from realtime_standin.spilled where created_at < pg_catalog.now() - interval '1 hour';
+"""
+
+# Realtime's read check (Realtime.Tenants.Authorization): probe messages inserted as the stand-in (which
+# bypasses RLS), then selected as the joining role with its claims and the topic set; rolled back.
+_SET_ROLE_SQL = """
+select pg_catalog.set_config('role', %(role)s, true),
+       pg_catalog.set_config('realtime.topic', %(topic)s, true),
+       pg_catalog.set_config('request.jwt.claims', %(claims)s, true),
+       pg_catalog.set_config('request.jwt.claim.sub', %(sub)s, true),
+       pg_catalog.set_config('request.jwt.claim.role', %(role)s, true),
+       pg_catalog.set_config('request.headers', %(headers)s, true)
 """
 
 _PUBLISHED_SQL = """
@@ -423,6 +510,16 @@ class _Channel:
     self_broadcast: bool
     requested: list[Any]  # postgres_changes as the join asked for them
     bindings: list[_Binding] = field(default_factory=list)  # non-empty once changes flow
+    private: bool = False
+    presence_enabled: bool = False
+    # Realtime Authorization (private channels only): what the RLS policies on realtime.messages allow
+    broadcast_read: bool = True
+    presence_read: bool = False
+    broadcast_write: bool | None = None  # checked at the first broadcast the client sends
+
+    def hears(self, topic: str, private: bool) -> bool:
+        """Whether a broadcast to `topic` (a public or a private one) reaches this channel."""
+        return self.topic == topic and self.private == private and (not private or self.broadcast_read)
 
     @property
     def current(self) -> bool:
@@ -432,9 +529,10 @@ class _Channel:
 class _Client:
     """One WebSocket connection."""
 
-    def __init__(self, ws: ServerConnection, token: str, closed: asyncio.Future[None]) -> None:
+    def __init__(self, ws: ServerConnection, token: str, headers: dict[str, str], closed: asyncio.Future[None]) -> None:
         self.ws = ws
-        self.token = token
+        self.token = token  # the JWT Realtime got: the legacy key itself, or the one the gateway minted
+        self.headers = headers  # the upgrade request's x- headers (Realtime's `request.headers` for policies)
         self.closed = closed
         self.channels: dict[str, _Channel] = {}
         self.outbox: asyncio.Queue[str] = asyncio.Queue()
@@ -472,14 +570,18 @@ class RealtimeStandIn(LocalServer):
 
     `url` is what SUPABASE_URL would be; the socket is at `<url>/realtime/v1/websocket`."""
 
-    def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
-        self.dsn = dsn  # a superuser login: it installs the capture trigger and LISTENs
+    def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET, legacy_keys: bool = True) -> None:
+        self.dsn = dsn  # a superuser login: it installs the capture triggers and LISTENs
         self.jwt_secret = jwt_secret
-        self.anon_key = make_api_key("anon", jwt_secret)
-        self.service_role_key = make_api_key("service_role", jwt_secret)
+        self.keys = ProjectKeys(jwt_secret, legacy_keys=legacy_keys)
+        self.anon_key = self.keys.anon_key  # the legacy JWT keys (refused while legacy_keys is False)
+        self.service_role_key = self.keys.service_role_key
+        self.publishable_key = self.keys.publishable_key  # the same keys as a SupabaseRestStandIn's with this secret
+        self.secret_key = self.keys.secret_key
         self._lock = threading.Lock()  # guards the observation counters below
         self._joins = 0
         self._received: list[dict[str, Any]] = []
+        self._sent: list[str] = []
         self._connections = 0
         self._port = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -490,7 +592,7 @@ class RealtimeStandIn(LocalServer):
         self._db_lock: asyncio.Lock | None = None
         self._db: psycopg.AsyncConnection | None = None
         self._clients: set[_Client] = set()
-        self._handshakes: dict[ServerConnection, str] = {}
+        self._handshakes: dict[ServerConnection, tuple[str, dict[str, str]]] = {}
         self._last_xid: Any = None
         self._last_stamp = ""
 
@@ -661,6 +763,12 @@ class RealtimeStandIn(LocalServer):
         with self._lock:
             return self._joins
 
+    def messages_sent(self) -> list[dict[str, Any]]:
+        """Every frame sent to clients so far, in order (across restarts): what crossed the wire."""
+        with self._lock:
+            sent = list(self._sent)
+        return [json.loads(text) for text in sent]
+
     def messages_received(self) -> list[dict[str, Any]]:
         """Every JSON-object frame received from clients so far, in order (across restarts)."""
         with self._lock:
@@ -687,15 +795,26 @@ class RealtimeStandIn(LocalServer):
                 400, {"error": f"stand-in: only Phoenix serializer vsn 1.0.0 is implemented, not {vsn}"}
             )
         token = request.headers.get("x-api-key") or query.get("apikey", [""])[-1]
+        if is_new_key(token) or (token and not self.keys.legacy_keys):
+            # The API gateway in front of Realtime: a new key becomes a JWT minted for its role; a legacy one
+            # is refused once the project switched legacy keys off. Everything else reaches Realtime as sent.
+            admitted = self.keys.admit(token)
+            if isinstance(admitted, Refusal):
+                return _http_refusal(admitted.status, admitted.body)
+            token = admitted.token
         verified = _verify_token(token, self.jwt_secret)
         if isinstance(verified, _TokenProblem):
             return _http_refusal(401, {"error": verified.message})
-        self._handshakes[connection] = token
+        x_headers = {
+            name.lower(): value for name, value in request.headers.raw_items() if name.lower().startswith("x-")
+        }
+        self._handshakes[connection] = (token, x_headers)
         return None
 
     async def _serve_connection(self, ws: ServerConnection) -> None:
         assert self._audible is not None
-        client = _Client(ws, self._handshakes.pop(ws, ""), asyncio.get_running_loop().create_future())
+        token, x_headers = self._handshakes.pop(ws, ("", {}))
+        client = _Client(ws, token, x_headers, asyncio.get_running_loop().create_future())
         self._clients.add(client)
         with self._lock:
             self._connections += 1
@@ -704,7 +823,7 @@ class RealtimeStandIn(LocalServer):
             async for frame in ws:
                 await self._audible.wait()
                 try:
-                    self._on_frame(client, frame)
+                    await self._on_frame(client, frame)
                     await self._after_frame(client)
                 except Exception as error:  # a stand-in bug: say where, keep serving
                     _warn_bug("handling a client frame", error)
@@ -726,8 +845,10 @@ class RealtimeStandIn(LocalServer):
                 text = await client.outbox.get()
                 await self._audible.wait()
                 await client.ws.send(text)
+                with self._lock:
+                    self._sent.append(text)
 
-    def _on_frame(self, client: _Client, frame: str | bytes) -> None:
+    async def _on_frame(self, client: _Client, frame: str | bytes) -> None:
         if not isinstance(frame, str):
             return  # the V1 serializer speaks text only; Realtime logs and ignores what it cannot decode
         try:
@@ -746,7 +867,7 @@ class RealtimeStandIn(LocalServer):
             client.send(_reply(topic, ref, "ok", {}))
             return
         if event == "phx_join":
-            self._join(client, topic, payload if isinstance(payload, dict) else {}, ref, message.get("join_ref"))
+            await self._join(client, topic, payload if isinstance(payload, dict) else {}, ref, message.get("join_ref"))
             return
         channel = client.channels.get(topic)
         if channel is None:
@@ -759,19 +880,25 @@ class RealtimeStandIn(LocalServer):
             del client.channels[topic]
             client.send(_reply(topic, ref, "ok", {}))
         elif event == "broadcast":
+            if channel.private and not await self._may_write(channel):
+                return  # Realtime drops it without a word, ack or not
             for other in self._clients:
                 peer = other.channels.get(topic)
-                if peer is not None and (other is not client or channel.self_broadcast):
+                if (
+                    peer is not None
+                    and peer.hears(topic, channel.private)
+                    and (other is not client or channel.self_broadcast)
+                ):
                     other.send(_push(topic, "broadcast", payload))
             if channel.ack_broadcast:
                 client.send(_reply(topic, ref, "ok", {}))
         elif event == "presence":
             client.send(_reply(topic, ref, "ok", {}))
         elif event == "access_token":
-            self._refresh_token(channel, payload)
+            await self._refresh_token(channel, payload)
         # Anything else: Realtime's catch-all handle_in logs it and does not reply.
 
-    def _join(self, client: _Client, topic: str, payload: dict[str, Any], ref: Any, join_ref: Any) -> None:
+    async def _join(self, client: _Client, topic: str, payload: dict[str, Any], ref: Any, join_ref: Any) -> None:
         if not topic.startswith(TOPIC_PREFIX):
             client.send(_reply(topic, ref, "error", {"reason": "unmatched topic"}))
             return
@@ -791,12 +918,26 @@ class RealtimeStandIn(LocalServer):
             reason = "stand-in: joins without `config` (the old topic-based API) are not implemented"
             client.send(_reply(topic, ref, "error", {"reason": reason}))
             return
-        if config.get("private"):
-            reason = "stand-in: private channels (Realtime Authorization) are not implemented"
-            client.send(_reply(topic, ref, "error", {"reason": reason}))
-            return
+        private = bool(config.get("private"))
         broadcast: dict[str, Any] = config["broadcast"] if isinstance(config.get("broadcast"), dict) else {}
         presence: dict[str, Any] = config["presence"] if isinstance(config.get("presence"), dict) else {}
+        presence_enabled = bool(presence.get("enabled"))
+        if broadcast.get("replay") is not None:
+            reason = (
+                "stand-in: broadcast replay is not implemented"
+                if private
+                else "UnableToReplayMessages: Replay is not allowed for public channels"
+            )
+            client.send(_reply(topic, ref, "error", {"reason": reason}))
+            return
+        reads = (True, False)
+        if private:  # Realtime Authorization: the RLS policies on realtime.messages, as the joining role
+            checked = await self._authorize_read(name, verified, client.headers, presence_enabled)
+            if checked is None or not any(checked):
+                reason = f"Unauthorized: You do not have permissions to read from this Channel topic: {name}"
+                client.send(_reply(topic, ref, "error", {"reason": reason}))
+                return
+            reads = checked
         requested = config.get("postgres_changes")
         requested = [p for p in requested if p is not None] if isinstance(requested, list) else []
         channel = _Channel(
@@ -809,14 +950,106 @@ class RealtimeStandIn(LocalServer):
             ack_broadcast=bool(broadcast.get("ack")),
             self_broadcast=bool(broadcast.get("self")),
             requested=requested,
+            private=private,
+            presence_enabled=presence_enabled,
+            broadcast_read=reads[0],
+            presence_read=reads[1],
         )
         client.channels[topic] = channel  # a second join on the topic replaces the first, as in Phoenix
         response = [{**p, "id": _binding_id(p)} if isinstance(p, dict) else p for p in requested]
         client.send(_reply(topic, ref, "ok", {"postgres_changes": response}))
         with self._lock:
             self._joins += 1
-        if presence.get("enabled"):
+        if presence_enabled:
             client.send(_push(topic, "presence_state", {}))
+        if broadcast.get("replication_ready"):
+            # Broadcast from Database flows once Realtime's replication connection to the project is up; the
+            # stand-in's (its LISTEN) is up whenever it serves, so it says so at once, as Realtime does then.
+            ready = {"extension": "system", "status": "ok", "message": REPLICATION_READY_MESSAGE, "channel": name}
+            client.send(_push(topic, "system", ready))
+
+    def _context(self, name: str, claims: Mapping[str, Any], headers: Mapping[str, str]) -> dict[str, Any]:
+        """What Realtime sets before evaluating a channel's policies (Authorization.set_conn_config)."""
+        role = claims.get("role")
+        sub = claims.get("sub")
+        return {
+            "role": role if isinstance(role, str) else None,
+            "topic": name,
+            "claims": _json(dict(claims)),
+            "sub": sub if isinstance(sub, str) else None,
+            "headers": _json(dict(headers)),
+        }
+
+    async def _authorize_read(
+        self, name: str, claims: Mapping[str, Any], headers: Mapping[str, str], presence: bool
+    ) -> tuple[bool, bool] | None:
+        """(broadcast read, presence read) for a private topic, as Realtime decides them: probe messages for the
+        topic are inserted (by the stand-in, which bypasses RLS), then selected as the role, and rolled back.
+        None when the check itself failed (no such role, no SELECT privilege, a policy that raises): Realtime
+        then refuses the join as unauthorised too."""
+        assert self._db_lock is not None
+        probes = {extension: uuid.uuid4() for extension in (("broadcast", "presence") if presence else ("broadcast",))}
+        async with self._db_lock:
+            db = self._db
+            if db is None:
+                return None
+            try:
+                async with db.transaction(force_rollback=True):
+                    for extension, probe in probes.items():
+                        await db.execute(
+                            "insert into realtime.messages (id, topic, extension) values (%s, %s, %s)",
+                            (probe, name, extension),
+                        )
+                    await db.execute(_SET_ROLE_SQL, self._context(name, claims, headers))
+                    cursor = await db.execute(
+                        "select id from realtime.messages where id = any(%s)", (list(probes.values()),)
+                    )
+                    seen = {row[0] for row in await cursor.fetchall()}
+            except psycopg.Error:
+                return None
+        return probes["broadcast"] in seen, probes.get("presence") in seen
+
+    async def _may_write(self, channel: _Channel) -> bool:
+        """Whether the channel's role may send broadcasts to its private topic: Realtime inserts a message as that
+        role (in a transaction it rolls back); refused by RLS (42501) means no. Decided once per channel."""
+        assert self._db_lock is not None
+        if channel.broadcast_write is None:
+            async with self._db_lock:
+                db = self._db
+                if db is None:
+                    return False
+                try:
+                    async with db.transaction(force_rollback=True):
+                        await db.execute(
+                            _SET_ROLE_SQL, self._context(channel.name, channel.claims, channel.client.headers)
+                        )
+                        try:
+                            async with db.transaction():
+                                await db.execute(
+                                    "insert into realtime.messages (topic, extension) values (%s, 'broadcast')",
+                                    (channel.name,),
+                                )
+                            allowed = True
+                        except psycopg.errors.InsufficientPrivilege:
+                            allowed = False
+                except psycopg.Error:
+                    return False  # Realtime logs the error and drops the broadcast; it checks again next time
+            channel.broadcast_write = allowed
+        return channel.broadcast_write
+
+    def _shut(self, channel: _Channel, message: str) -> None:
+        """Realtime's shutdown_response: a `system` error, then the channel ends (phx_close)."""
+        client = channel.client
+        client.send(
+            _push(
+                channel.topic,
+                "system",
+                {"extension": "system", "status": "error", "message": message, "channel": channel.name},
+            )
+        )
+        if channel.current:
+            del client.channels[channel.topic]
+        client.send(_push(channel.topic, "phx_close", {}, channel.join_ref))
 
     async def _after_frame(self, client: _Client) -> None:
         """Subscribe the bindings of channels joined by the frame just handled (after their join reply)."""
@@ -825,19 +1058,28 @@ class RealtimeStandIn(LocalServer):
                 requested, channel.requested = channel.requested, []
                 await self._subscribe(channel, requested)
 
-    def _refresh_token(self, channel: _Channel, payload: Any) -> None:
+    async def _refresh_token(self, channel: _Channel, payload: Any) -> None:
         token = payload.get("access_token") if isinstance(payload, dict) else None
         if not isinstance(token, str) or token.startswith("sb_") or token == channel.token:
             return
         verified = _verify_token(token, self.jwt_secret)
         client = channel.client
         if isinstance(verified, _TokenProblem):
-            message = {"extension": "system", "status": "error", "message": verified.message, "channel": channel.name}
-            client.send(_push(channel.topic, "system", message))
-            del client.channels[channel.topic]
-            client.send(_push(channel.topic, "phx_close", {}, channel.join_ref))
+            self._shut(channel, verified.message)
             return
         channel.token, channel.claims = token, verified
+        if channel.private:  # the policies are evaluated again with the new claims
+            reads = await self._authorize_read(channel.name, verified, client.headers, channel.presence_enabled)
+            if not channel.current:
+                return
+            if reads is None or not any(reads):
+                self._shut(channel, f"You do not have permissions to read from this Channel topic: {channel.name}")
+                return
+            if channel.broadcast_read and not reads[0]:
+                self._shut(channel, f"You no longer have permission to read from this Channel topic: {channel.name}")
+                return
+            channel.broadcast_read, channel.presence_read = reads
+            channel.broadcast_write = None
         if channel.bindings:  # Realtime re-subscribes with the new claims and says so again
             client.send(_push(channel.topic, "system", self._subscribed(channel)))
 
@@ -958,6 +1200,9 @@ class RealtimeStandIn(LocalServer):
             if row is None:
                 return
             change = json.loads(row[0])
+        if change.get("kind") == "message":
+            self._broadcast_message(change)
+            return
         entity = (str(change["schema"]), str(change["table"]))
         action = str(change["type"])
         targets: list[tuple[_Channel, list[_Binding]]] = []
@@ -971,6 +1216,31 @@ class RealtimeStandIn(LocalServer):
         async with self._db_lock:
             if self._db is not None and self._audible.is_set():
                 await self._deliver(self._db, change, entity, action, stamp, targets)
+
+    def _broadcast_message(self, message: Mapping[str, Any]) -> None:
+        """A row inserted into realtime.messages, broadcast as Realtime's replication handler does: to the channels
+        joined to its topic (private messages to private channels allowed to read, public to public ones), as a
+        `broadcast` whose payload is `{"event", "payload", "type": "broadcast", "meta": {"id"}}`."""
+        name, event, private = message.get("topic"), message.get("event"), message.get("private")
+        if not isinstance(name, str) or not isinstance(event, str) or not isinstance(private, bool):
+            _warn(
+                "a realtime.messages row without topic, event or private was not broadcast (UnableToBroadcastChanges)"
+            )
+            return
+        if message.get("binary") or message.get("payload") is None:
+            _warn(f"a message to {name!r} without a JSON payload was not broadcast (the V1 serializer sends JSON only)")
+            return
+        topic = TOPIC_PREFIX + name
+        body = {
+            "event": event,
+            "payload": message["payload"],
+            "type": "broadcast",
+            "meta": {"id": message.get("message_id")},
+        }
+        for client in self._clients:
+            channel = client.channels.get(topic)
+            if channel is not None and channel.hears(topic, private):
+                client.send(_push(topic, "broadcast", body))
 
     async def _deliver(
         self,

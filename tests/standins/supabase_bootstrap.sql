@@ -104,3 +104,85 @@ begin
 end
 $$;
 alter publication supabase_realtime owner to migrator;
+
+-- Supabase Realtime's objects in the project database, as Realtime's own tenant migrations leave
+-- them (supabase/realtime, lib/realtime/tenants/repo/migrations): what Broadcast from Database and
+-- Realtime Authorization use. `realtime.send` stores a message in `realtime.messages`; Realtime
+-- streams that table's inserts and broadcasts each row to its topic; a private channel's join is
+-- allowed by the RLS policies on `realtime.messages` (evaluated as the joining role, with
+-- `realtime.topic()` set to the channel's topic). Differences: Realtime's janitor creates a partition
+-- per day (and drops old ones); here one DEFAULT partition holds every message. Realtime's
+-- postgres_changes objects (realtime.subscription, apply_rls, ...) are not here: the Realtime
+-- stand-in does that work itself.
+do $$
+begin
+  if not exists (select from pg_roles where rolname = 'supabase_realtime_admin') then
+    create role supabase_realtime_admin nologin noinherit noreplication;
+  end if;
+end
+$$;
+-- Before Realtime restricted its schema, `postgres` was a member of supabase_realtime_admin; hosted
+-- projects now let `postgres` create policies on realtime.messages through supautils' policy_grants.
+-- Membership is how `migrator` (our `postgres`) gets the same power here.
+grant supabase_realtime_admin to migrator;
+
+create schema if not exists realtime;
+grant usage on schema realtime to migrator, anon, authenticated, service_role;
+
+create table if not exists realtime.messages (
+  topic text not null,
+  extension text not null,
+  payload jsonb,
+  event text,
+  private boolean default false,
+  updated_at timestamp without time zone not null default now(),
+  inserted_at timestamp without time zone not null default now(),
+  id uuid not null default gen_random_uuid(),
+  binary_payload bytea,
+  constraint messages_payload_exclusive check (payload is null or binary_payload is null),
+  primary key (id, inserted_at)
+) partition by range (inserted_at);
+create table if not exists realtime.messages_default partition of realtime.messages default;
+alter table realtime.messages enable row level security;
+alter table realtime.messages owner to supabase_realtime_admin;
+alter table realtime.messages_default owner to supabase_realtime_admin;
+grant select, insert, update on realtime.messages to migrator, anon, authenticated, service_role;
+
+create or replace function realtime.topic() returns text
+language sql stable
+as $$
+  select nullif(current_setting('realtime.topic', true), '')::text;
+$$;
+alter function realtime.topic() owner to supabase_realtime_admin;
+
+create or replace function realtime.send(payload jsonb, event text, topic text, private boolean default true)
+returns void
+language plpgsql
+as $$
+declare
+  generated_id uuid;
+  final_payload jsonb;
+begin
+  begin
+    generated_id := gen_random_uuid();
+
+    -- Check if payload has an 'id' key, if not, add the generated UUID
+    if payload ? 'id' then
+      final_payload := payload;
+    else
+      final_payload := jsonb_set(payload, '{id}', to_jsonb(generated_id));
+    end if;
+
+    -- Set the topic configuration
+    execute format('SET LOCAL realtime.topic TO %L', topic);
+
+    insert into realtime.messages (id, payload, event, topic, private, extension)
+    values (generated_id, final_payload, event, topic, private, 'broadcast');
+  exception
+    when others then
+      raise warning 'WarnSendingBroadcastMessage: %', sqlerrm;
+  end;
+end;
+$$;
+alter function realtime.send(jsonb, text, text, boolean) owner to supabase_realtime_admin;
+grant execute on all functions in schema realtime to migrator, anon, authenticated, service_role;

@@ -5,8 +5,11 @@ PostgreSQL, so the real `supabase` client (sync and async) and plain httpx can c
 functions exactly as a Vapi assistant or the daemon would in production:
 
 - Gateway (Kong) layer: paths outside `/rest/v1/` get Kong's 404; a request without an `apikey`
-  header (or `?apikey=`) gets 401 "No API key found in request"; an `apikey` that is not a JWT
-  signed with the project's secret gets 401 "Invalid API key".
+  header (or `?apikey=`) gets 401 "No API key found in request"; an `apikey` that is neither a JWT
+  signed with the project's secret nor the project's `sb_publishable_...` / `sb_secret_...` key gets
+  401 "Invalid API key". A new key is replaced by a JWT minted for its role (anon / service_role), also
+  when `Authorization: Bearer` carries the same key; legacy JWT keys can be switched off
+  (`legacy_keys=False`). See tests/standins/api_keys.py for what is imitated and how.
 - PostgREST layer: the JWT in `Authorization: Bearer ...` (else the apikey) is verified (HS256/384/512,
   `exp`/`nbf`/`iat` with PostgREST's 30 s leeway) and its `role` claim (default `anon`) is switched to.
   One transaction per request, on a connection logged in as `authenticator` (one connection per server
@@ -58,6 +61,7 @@ import jwt
 import psycopg
 from psycopg import sql
 
+from tests.standins.api_keys import BearerApiKey, ProjectKeys, Refusal
 from tests.standins.postgrest import API_ROLES, hoisted_settings, role_settings, set_request_context
 from tests.standins.service import LocalServer
 
@@ -495,11 +499,22 @@ class _Handler(BaseHTTPRequestHandler):
 class SupabaseRestStandIn(LocalServer):
     """Supabase's REST gateway for `POST /rest/v1/rpc/<function>`, over a real PostgreSQL."""
 
-    def __init__(self, dsn: str, *, jwt_secret: str = TEST_JWT_SECRET) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        jwt_secret: str = TEST_JWT_SECRET,
+        legacy_keys: bool = True,
+        bearer_api_key: BearerApiKey = "minted",
+    ) -> None:
         self.dsn = dsn  # a login as the `authenticator` role
         self.jwt_secret = jwt_secret
-        self.anon_key = make_api_key("anon", jwt_secret)
-        self.service_role_key = make_api_key("service_role", jwt_secret)
+        self.keys = ProjectKeys(jwt_secret, legacy_keys=legacy_keys)
+        self.bearer_api_key = bearer_api_key
+        self.anon_key = self.keys.anon_key  # the legacy JWT keys (refused while legacy_keys is False)
+        self.service_role_key = self.keys.service_role_key
+        self.publishable_key = self.keys.publishable_key  # sb_publishable_...: the anon role
+        self.secret_key = self.keys.secret_key  # sb_secret_...: the service role
         self._lock = threading.Lock()
         self._port = 0
         self._server: _Server | None = None
@@ -647,31 +662,14 @@ class SupabaseRestStandIn(LocalServer):
     def _authenticate(self, headers: Mapping[str, str], apikey_param: str) -> dict[str, Any]:
         """Kong's key check, then PostgREST's JWT check; returns the claims (with `role`)."""
         apikey = headers.get("apikey") or apikey_param
-        if not apikey:
-            raise _Refused(
-                _json_reply(
-                    401,
-                    {
-                        "message": "No API key found in request",
-                        "hint": "No `apikey` request header or url param was found.",
-                    },
-                )
-            )
-        try:
-            jwt.decode(apikey, self.jwt_secret, algorithms=_JWT_ALGORITHMS, options={"verify_exp": False})
-        except jwt.PyJWTError:
-            raise _Refused(
-                _json_reply(
-                    401,
-                    {
-                        "message": "Invalid API key",
-                        "hint": "Double check your Supabase `anon` or `service_role` API key.",
-                    },
-                )
-            ) from None
+        admitted = self.keys.admit(apikey)
+        if isinstance(admitted, Refusal):
+            raise _Refused(_json_reply(admitted.status, admitted.body))
         authorization = headers.get("authorization", "")
         scheme, _, credentials = authorization.partition(" ")
-        token = credentials.strip() if scheme.lower() == "bearer" else apikey
+        token = credentials.strip() if scheme.lower() == "bearer" else admitted.token
+        if admitted.minted and token == apikey and self.bearer_api_key == "minted":
+            token = admitted.token  # the new key repeated in Authorization: the gateway forwards its minted JWT
         message = None
         claims: Any = None
         try:
