@@ -459,7 +459,9 @@ class ReadinessFacts:
 
     tables_without_rls: tuple[str, ...]
     anon_table_privileges: tuple[str, ...]
-    appointments_in_realtime: bool
+    broadcast_doorbell: bool  # the Supabase path's: a trigger sending ids to Realtime with realtime.send
+    notify_doorbell: bool  # the direct path's: a trigger NOTIFYing calendar_sync
+    appointments_in_realtime: bool  # in supabase_realtime: whole rows could reach Postgres Changes subscribers
     applied_migrations: tuple[str, ...]
 
     @classmethod
@@ -467,6 +469,8 @@ class ReadinessFacts:
         return cls(
             tables_without_rls=tuple(str(t) for t in row["tables_without_rls"]),
             anon_table_privileges=tuple(str(p) for p in row["anon_table_privileges"]),
+            broadcast_doorbell=bool(row["broadcast_doorbell"]),
+            notify_doorbell=bool(row["notify_doorbell"]),
             appointments_in_realtime=bool(row["appointments_in_realtime"]),
             applied_migrations=tuple(str(v) for v in row["applied_migrations"]),
         )

@@ -5,12 +5,16 @@ the time, so every (re)subscription rings once more to make the loop sweep, and 
 timer stays the last backstop. What the feed adds is speed: a booking is claimed within
 milliseconds instead of at the next timer tick.
 
-- `RealtimeFeed` (Supabase path): Supabase Realtime postgres_changes on public.appointments.
-  The client library neither notices a silent connection nor surfaces a reconnect that gave
-  up, so this supervises it: the client is built without auto-reconnect, any channel error or
-  an unanswered liveness probe (an acknowledged broadcast) tears it down, and a fresh client is
-  built after a backoff with jitter. "Subscribed" means the server's "Subscribed to PostgreSQL"
-  system message arrived, not merely the join reply.
+- `RealtimeFeed` (Supabase path): Supabase Realtime Broadcast from Database on the private topic
+  `calendar-sync`, where a trigger on public.appointments sends the ids (appointment, clinic) of
+  each row left waiting for the calendar; nothing of the patient travels. The daemon joins as
+  the service role (the legacy JWT key or a secret key, `sb_secret_...`), which Realtime's
+  authorisation lets in. The client library neither notices a silent connection nor surfaces a
+  reconnect that gave up, so this supervises it: the client is built without auto-reconnect,
+  any channel error or an unanswered liveness probe (an acknowledged broadcast) tears it down,
+  and a fresh client is built after a backoff with jitter. "Subscribed" means the server's
+  "Replication connection established" system message arrived (asked for with
+  `broadcast.replication_ready`), not merely the join reply: only then do stored messages flow.
 - `PostgresNotifyFeed` (direct path): LISTEN calendar_sync on a dedicated connection, probed
   with `select 1` when quiet and re-established when lost.
 """
@@ -27,14 +31,18 @@ from typing import Any
 import psycopg
 from loguru import logger
 from realtime import AsyncRealtimeClient, RealtimeSubscribeStates
-from realtime.types import RealtimeChannelOptions, RealtimePostgresChangesListenEvent
+from realtime.types import RealtimeChannelOptions
 
 from daemon.backoff import backoff_delay
 
 Doorbell = Callable[[], None]
 NOTIFY_CHANNEL = "calendar_sync"
 FEED_APPLICATION_NAME = "calendar-sync-feed"  # shows in pg_stat_activity
-SUBSCRIBED_MESSAGE = "Subscribed to PostgreSQL"
+# Where the database's doorbell rings on the Supabase path: the migration's trigger calls
+# realtime.send(<ids>, DOORBELL_EVENT, DOORBELL_TOPIC, private => true).
+DOORBELL_TOPIC = "calendar-sync"
+DOORBELL_EVENT = "pending"
+REPLICATION_READY_MESSAGE = "Replication connection established"
 
 
 class FeedState(enum.StrEnum):
@@ -132,25 +140,23 @@ class RealtimeFeed(ChangeFeed):
 
         try:
             await asyncio.wait_for(client.connect(), timeout=self._probe_timeout)
+            # private: Realtime checks the role may read the topic (RLS on realtime.messages) before it joins.
             # ack: the server answers our broadcasts, which is how the liveness probe works.
+            # replication_ready: the server says when the messages the database stores will flow.
             options: RealtimeChannelOptions = {
-                "config": {"broadcast": {"ack": True, "self": False}, "presence": None, "private": False}
+                "config": {
+                    "broadcast": {"ack": True, "self": False, "replication_ready": True},
+                    "presence": None,
+                    "private": True,
+                }
             }
-            channel = client.channel("calendar-sync", options)
+            channel = client.channel(DOORBELL_TOPIC, options)
             subscribed = asyncio.Event()
-            channel.on_system(lambda p: subscribed.set() if p.message == SUBSCRIBED_MESSAGE else None)
-            # Only changes that leave a row waiting for the calendar ring, as on the direct path: otherwise each
-            # of the daemon's own claims and write-backs came back as a message (the whole row) to parse.
-            for event in (RealtimePostgresChangesListenEvent.Insert, RealtimePostgresChangesListenEvent.Update):
-                channel.on_postgres_changes(
-                    event,
-                    schema="public",
-                    table="appointments",
-                    filter="sync_state=eq.pending",
-                    callback=lambda _change: self._changed(doorbell),
-                )
+            channel.on_system(lambda p: subscribed.set() if p.message == REPLICATION_READY_MESSAGE else None)
+            # The message carries the appointment's and the clinic's ids; the claim finds the work itself.
+            channel.on_broadcast(DOORBELL_EVENT, lambda _message: self._changed(doorbell))
             await channel.subscribe(on_state)
-            await self._until(subscribed.wait(), broken, "no 'Subscribed to PostgreSQL' from Realtime")
+            await self._until(subscribed.wait(), broken, "no 'Replication connection established' from Realtime")
             self._subscribed(doorbell)
             while not await self._pause_or_break(broken):
                 await self._until(self._probe(channel), broken, "Realtime did not answer the liveness probe")

@@ -21,7 +21,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import httpx
+import psycopg
 from googleapiclient.errors import HttpError
+from psycopg.conninfo import conninfo_to_dict
 from rich.console import Console
 from rich.markup import escape
 
@@ -91,6 +93,13 @@ class VerifyOptions:
 
 async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
     report = Report()
+    dsn = settings.database_url.get_secret_value() if settings.database_url is not None else None
+    pooled = transaction_pooler(dsn) if dsn is not None else None
+    if pooled is not None and settings.database_backend == "postgres":
+        report.add("database", Status.FAIL, f"DATABASE_URL {pooled}")
+        return _skip_the_rest(report)
+    if pooled is not None:
+        report.add("database url", Status.WARN, f"DATABASE_URL, which `clinic-sync migrate` uses, {pooled}")
     try:
         store = await open_store(settings, timeout=options.connect_timeout_seconds)
     except StoreError as error:
@@ -120,10 +129,60 @@ async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
 
 
 def _unreachable(report: Report, settings: Settings, error: StoreError) -> Report:
-    report.add("database", Status.FAIL, f"unreachable over the {settings.database_backend} path: {error}")
-    for name in ("migrations", "row-level security", "realtime publication", "change feed", "google", "backlog"):
+    hint = ""
+    if settings.database_backend == "postgres" and settings.database_url is not None:
+        hint = ipv6_only_hint(settings.database_url.get_secret_value())
+    report.add("database", Status.FAIL, f"unreachable over the {settings.database_backend} path: {error}{hint}")
+    return _skip_the_rest(report)
+
+
+def _skip_the_rest(report: Report) -> Report:
+    for name in ("migrations", "row-level security", "doorbell", "change feed", "google", "backlog"):
         report.add(name, Status.SKIP, "needs the database")
     return report
+
+
+TRANSACTION_POOLER_PORT = "6543"
+DIRECT_HOST = re.compile(r"^db\.[a-z0-9]+\.supabase\.co$")
+
+
+def _hosts_and_ports(dsn: str) -> list[tuple[str, str]]:
+    """The (host, port) pairs of a libpq connection string or URL; [] when it cannot be parsed."""
+    try:
+        params = conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return []
+    hosts = str(params.get("host") or params.get("hostaddr") or "").split(",")
+    ports = str(params.get("port") or "5432").split(",")
+    if len(ports) == 1:
+        ports = ports * len(hosts)
+    return list(zip(hosts, ports, strict=False))
+
+
+def transaction_pooler(dsn: str) -> str | None:
+    """Why `dsn` cannot carry the direct path, when it names a transaction-mode pooler (Supavisor's, or a
+    project's dedicated PgBouncer, listens on 6543): each transaction may run on another server connection."""
+    for host, port in _hosts_and_ports(dsn):
+        if port == TRANSACTION_POOLER_PORT:
+            where = f"{host}:{port}" if host else f"port {port}"
+            return (
+                f"points at a transaction-mode pooler ({where}), where each transaction may run on another"
+                " server connection: LISTEN/NOTIFY (the doorbell), session advisory locks (migrate) and prepared"
+                " statements need a direct connection (db.<ref>.supabase.co:5432) or the session-mode pooler"
+                " (the same pooler host on port 5432)"
+            )
+    return None
+
+
+def ipv6_only_hint(dsn: str) -> str:
+    """What to try when Supabase's direct host cannot be reached: it has only an IPv6 address."""
+    if any(DIRECT_HOST.match(host) for host, _ in _hosts_and_ports(dsn)):
+        return (
+            " (db.<ref>.supabase.co has only an IPv6 address unless the project has Supabase's IPv4 add-on: from a"
+            " network without IPv6, use the session-mode pooler, <pooler host>:5432 with user postgres.<ref>, from"
+            " the dashboard's Connect dialog)"
+        )
+    return ""
 
 
 def _check_schema(report: Report, settings: Settings, facts: ReadinessFacts) -> None:
@@ -149,12 +208,35 @@ def _check_schema(report: Report, settings: Settings, facts: ReadinessFacts) -> 
     else:
         report.add("row-level security", Status.OK, "enabled on every public table; anon holds no table privilege")
 
-    if facts.appointments_in_realtime:
-        report.add("realtime publication", Status.OK, "public.appointments is in supabase_realtime")
+    _check_doorbell(report, settings, facts)
+
+
+def _check_doorbell(report: Report, settings: Settings, facts: ReadinessFacts) -> None:
+    """The path's doorbell trigger is there; whole appointment rows do not travel through Realtime."""
+    if settings.database_backend == "supabase":
+        present, what = (
+            facts.broadcast_doorbell,
+            ("a trigger sends appointment and clinic ids to Realtime's private topic calendar-sync"),
+        )
+        missing = (
+            "the trigger that sends appointment ids to Realtime (appointments_broadcast_calendar_sync), or"
+            " realtime.send itself, is missing"
+        )
     else:
-        # Only the Supabase path listens through Realtime; the direct path uses LISTEN/NOTIFY.
-        status = Status.FAIL if settings.database_backend == "supabase" else Status.WARN
-        report.add("realtime publication", status, "public.appointments is not in the supabase_realtime publication")
+        present, what = facts.notify_doorbell, "a trigger NOTIFYs calendar_sync, without a payload"
+        missing = "the trigger that NOTIFYs calendar_sync (appointments_notify_calendar_sync) is missing"
+    if not present:
+        report.add("doorbell", Status.FAIL, f"{missing}: bookings wait for the sweep (clinic-sync migrate)")
+    elif facts.appointments_in_realtime:
+        report.add(
+            "doorbell",
+            Status.WARN,
+            f"{what}; but public.appointments is in the supabase_realtime publication, so Postgres Changes can"
+            " send whole rows, patient details included, to subscribers: alter publication supabase_realtime"
+            " drop table public.appointments",
+        )
+    else:
+        report.add("doorbell", Status.OK, what)
 
 
 async def _check_feed(report: Report, settings: Settings, options: VerifyOptions) -> None:
@@ -398,7 +480,7 @@ class RoundTrip:
         return None
 
     async def _event_problem(self, profile: ClinicProfile, row: SyncStatus) -> str | None:
-        event_id = event_id_for(row.appointment_id)
+        event_id = row.calendar_event_id or event_id_for(row.appointment_id)
         try:
             token = await self._google.tokens.access_token(self._clinic)
             event = await self._google.run(

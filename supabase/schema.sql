@@ -207,6 +207,25 @@ $$;
 
 
 --
+-- Name: broadcast_calendar_sync(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.broadcast_calendar_sync() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER
+    SET search_path TO ''
+    AS $$
+begin
+  perform realtime.send(
+    pg_catalog.jsonb_build_object('appointment_id', new.id, 'clinic_id', new.clinic_id),
+    'pending',
+    'calendar-sync',
+    true);
+  return null;
+end
+$$;
+
+
+--
 -- Name: busy_message(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2323,6 +2342,15 @@ begin
       where c.relnamespace = 'public'::regnamespace and c.relkind in ('r', 'p', 'v', 'm', 'f')
         and exists (select from pg_catalog.pg_roles where rolname = 'anon')
         and pg_catalog.has_table_privilege('anon', c.oid, p.privilege)), '[]'),
+    'broadcast_doorbell', exists (
+        select from pg_catalog.pg_trigger
+        where tgrelid = 'public.appointments'::regclass and tgname = 'appointments_broadcast_calendar_sync'
+          and tgenabled <> 'D')
+      and to_regprocedure('realtime.send(jsonb, text, text, boolean)') is not null,
+    'notify_doorbell', exists (
+      select from pg_catalog.pg_trigger
+      where tgrelid = 'public.appointments'::regclass and tgname = 'appointments_notify_calendar_sync'
+        and tgenabled <> 'D'),
     'appointments_in_realtime', exists (
       select from pg_catalog.pg_publication_tables
       where pubname = 'supabase_realtime' and schemaname = 'public' and tablename = 'appointments'),
@@ -3082,6 +3110,13 @@ CREATE INDEX vapi_tool_calls_created ON public.vapi_tool_calls USING btree (crea
 
 
 --
+-- Name: appointments appointments_broadcast_calendar_sync; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER appointments_broadcast_calendar_sync AFTER INSERT OR UPDATE ON public.appointments FOR EACH ROW WHEN (((new.sync_state = 'pending'::text) AND (new.next_attempt_at <= now()))) EXECUTE FUNCTION private.broadcast_calendar_sync();
+
+
+--
 -- Name: appointments appointments_notify_calendar_sync; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -3420,13 +3455,6 @@ CREATE PUBLICATION supabase_realtime WITH (publish = 'insert, update, delete, tr
 
 
 --
--- Name: supabase_realtime appointments; Type: PUBLICATION TABLE; Schema: public; Owner: -
---
-
-ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.appointments;
-
-
---
 -- Name: SCHEMA private; Type: ACL; Schema: -; Owner: -
 --
 
@@ -3482,6 +3510,13 @@ GRANT ALL ON FUNCTION private.authenticate_request() TO vapi_clinic;
 
 REVOKE ALL ON FUNCTION private.begin_budget_change(p_returns jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.begin_budget_change(p_returns jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION broadcast_calendar_sync(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.broadcast_calendar_sync() FROM PUBLIC;
 
 
 --

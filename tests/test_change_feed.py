@@ -6,13 +6,17 @@ feed (a change, or the sweep that follows every (re)subscription), never by the 
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from collections.abc import Iterator
 
 import psycopg
 import pytest
+from realtime import AsyncRealtimeClient
+from realtime.types import RealtimeChannelOptions
 
-from daemon.feed import FEED_APPLICATION_NAME, FeedState
+from daemon.feed import DOORBELL_TOPIC, FEED_APPLICATION_NAME, FeedState
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import (
     Backend,
@@ -28,7 +32,7 @@ from tests.dates import upcoming
 from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
 from tests.standins.realtime import RealtimeStandIn
-from tests.standins.supabase_rest import SupabaseRestStandIn
+from tests.standins.supabase_rest import SupabaseRestStandIn, make_api_key
 from tests.standins.vapi import Assistant
 
 TUESDAY = 2
@@ -200,3 +204,85 @@ def test_a_flood_through_realtime_does_not_make_a_flood_of_claims(
     flood(admin, connected, 200)
     wait_until(all_synced(admin), timeout=30, what="the flood synced")
     assert realtime_daemon.daemon.claims - before <= 200 / 4
+
+
+def test_the_supabase_doorbell_carries_ids_and_nothing_of_the_patient(
+    realtime_daemon: DaemonThread,
+    realtime: RealtimeStandIn,
+    admin: psycopg.Connection,
+    assistant: Assistant,
+    connected: Clinic,
+) -> None:
+    feed = realtime_daemon.daemon.feed
+    assert feed is not None and feed.last_change_at is None
+    result = assistant.use(
+        "book_appointment",
+        {
+            "start": f"{upcoming(TUESDAY)}T10:00",
+            "patient_name": "Philippa Quartermaine",
+            "patient_phone": "07700 900123",
+            "notes": "allergic to latex",
+        },
+    )
+    assert "result" in result, result
+    wait_until(all_synced(admin), timeout=5, what="the booking synced by the doorbell")
+    assert feed.last_change_at is not None  # rung by the broadcast, not found by the (one-minute) timer
+    appointment_id, clinic_id = admin.execute("select id, clinic_id from public.appointments").fetchone() or ()
+
+    sent = realtime.messages_sent()
+    doorbells = [m for m in sent if m["event"] == "broadcast" and m["payload"].get("event") == "pending"]
+    assert doorbells, sent
+    for message in doorbells:
+        assert message["topic"] == "realtime:calendar-sync"
+        ids = message["payload"]["payload"]
+        assert set(ids) == {"appointment_id", "clinic_id", "id"}  # `id`: the message's own, added by realtime.send
+        assert (ids["appointment_id"], ids["clinic_id"]) == (str(appointment_id), str(clinic_id))
+    wire = json.dumps(sent)
+    for detail in ("Philippa", "Quartermaine", "900123", "latex", "Check-up"):
+        assert detail not in wire
+    assert not [m for m in sent if m["event"] == "postgres_changes"]
+
+
+@pytest.mark.parametrize("who", ["anon key", "publishable key", "staff, even with a policy reading every topic"])
+def test_only_the_service_role_joins_the_doorbell_topic(
+    realtime: RealtimeStandIn, admin: psycopg.Connection, connected: Clinic, who: str
+) -> None:
+    key = {
+        "anon key": realtime.anon_key,
+        "publishable key": realtime.publishable_key,
+        "staff, even with a policy reading every topic": make_api_key("authenticated"),
+    }[who]
+    admin.execute(
+        "create policy staff_read_all on realtime.messages for select to authenticated using (true);"
+        " create policy staff_send_all on realtime.messages for insert to authenticated with check (true)"
+    )
+    outcomes: dict[str, list[str]] = {}
+
+    async def join(label: str, token: str) -> None:
+        client = AsyncRealtimeClient(f"{realtime.url}/realtime/v1", token=token, auto_reconnect=False)
+        states: list[str] = []
+        try:
+            await client.connect()
+            options: RealtimeChannelOptions = {
+                "config": {"broadcast": {"ack": True}, "presence": {"key": "", "enabled": False}, "private": True}
+            }
+            channel = client.channel(DOORBELL_TOPIC, options)
+            await channel.subscribe(lambda state, _error: states.append(state.value))
+            deadline = time.monotonic() + 5
+            while not states and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+        finally:
+            await client.close()
+        outcomes[label] = states
+
+    async def scenario() -> None:
+        await join(who, key)
+        await join("secret key", realtime.secret_key)
+
+    asyncio.run(scenario())
+    assert outcomes[who][:1] == ["CHANNEL_ERROR"], outcomes
+    assert outcomes["secret key"][:1] == ["SUBSCRIBED"], outcomes
+    refusals = [m["payload"]["response"] for m in realtime.messages_sent() if m["payload"].get("status") == "error"]
+    assert refusals == [
+        {"reason": f"Unauthorized: You do not have permissions to read from this Channel topic: {DOORBELL_TOPIC}"}
+    ]

@@ -45,11 +45,12 @@ def test_the_schema_file_is_stable_and_says_how_it_is_made() -> None:
     assert committed.startswith("-- supabase/schema.sql: GENERATED, DO NOT EDIT BY HAND.")
     assert "`make schema`" in committed.split("\n\n")[0]
     assert VERSION_SPECIFIC.findall(committed) == []
-    # What a reader comes for: objects of both schemas, their grants, the Realtime publication's table.
+    # What a reader comes for: objects of both schemas, their grants, the triggers that ring the doorbells.
     assert "CREATE TABLE public.appointments (" in committed
     assert "CREATE FUNCTION private.require(" in committed
     assert "GRANT ALL ON FUNCTION public.vapi_tool_call(json) TO anon;" in committed
-    assert "ALTER PUBLICATION supabase_realtime ADD TABLE ONLY public.appointments;" in committed
+    assert "CREATE TRIGGER appointments_broadcast_calendar_sync AFTER INSERT OR UPDATE" in committed
+    assert "ALTER PUBLICATION supabase_realtime" not in committed  # no whole rows through Postgres Changes
     assert "CREATE TABLE auth.users" not in committed
     assert "CREATE TABLE supabase_migrations.schema_migrations" not in committed
 

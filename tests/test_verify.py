@@ -17,7 +17,15 @@ from rich.console import Console
 from daemon.cli import main
 from daemon.config import Settings
 from daemon.crypto import TokenCipher
-from daemon.verify import Report, Status, VerifyOptions, print_report, run_checks
+from daemon.verify import (
+    Report,
+    Status,
+    VerifyOptions,
+    ipv6_only_hint,
+    print_report,
+    run_checks,
+    transaction_pooler,
+)
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import TOKEN_KEY, Backend, connect_google, make_settings, running, settings_env
 from tests.dates import upcoming
@@ -92,7 +100,7 @@ def test_a_ready_deployment_passes(backend: Backend, google: GoogleStandIn, conn
         "database": Status.OK,
         "migrations": Status.OK,
         "row-level security": Status.OK,
-        "realtime publication": Status.OK,
+        "doorbell": Status.OK,
         "change feed": Status.OK,
         "google: Riverside Clinic": Status.OK,
         "backlog": Status.OK,
@@ -200,7 +208,7 @@ def test_each_broken_condition_fails_its_check(
     assert report.passed is (status is not Status.FAIL)
 
 
-def test_supabase_path_needs_the_publication_and_a_live_realtime(
+def test_supabase_path_needs_a_live_realtime(
     admin: psycopg.Connection, google: GoogleStandIn, rest: SupabaseRestStandIn, connected: str
 ) -> None:
     closed = f"http://127.0.0.1:{free_port()}"
@@ -209,9 +217,80 @@ def test_supabase_path_needs_the_publication_and_a_live_realtime(
     assert the(report, "change feed").status is Status.FAIL
     assert "not subscribed within 1s" in the(report, "change feed").detail
 
+
+def test_the_doorbell_check_names_a_missing_trigger_and_whole_rows_in_realtime(
+    admin: psycopg.Connection,
+    google: GoogleStandIn,
+    rest: SupabaseRestStandIn,
+    realtime: RealtimeStandIn,
+    database: Database,
+    connected: str,
+) -> None:
+    supabase = make_settings(supabase_backend(rest, realtime.url), google)
+    direct = make_settings(Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)}, feed=True), google)
+    assert the(verify(supabase), "doorbell").status is Status.OK
+
+    # Postgres Changes would send whole rows again: a warning on either path.
+    admin.execute("alter publication supabase_realtime add table public.appointments")
+    for settings in (supabase, direct):
+        doorbell = the(verify(settings), "doorbell")
+        assert doorbell.status is Status.WARN and "patient details included" in doorbell.detail, doorbell
     admin.execute("alter publication supabase_realtime drop table public.appointments")
-    report = verify(make_settings(supabase_backend(rest, closed), google), VerifyOptions(feed_timeout_seconds=1.0))
-    assert the(report, "realtime publication").status is Status.FAIL
+
+    # Each path fails without its own trigger, and does not need the other's.
+    admin.execute("alter table public.appointments disable trigger appointments_broadcast_calendar_sync")
+    report = verify(supabase)
+    assert (
+        the(report, "doorbell").status is Status.FAIL
+        and "appointments_broadcast_calendar_sync" in the(report, "doorbell").detail
+    )
+    assert not report.passed
+    assert the(verify(direct), "doorbell").status is Status.OK
+    admin.execute("alter table public.appointments enable trigger appointments_broadcast_calendar_sync")
+    admin.execute("drop trigger appointments_notify_calendar_sync on public.appointments")
+    assert the(verify(direct), "doorbell").status is Status.FAIL
+    assert the(verify(supabase), "doorbell").status is Status.OK
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://postgres.abcdefghijklmnopqrst:pw@aws-0-eu-west-2.pooler.supabase.com:6543/postgres",
+        "postgresql://postgres:pw@db.abcdefghijklmnopqrst.supabase.co:6543/postgres",
+        "host=127.0.0.1 port=6543 dbname=postgres user=postgres",
+    ],
+)
+def test_a_transaction_mode_pooler_on_the_direct_path_fails_with_the_reason(google: GoogleStandIn, url: str) -> None:
+    report = verify(make_settings(Backend("postgres", {"DATABASE_URL": url}, feed=True), google))
+    database = the(report, "database")
+    assert database.status is Status.FAIL and not report.passed
+    assert "transaction-mode pooler" in database.detail and "LISTEN/NOTIFY" in database.detail
+    assert "port 5432" in database.detail and "pw" not in database.detail
+    assert {c.status for c in report.checks[1:]} == {Status.SKIP}
+
+
+def test_the_session_mode_pooler_is_fine_and_the_supabase_path_only_warns(
+    google: GoogleStandIn, rest: SupabaseRestStandIn, realtime: RealtimeStandIn, database: Database, connected: str
+) -> None:
+    pooler = "postgresql://postgres.abcdefghijklmnopqrst:pw@aws-0-eu-west-2.pooler.supabase.com:6543/postgres"
+    backend = supabase_backend(rest, realtime.url)
+    report = verify(make_settings(Backend(backend.name, {**backend.env, "DATABASE_URL": pooler}, feed=True), google))
+    assert (
+        the(report, "database url").status is Status.WARN
+        and "clinic-sync migrate" in the(report, "database url").detail
+    )
+    assert report.passed  # the daemon itself does not use DATABASE_URL on the Supabase path
+    session = database.dsn(MIGRATOR)  # what a session-mode or direct connection looks like: port 5432 or any other
+    report = verify(make_settings(Backend("postgres", {"DATABASE_URL": session}, feed=True), google))
+    assert report.passed and "database url" not in statuses(report)
+
+
+def test_an_unreachable_direct_host_names_its_ipv6_only_address() -> None:
+    assert "only an IPv6 address" in ipv6_only_hint(
+        "postgresql://postgres:pw@db.abcdefghijklmnopqrst.supabase.co:5432/postgres"
+    )
+    assert ipv6_only_hint("postgresql://postgres.abc:pw@aws-0-eu-west-2.pooler.supabase.com:5432/postgres") == ""
+    assert transaction_pooler("postgresql://postgres.abc:pw@aws-0-eu-west-2.pooler.supabase.com:5432/postgres") is None
 
 
 def test_an_unreachable_database_fails_and_skips_the_rest(google: GoogleStandIn) -> None:
