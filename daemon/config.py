@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from pathlib import Path
 from typing import Literal, Self
 
@@ -16,6 +18,25 @@ DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "
 GOOGLE_CALENDAR_ENDPOINT = "https://www.googleapis.com/calendar/v3/"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
+
+
+def api_key_role(key: str) -> str | None:
+    """The role a Supabase API key stands for: `anon` for a publishable key, `service_role` for a secret key, a
+    legacy JWT key's `role` claim (read, not verified: the gateway verifies it); None when it cannot tell."""
+    key = key.strip()
+    if key.startswith("sb_publishable_"):
+        return "anon"
+    if key.startswith("sb_secret_"):
+        return "service_role"
+    parts = key.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except ValueError:
+        return None
+    role = claims.get("role") if isinstance(claims, dict) else None
+    return role if isinstance(role, str) else None
 
 
 class DatabaseSettings(BaseSettings):
@@ -36,13 +57,35 @@ class StoreSettings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     supabase_url: str | None = None
+    # The project's secret key (sb_secret_...) or its legacy service_role JWT key: the daemon sees every clinic.
     supabase_service_role_key: SecretStr | None = None
-    # The public (anon) key: what Vapi sends as `apikey`; needed by `vapi-tools` and `verify --round-trip`.
+    # The publishable key (sb_publishable_...) or the legacy anon JWT key: what Vapi sends as `apikey`; needed by
+    # `vapi-tools` (it goes into the tool definitions) and `verify --round-trip`.
     supabase_anon_key: SecretStr | None = None
     # Realtime is served under SUPABASE_URL; set this only to point it elsewhere (stand-ins).
     supabase_realtime_url: str | None = None
     database_url: SecretStr | None = None
     sync_database: Literal["auto", "supabase", "postgres"] = "auto"
+
+    @field_validator("supabase_service_role_key")
+    @classmethod
+    def _a_service_role_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and api_key_role(value.get_secret_value()) == "anon":
+            raise ValueError(
+                "this is the public key (publishable or anon); the daemon needs the project's secret key"
+                " (sb_secret_...) or its legacy service_role key"
+            )
+        return value
+
+    @field_validator("supabase_anon_key")
+    @classmethod
+    def _a_public_key(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and api_key_role(value.get_secret_value()) == "service_role":
+            raise ValueError(
+                "this is a secret key (secret or service_role), which must never reach Vapi's tool definitions;"
+                " use the project's publishable key (sb_publishable_...) or its legacy anon key"
+            )
+        return value
 
     @model_validator(mode="after")
     def _one_database(self) -> Self:

@@ -411,7 +411,13 @@ class PostgresStore(Store):
 
 
 class SupabaseStore(Store):
-    """Supabase's REST gateway (PostgREST `rpc`), as the service role."""
+    """Supabase's REST gateway (PostgREST `rpc`), as the service role: with a secret key (`sb_secret_...`) or
+    the legacy `service_role` JWT key.
+
+    postgrest-py directly, not supabase-py's client: that one sends its key as `Authorization: Bearer` too,
+    which Supabase documents as unsupported for the new keys (hosted projects let it pass when it equals
+    `apikey`; the CLI's gateway hands it to PostgREST, which refuses a non-JWT). A new key goes in `apikey`
+    only, and the gateway puts a JWT for its role in its place; a legacy key is a JWT and goes in both."""
 
     def __init__(self, url: str, service_role_key: str) -> None:
         self._url = url
@@ -419,13 +425,16 @@ class SupabaseStore(Store):
         self._client: Any = None
 
     async def open(self) -> None:
-        from supabase import acreate_client
+        from postgrest import AsyncPostgrestClient
 
-        self._client = await acreate_client(self._url, self._key)
+        headers = {"apikey": self._key}
+        if not self._key.startswith("sb_"):
+            headers["Authorization"] = f"Bearer {self._key}"
+        self._client = AsyncPostgrestClient(self._url.rstrip("/") + "/rest/v1", headers=headers)
 
     async def close(self) -> None:
         if self._client is not None:
-            await self._client.postgrest.aclose()
+            await self._client.aclose()
             self._client = None
 
     async def _rpc(self, function: str, params: Mapping[str, Any]) -> Any:
