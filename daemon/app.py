@@ -105,6 +105,7 @@ class Daemon:
                 calendar,
                 tokens,
                 executor,
+                owner=self.owner,
                 interval_seconds=settings.mirror_interval_seconds,
                 page_size=settings.mirror_page_size,
                 after_push_delay_seconds=settings.mirror_after_push_seconds,

@@ -14,6 +14,7 @@ import base64
 import datetime as dt
 import enum
 import json
+import re
 import threading
 import uuid
 from dataclasses import dataclass
@@ -30,9 +31,23 @@ RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
 
 
-def event_id_for(appointment_id: uuid.UUID) -> str:
-    """Google event ids allow a-v and 0-9 (base32hex), 5 to 1024 characters: 26 here."""
-    return base64.b32hexencode(appointment_id.bytes).decode().rstrip("=").lower()
+def event_id_for(appointment_id: uuid.UUID, generation: int = 0) -> str:
+    """Google event ids allow a-v and 0-9 (base32hex), 5 to 1024 characters: the appointment id's 26, then
+    for a generation after the first (Google refused to restore a deleted event) its number."""
+    base = base64.b32hexencode(appointment_id.bytes).decode().rstrip("=").lower()
+    return base if generation == 0 else f"{base}{generation}"
+
+
+_OUR_EVENT_ID = re.compile(r"(?P<base>[0-9a-v]{26})(?P<generation>[1-9][0-9]{0,3})?")
+
+
+def appointment_of(event_id: str) -> uuid.UUID | None:
+    """The appointment an event id of ours names (any generation), or None for an id that cannot be one.
+    Google's own ids look alike, so the database checks that such an appointment exists in the clinic."""
+    match = _OUR_EVENT_ID.fullmatch(event_id)
+    if match is None:
+        return None
+    return uuid.UUID(bytes=base64.b32hexdecode(match["base"].upper() + "======"))
 
 
 def event_body(claim: Claim) -> dict[str, Any]:
@@ -47,7 +62,7 @@ def event_body(claim: Claim) -> dict[str, Any]:
         lines.append(f"Notes: {claim.notes}")
     lines.append("Booked by the clinic's phone assistant.")
     return {
-        "id": event_id_for(claim.appointment_id),
+        "id": event_id_for(claim.appointment_id, claim.event_generation),
         "status": "confirmed",
         "summary": f"{claim.service}: {name}",
         "description": "\n".join(lines),
@@ -70,6 +85,7 @@ class Verdict(enum.Enum):
     QUOTA = "quota"  # a daily/project quota: retry, but much later
     FAILED = "failed"  # permanent: the reason is recorded for an operator
     UNAUTHORIZED = "unauthorized"  # the access token was refused: refresh and try once more
+    RESTORE_REFUSED = "restore_refused"  # the event was deleted and Google will not bring it back: a new id
 
 
 @dataclass(frozen=True)
@@ -119,6 +135,10 @@ def _same_event(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
         and all(instant(existing.get(k, {})) == instant(wanted[k]) for k in ("start", "end"))
         and all(existing.get(k) == wanted[k] for k in ("summary", "description"))
     )
+
+
+class RestoreRefused(Exception):
+    """The appointment's event was deleted in Google and Google refuses to bring it back."""
 
 
 @dataclass(frozen=True)
@@ -214,6 +234,8 @@ class GoogleCalendar:
             return classify(error, what="calendar request failed")
         except BudgetExhausted as error:
             return PushResult(Verdict.RETRY, error=str(error), retry_reason="budget", retry_after=error.retry_after)
+        except RestoreRefused as error:
+            return PushResult(Verdict.RESTORE_REFUSED, error=str(error))
         except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
             return PushResult(
                 Verdict.RETRY, error=f"Google unreachable: {type(error).__name__}", retry_reason="network"
@@ -225,7 +247,7 @@ class GoogleCalendar:
         calendar, event_id, clinic = claim.calendar_id, body["id"], claim.clinic_id
         if claim.calendar_event_id is not None:
             try:
-                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token, clinic)
+                event = self._update(events, calendar, event_id, body, token, clinic)
                 return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
             except HttpError as error:
                 if error.status_code != 404:
@@ -238,8 +260,25 @@ class GoogleCalendar:
             # Created before (a lost response, another replica): confirm it, restore or update it.
             event = self._run(events.get(calendarId=calendar, eventId=event_id), token, clinic)
             if not _same_event(event, body):
-                event = self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token, clinic)
+                event = self._update(events, calendar, event_id, body, token, clinic)
         return PushResult(Verdict.SYNCED, event["id"], event.get("htmlLink"))
+
+    def _update(
+        self, events: Any, calendar: str, event_id: str, body: dict[str, Any], token: str, clinic: uuid.UUID
+    ) -> Any:
+        """Update the event (restoring it when it was deleted); RestoreRefused when it was deleted and
+        Google will not bring it back (403 forbidden, or 409), which only a new event id mends."""
+        try:
+            return self._run(events.update(calendarId=calendar, eventId=event_id, body=body), token, clinic)
+        except HttpError as error:
+            if not (error.status_code == 409 or (error.status_code == 403 and _reason(error) == "forbidden")):
+                raise
+            current = self._run(events.get(calendarId=calendar, eventId=event_id), token, clinic)
+            if current.get("status") == "cancelled":
+                raise RestoreRefused(
+                    f"Google refused to restore deleted event {event_id}: HTTP {error.status_code}"
+                ) from error
+            raise
 
     def describe(self, clinic_id: uuid.UUID, calendar_id: str, access_token: str) -> CalendarInfo:
         """The calendar's name and time zone, from a one-item events.list (the calendar.events scope
@@ -257,12 +296,11 @@ class GoogleCalendar:
         page_size: int = 250,
     ) -> Listing:
         """What changed since `sync_token` (deleted events included), or, without one, every event
-        from `since` on, recurring ones expanded; all pages. Raises FullSyncRequired or HttpError."""
-        query: dict[str, Any] = (
-            {"syncToken": sync_token}
-            if sync_token
-            else {"timeMin": since.isoformat(), "singleEvents": True, "showDeleted": True}
-        )
+        from `since` on; recurring events as their occurrences; all pages. Raises FullSyncRequired or
+        HttpError. An incremental listing repeats every parameter of the full one that Google allows with
+        a sync token: without `singleEvents` it would get a recurring series as its first occurrence only."""
+        query: dict[str, Any] = {"singleEvents": True, "showDeleted": True}
+        query |= {"syncToken": sync_token} if sync_token else {"timeMin": since.isoformat()}
         events: list[dict[str, Any]] = []
         page_token: str | None = None
         while True:
@@ -285,7 +323,7 @@ class GoogleCalendar:
         return event
 
     def _remove(self, claim: Claim, token: str) -> PushResult:
-        event_id = event_id_for(claim.appointment_id)
+        event_id = event_id_for(claim.appointment_id, claim.event_generation)
         try:
             self._run(self._events().delete(calendarId=claim.calendar_id, eventId=event_id), token, claim.clinic_id)
         except HttpError as error:

@@ -93,6 +93,7 @@ class Claim:
     changed_at: dt.datetime | None = None  # when this revision was made (booking-to-calendar latency)
     budget_key: str | None = None  # whose Google budget its requests come out of
     budget_entry: int | None = None  # the reservation the claim made for its first request (None: no budget)
+    event_generation: int = 0  # which of the appointment's event ids is current (a new one after a refused restore)
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Claim:
@@ -115,6 +116,7 @@ class Claim:
             changed_at=_optional_timestamp(row.get("changed_at")),
             budget_key=row.get("budget_key"),
             budget_entry=None if row.get("budget_entry") is None else int(row["budget_entry"]),
+            event_generation=int(row.get("event_generation") or 0),
         )
 
 
@@ -423,10 +425,11 @@ class MirrorSummary:
     cancelled: int = 0
     moved: int = 0
     restored: int = 0
+    again: bool = False  # Google notified a change while the calendar was listed: list it once more
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> MirrorSummary:
-        return cls(**{name: count(name, row.get(name, 0)) for name in MIRROR_CHANGES})
+        return cls(**{name: count(name, row.get(name, 0)) for name in MIRROR_CHANGES}, again=bool(row.get("again")))
 
 
 @dataclass(frozen=True)

@@ -2,15 +2,20 @@
 
 Receptionists put things straight into Google (a doctor's lunch, a home visit, a blocked
 afternoon) and move or delete the events of bookings. The mirror lists each calendar
-incrementally (a sync token; a full listing when there is none or Google expired it) and hands
-`apply_calendar_changes` only what it needs: ids, times, status, transparency, when the event
-last changed, and for our own events the appointment id and revision we put in them. What the events say
+incrementally (a sync token; a full listing when there is none or Google expired it; the same
+parameters both times, recurring events as their occurrences) and hands `apply_calendar_changes`
+only what it needs: ids, times, status, transparency, when the event last changed, and for our
+own events the appointment id (decoded from the event id, which Google always lists, even for a
+deleted event it lists with nothing else) and the revision we put in them. What the events say
 (titles, descriptions, attendees) never leaves Google.
 
-It runs every `MIRROR_INTERVAL_SECONDS` for every clinic, and for one clinic
-`MIRROR_AFTER_PUSH_SECONDS` after the sync loop pushed to its calendar (so the sync token moves
-past our own changes while they are few; a stream of pushes makes one listing per period). Every
-replica mirrors; `apply_calendar_changes` is idempotent, so that only costs requests.
+Which calendar is listed when is decided in the database, so replicas add capacity, not Google
+requests: `claim_mirror_targets` leases each calendar that is due to one replica at a time (every
+`interval_seconds`, sooner when Google notified a change), and the listing's result ends the lease
+(and says when a notification arrived meanwhile: one more listing then). With push notifications
+the interval is a slow safety net and `notified()` lists at once; without, the interval is the
+polling period and `pushed()` lists a calendar `after_push_delay_seconds` after the sync loop wrote
+to it (so the sync token moves past our own changes while they are few).
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import httplib2
 from googleapiclient.errors import HttpError
 from loguru import logger
 
-from daemon.calendar import FullSyncRequired, GoogleCalendar, Listing, classify
+from daemon.calendar import FullSyncRequired, GoogleCalendar, Listing, appointment_of, classify
 from daemon.domain import BudgetExhausted, MirrorTarget
 from daemon.metrics import Metrics
 from daemon.store import Store, StoreError
@@ -38,8 +43,10 @@ LOOKBACK = dt.timedelta(days=1)
 
 
 def compact(event: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of an event the database needs."""
+    """The part of an event the database needs. Our events are known by their id: Google lists a deleted
+    event with its id and status only."""
     private = (event.get("extendedProperties") or {}).get("private") or {}
+    appointment = appointment_of(str(event["id"]))
     return {
         "id": event["id"],
         "status": event.get("status", "confirmed"),
@@ -47,7 +54,7 @@ def compact(event: Mapping[str, Any]) -> dict[str, Any]:
         "end": event.get("end"),
         "transparency": event.get("transparency", "opaque"),
         "updated": event.get("updated"),
-        "appointment_id": private.get("appointmentId"),
+        "appointment_id": None if appointment is None else str(appointment),
         "revision": private.get("revision"),
     }
 
@@ -60,8 +67,10 @@ class CalendarMirror:
         tokens: TokenManager,
         executor: Executor,
         *,
+        owner: str,
         interval_seconds: float,
         after_push_delay_seconds: float = 5.0,
+        lease_seconds: int = 120,
         page_size: int = 250,
         metrics: Metrics | None = None,
     ) -> None:
@@ -70,17 +79,27 @@ class CalendarMirror:
         self._calendar = calendar
         self._tokens = tokens
         self._executor = executor
+        self._owner = owner
         self._interval = interval_seconds
+        # How often this replica asks which calendars are due: often enough to keep to the interval.
+        self._check = min(interval_seconds, 5.0)
         self._delay = after_push_delay_seconds
+        self._lease = lease_seconds
         self._metrics = metrics or Metrics()
-        self._wanted: set[uuid.UUID] = set()
+        self._pushed: set[uuid.UUID] = set()
+        self._notified: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
         self._locks: dict[uuid.UUID, asyncio.Lock] = {}
 
     def pushed(self, clinic_id: uuid.UUID) -> None:
-        """The sync loop changed this clinic's calendar: mirror it soon."""
-        self._wanted.add(clinic_id)
+        """The sync loop changed this clinic's calendar (without push notifications): list it soon."""
+        self._pushed.add(clinic_id)
+        self._wake.set()
+
+    def notified(self, clinic_id: uuid.UUID) -> None:
+        """Google notified a change of this clinic's calendar: list it now."""
+        self._notified.add(clinic_id)
         self._wake.set()
 
     def stop(self) -> None:
@@ -88,48 +107,49 @@ class CalendarMirror:
         self._wake.set()
 
     async def run(self) -> None:
-        """Every clinic now and every interval; a pushed-to clinic after a short delay (which
-        gathers a burst of pushes into one listing)."""
+        """The calendars that are due, every few seconds; notified ones at once; pushed-to ones after a
+        short delay (which gathers a burst of pushes into one listing)."""
         loop = asyncio.get_running_loop()
-        next_round = loop.time()
+        next_check = loop.time()
         while not self._stopping.is_set():
-            if not self._wanted:
+            if not self._notified and not self._pushed:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_round - loop.time()))
+                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, next_check - loop.time()))
+            self._wake.clear()
             if self._stopping.is_set():
                 return
-            if loop.time() >= next_round:
-                self._wake.clear()
-                self._wanted.clear()
-                await self.mirror_all()
-                next_round = loop.time() + self._interval
-            elif self._wanted:
+            if self._notified:
+                notified, self._notified = self._notified, set()
+                for clinic_id in notified:
+                    await self.mirror_clinic(clinic_id)
+            elif loop.time() >= next_check:
+                await self.mirror_due()
+                next_check = loop.time() + self._check
+            elif self._pushed:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=self._delay)
-                self._wake.clear()
-                wanted, self._wanted = self._wanted, set()
-                for clinic_id in wanted:
+                pushed, self._pushed = self._pushed, set()
+                for clinic_id in pushed:
                     await self.mirror_clinic(clinic_id)
-            else:
-                self._wake.clear()
 
-    async def mirror_all(self) -> None:
+    async def mirror_due(self) -> None:
+        """List every calendar that is due and that no other replica is listing."""
         for target in await self._targets(None):
             if self._stopping.is_set():
                 return
             await self._mirror(target)
 
     async def mirror_clinic(self, clinic_id: uuid.UUID) -> None:
+        """List one clinic's calendar now, unless another replica is listing it (it then lists it again)."""
         for target in await self._targets(clinic_id):
             await self._mirror(target)
 
     async def _targets(self, clinic_id: uuid.UUID | None) -> list[MirrorTarget]:
-        """Every active connection's calendar and sync token, or one clinic's (none when the database
-        cannot say)."""
+        """The calendars leased to this replica for a listing (none when the database cannot say)."""
         try:
-            return await self._store.mirror_targets(clinic_id)
+            return await self._store.claim_mirror_targets(self._owner, self._lease, self._interval, clinic_id=clinic_id)
         except StoreError as error:
-            logger.warning("calendar mirror: could not list the calendars: {}", error)
+            logger.warning("calendar mirror: could not lease the calendars due: {}", error)
             return []
 
     async def _mirror(self, target: MirrorTarget) -> None:
@@ -138,7 +158,11 @@ class CalendarMirror:
             try:
                 listing = await self._list(clinic_id, target.calendar_id, target.sync_token)
                 summary = await self._store.apply_calendar_changes(
-                    clinic_id, [compact(event) for event in listing.events], listing.next_sync_token, listing.full
+                    clinic_id,
+                    [compact(event) for event in listing.events],
+                    listing.next_sync_token,
+                    listing.full,
+                    self._owner,
                 )
             except (NeedsReauth, TokenUnavailable) as error:
                 await self._failed(clinic_id, f"no Google access: {error}")
@@ -168,6 +192,8 @@ class CalendarMirror:
                 summary.moved,
                 summary.restored,
             )
+        if summary.again:  # Google notified a change while this listing was under way
+            self.notified(clinic_id)
 
     async def _list(self, clinic_id: uuid.UUID, calendar_id: str, sync_token: str | None) -> Listing:
         token = await self._tokens.access_token(clinic_id)
@@ -194,6 +220,6 @@ class CalendarMirror:
         self._metrics.mirrored("error")
         logger.warning("calendar mirror of clinic {} failed: {}", clinic_id, error)
         try:
-            await self._store.record_mirror_failure(clinic_id, error)
+            await self._store.record_mirror_failure(clinic_id, error, self._owner)
         except StoreError as store_error:
             logger.warning("calendar mirror of clinic {}: could not record the failure: {}", clinic_id, store_error)

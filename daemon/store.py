@@ -171,6 +171,12 @@ class Store(ABC):
         )
         return result
 
+    async def next_event_generation(self, appointment_id: uuid.UUID, owner: str) -> int | None:
+        """Make the appointment's next event id current (Google refused to restore its deleted event);
+        None when the lease was lost."""
+        generation = await self.call("next_event_generation", {"p_appointment_id": appointment_id, "p_owner": owner})
+        return None if generation is None else int(generation)
+
     async def resync(self, appointment_id: uuid.UUID) -> str:
         return str(await self.call("resync_appointment", {"p_appointment_id": appointment_id}))
 
@@ -279,22 +285,49 @@ class Store(ABC):
 
     # --- the busy mirror ------------------------------------------------------------------------------
 
-    async def mirror_targets(self, clinic_id: uuid.UUID | None = None) -> list[MirrorTarget]:
-        """Every active connection's calendar and sync token, or only `clinic_id`'s (none if not active)."""
-        rows = await self.call_rows("calendar_mirror_targets", {"p_clinic_id": clinic_id})
+    async def claim_mirror_targets(
+        self,
+        owner: str,
+        lease_seconds: int,
+        interval_seconds: float,
+        limit: int = 100,
+        clinic_id: uuid.UUID | None = None,
+    ) -> list[MirrorTarget]:
+        """Lease the calendars due for a listing (or `clinic_id`'s, due or not) to this replica."""
+        rows = await self.call_rows(
+            "claim_mirror_targets",
+            {
+                "p_owner": owner,
+                "p_lease_seconds": lease_seconds,
+                "p_interval_seconds": interval_seconds,
+                "p_limit": limit,
+                "p_clinic_id": clinic_id,
+            },
+        )
         return [MirrorTarget.from_json(row) for row in rows]
 
     async def apply_calendar_changes(
-        self, clinic_id: uuid.UUID, events: Sequence[Mapping[str, Any]], sync_token: str | None, full: bool
+        self,
+        clinic_id: uuid.UUID,
+        events: Sequence[Mapping[str, Any]],
+        sync_token: str | None,
+        full: bool,
+        owner: str | None = None,
     ) -> MirrorSummary:
         summary = await self.call(
             "apply_calendar_changes",
-            {"p_clinic_id": clinic_id, "p_events": Json(list(events)), "p_sync_token": sync_token, "p_full": full},
+            {
+                "p_clinic_id": clinic_id,
+                "p_events": Json(list(events)),
+                "p_sync_token": sync_token,
+                "p_full": full,
+                "p_owner": owner,
+            },
         )
         return MirrorSummary.from_json(summary)
 
-    async def record_mirror_failure(self, clinic_id: uuid.UUID, error: str) -> None:
-        await self.call("record_mirror_failure", {"p_clinic_id": clinic_id, "p_error": error})
+    async def record_mirror_failure(self, clinic_id: uuid.UUID, error: str, owner: str | None = None) -> None:
+        await self.call("record_mirror_failure", {"p_clinic_id": clinic_id, "p_error": error, "p_owner": owner})
 
     async def mirror_freshness(self) -> list[MirrorFreshness]:
         return [MirrorFreshness.from_json(row) for row in await self.call_rows("calendar_mirror_freshness", {})]

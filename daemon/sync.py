@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -189,6 +190,11 @@ class SyncLoop:
     async def _sync(self, claim: Claim) -> None:
         try:
             result = await self._push(claim)
+            if result.verdict is Verdict.RESTORE_REFUSED:
+                renewed = await self._new_event_id(claim)
+                if renewed is None:
+                    return
+                claim, result = renewed, await self._push(renewed)
             await self._record(claim, result)
         except StoreError as error:
             # The outcome could not be written back; the lease expires and the row is pushed
@@ -202,6 +208,19 @@ class SyncLoop:
         except Exception as error:  # a bug must not lose the appointment: re-queue it
             logger.exception("appointment {} clinic {}: unexpected error", claim.appointment_id, claim.clinic_id)
             await self._retry(claim, f"internal error: {type(error).__name__}", "internal")
+
+    async def _new_event_id(self, claim: Claim) -> Claim | None:
+        """Google will not bring the appointment's deleted event back: make its next event id current (in the
+        database first, so a crash or another replica inserts the same one) and push under it."""
+        generation = await self._store.next_event_generation(claim.appointment_id, self._options.owner)
+        if generation is None:  # the lease was lost: its new holder pushes
+            return None
+        logger.bind(appointment_id=str(claim.appointment_id), clinic_id=str(claim.clinic_id)).info(
+            "appointment {}: Google refused to restore its deleted event; a new event (generation {})",
+            claim.appointment_id,
+            generation,
+        )
+        return dataclasses.replace(claim, event_generation=generation, calendar_event_id=None)
 
     async def _push(self, claim: Claim) -> PushResult:
         try:

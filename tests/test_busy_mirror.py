@@ -14,7 +14,6 @@ import psycopg
 import pytest
 
 from daemon.crypto import TokenCipher
-from daemon.domain import MirrorTarget
 from daemon.wiring import open_store
 from tests.conftest import Clinic
 from tests.daemon_harness import TOKEN_KEY, Backend, DaemonThread, connect_google, make_settings, running, wait_until
@@ -268,33 +267,43 @@ def test_a_dead_grant_stops_the_mirror_visibly(
             what="the dead grant noticed by the mirror",
         )
     # No active connection: nothing to mirror, and freshness is reported for connected clinics only.
-    assert scalar(admin, "select count(*) from public.calendar_mirror_targets()") == 0
+    assert scalar(admin, "select count(*) from public.claim_mirror_targets('probe', 60, 1)") == 0
 
 
-def test_one_clinics_mirror_target_is_read_without_listing_the_others(
+def test_one_replica_lists_a_calendar_at_a_time_and_a_notification_meanwhile_lists_it_again(
     backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, clinic: Clinic, account: str
 ) -> None:
     other = create_clinic(admin, "Hillside Clinic")
     connect_google(admin, google, other)
     unconnected = create_clinic(admin, "Lakeside Clinic")
 
-    async def targets() -> tuple[list[MirrorTarget], ...]:
+    async def scenario() -> dict[str, Any]:
         store = await open_store(make_settings(backend, google))
         try:
-            return (
-                await store.mirror_targets(),
-                await store.mirror_targets(clinic.id),
-                await store.mirror_targets(unconnected),
-            )
+            seen: dict[str, Any] = {}
+            seen["r1 one"] = await store.claim_mirror_targets("r1", 60, 30, clinic_id=clinic.id)
+            seen["r2 due"] = await store.claim_mirror_targets("r2", 60, 30)
+            seen["r2 one"] = await store.claim_mirror_targets("r2", 60, 30, clinic_id=clinic.id)
+            seen["unconnected"] = await store.claim_mirror_targets("r2", 60, 30, clinic_id=unconnected)
+            admin.execute("update public.calendar_mirrors set notified_at = now() where clinic_id = %s", (clinic.id,))
+            seen["r1 applied"] = await store.apply_calendar_changes(clinic.id, [], "token-1", True, "r1")
+            seen["r2 after"] = await store.claim_mirror_targets("r2", 60, 30, clinic_id=clinic.id)
+            seen["r2 applied"] = await store.apply_calendar_changes(clinic.id, [], "token-2", False, "r2")
+            seen["due again"] = await store.claim_mirror_targets("r3", 60, 30)
+            return seen
         finally:
             await store.close()
 
-    every, one, none = asyncio.run(targets())
-    assert {t.clinic_id for t in every} == {clinic.id, other}
-    assert [(t.clinic_id, t.calendar_id, t.time_zone, t.sync_token) for t in one] == [
+    seen = asyncio.run(scenario())
+    assert [(t.clinic_id, t.calendar_id, t.time_zone, t.sync_token) for t in seen["r1 one"]] == [
         (clinic.id, "primary", "Europe/London", None)
     ]
-    assert none == []
+    assert [t.clinic_id for t in seen["r2 due"]] == [other]  # the other replica's calendar is left alone
+    assert seen["r2 one"] == [] and seen["unconnected"] == []
+    assert seen["r1 applied"].again  # notified while r1 was listing: list it once more
+    assert [(t.clinic_id, t.sync_token) for t in seen["r2 after"]] == [(clinic.id, "token-1")]
+    assert not seen["r2 applied"].again
+    assert [t.clinic_id for t in seen["due again"]] == []  # listed just now, and r2 still holds the other
 
 
 def test_apply_calendar_changes_refuses_bad_input_and_changes_nothing(
