@@ -1,13 +1,16 @@
 """Booking-to-calendar latency: from a booking's commit to Google receiving its insert.
 
     .venv/bin/python -m bench.feed_latency [--bookings 200] [--rate 20] [--clinics 10] [--sweep-seconds 1]
+                                           [--paths postgres,supabase] [--keys new|legacy]
 
 Bookings go through `vapi_tool_call` at a steady rate (as PostgREST runs it); the daemon runs
 in this process against the local Google stand-in (no added latency) and pushes them. Latency
 per booking = the stand-in's `created` stamp of the event minus the moment the booking's
 transaction had committed. Measured twice per database path: with the change feed, and with
-the feed off so only the timer sweep (every --sweep-seconds) finds work. Prints a table;
-asserts nothing.
+the feed off so only the timer sweep (every --sweep-seconds) finds work. The Supabase path's
+feed is Realtime's Broadcast from Database (ids only, on a private topic); the daemon holds the
+project's secret key (`--keys new`, the default) or its legacy service_role JWT key, on a
+project whose legacy keys are switched off with `new`. Prints a table; asserts nothing.
 """
 
 from __future__ import annotations
@@ -69,16 +72,20 @@ def database(pg: ThrowawayPostgres, name: str) -> Iterator[str]:
 
 
 @contextmanager
-def backend_for(path: str, pg: ThrowawayPostgres, dbname: str) -> Iterator[Backend]:
+def backend_for(path: str, pg: ThrowawayPostgres, dbname: str, keys: str) -> Iterator[Backend]:
     if path == "postgres":
         yield Backend("postgres", {"DATABASE_URL": pg.dsn(dbname, MIGRATOR)}, feed=True)
         return
-    with SupabaseRestStandIn(pg.dsn(dbname, AUTHENTICATOR)) as rest, RealtimeStandIn(pg.dsn(dbname)) as realtime:
+    legacy = keys == "legacy"
+    with (
+        SupabaseRestStandIn(pg.dsn(dbname, AUTHENTICATOR), legacy_keys=legacy) as rest,
+        RealtimeStandIn(pg.dsn(dbname), legacy_keys=legacy) as realtime,
+    ):
         yield Backend(
             "supabase",
             {
                 "SUPABASE_URL": rest.url,
-                "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key,
+                "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key if legacy else rest.secret_key,
                 "SUPABASE_REALTIME_URL": realtime.url,
             },
             feed=True,
@@ -86,14 +93,14 @@ def backend_for(path: str, pg: ThrowawayPostgres, dbname: str) -> Iterator[Backe
 
 
 def measure(
-    pg: ThrowawayPostgres, path: str, feed: bool, bookings: int, rate: float, sweep: float, clinics: int
+    pg: ThrowawayPostgres, path: str, feed: bool, bookings: int, rate: float, sweep: float, clinics: int, keys: str
 ) -> Run:
     with (
         database(pg, f"bench_{path}_{int(feed)}") as dbname,
         GoogleStandIn() as google,
         psycopg.connect(pg.dsn(dbname), autocommit=True) as admin,
         psycopg.connect(pg.dsn(dbname, AUTHENTICATOR), autocommit=True) as gateway,
-        backend_for(path, pg, dbname) as backend,
+        backend_for(path, pg, dbname, keys) as backend,
     ):
         accounts, assistants = [], []
         for n in range(clinics):  # spread over clinics: one clinic alone is held to Google's 10 requests/s
@@ -151,6 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sweep-seconds", type=float, default=1.0, help="the timer, when the feed is off")
     parser.add_argument("--clinics", type=int, default=10)
     parser.add_argument("--paths", default="postgres,supabase")
+    parser.add_argument("--keys", choices=("new", "legacy"), default="new", help="the Supabase path's API keys")
     args = parser.parse_args(argv)
     logger.remove()
     logger.add(sys.stderr, level="WARNING")
@@ -158,10 +166,12 @@ def main(argv: list[str] | None = None) -> int:
     with ThrowawayPostgres() as pg:
         for path in args.paths.split(","):
             for feed in (True, False):
-                runs.append(measure(pg, path, feed, args.bookings, args.rate, args.sweep_seconds, args.clinics))
+                runs.append(
+                    measure(pg, path, feed, args.bookings, args.rate, args.sweep_seconds, args.clinics, args.keys)
+                )
     print(
         f"\nbooking commit -> Google insert, {args.bookings} bookings at {args.rate:g}/s over {args.clinics} clinics, "
-        f"{os.cpu_count()} cores, Google stand-in without added latency"
+        f"{os.cpu_count()} cores, Google stand-in without added latency, Supabase {args.keys} API keys"
     )
     print(f"{'path':<10}{'mode':<16}{'bookings':>9}{'p50 ms':>10}{'p99 ms':>10}{'max ms':>10}")
     for run in runs:
