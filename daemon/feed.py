@@ -161,10 +161,14 @@ class RealtimeFeed(ChangeFeed):
             while not await self._pause_or_break(broken):
                 await self._until(self._probe(channel), broken, "Realtime did not answer the liveness probe")
         finally:
+            # close() forgets its socket before the closing handshake, which a silent server never answers:
+            # keep a hold of it, so a close that times out can still drop it instead of leaving it open.
+            socket = getattr(client, "_ws_connection", None)
             try:
                 await asyncio.wait_for(client.close(), timeout=self._probe_timeout)
             except Exception as error:  # a dead socket may not close politely; it is dropped either way
                 logger.debug("closing the Realtime client: {}", type(error).__name__)
+                _drop(client, socket)
 
     async def _until(self, awaitable: Any, broken: asyncio.Future[str], silence: str) -> None:
         """Await `awaitable` within the probe timeout, unless the channel breaks first."""
@@ -203,6 +207,18 @@ class RealtimeFeed(ChangeFeed):
 
         push.receive("ok", acknowledged)
         await answered
+
+
+def _drop(client: AsyncRealtimeClient, socket: Any) -> None:
+    """What a close that timed out left behind: the TCP connection is aborted and the client's reader and
+    heartbeat tasks are cancelled (the library keeps them in private attributes; missing ones are skipped)."""
+    transport = getattr(socket, "transport", None)
+    if transport is not None:
+        transport.abort()
+    for name in ("_listen_task", "_heartbeat_task"):
+        task = getattr(client, name, None)
+        if isinstance(task, asyncio.Task):
+            task.cancel()
 
 
 class PostgresNotifyFeed(ChangeFeed):

@@ -7,8 +7,10 @@ feed (a change, or the sweep that follows every (re)subscription), never by the 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import time
+import warnings
 from collections.abc import Iterator
 
 import psycopg
@@ -16,7 +18,7 @@ import pytest
 from realtime import AsyncRealtimeClient
 from realtime.types import RealtimeChannelOptions
 
-from daemon.feed import DOORBELL_TOPIC, FEED_APPLICATION_NAME, FeedState
+from daemon.feed import DOORBELL_TOPIC, FEED_APPLICATION_NAME, FeedState, RealtimeFeed
 from tests.conftest import Clinic, Database
 from tests.daemon_harness import (
     Backend,
@@ -195,6 +197,8 @@ def test_a_silent_realtime_connection_is_noticed_and_replaced(
     realtime.resume()
     wait_until(lambda: subscriptions(realtime_daemon) >= 2, what="a new subscription")
     wait_until(all_synced(admin), timeout=5, what="the sweep after resubscribing")
+    # The silent connection was dropped when its closing handshake went unanswered, not left open.
+    wait_until(lambda: realtime.connection_count() == 1, timeout=5, what="only the new connection open")
 
 
 def test_a_flood_through_realtime_does_not_make_a_flood_of_claims(
@@ -286,3 +290,30 @@ def test_only_the_service_role_joins_the_doorbell_topic(
     assert refusals == [
         {"reason": f"Unauthorized: You do not have permissions to read from this Channel topic: {DOORBELL_TOPIC}"}
     ]
+
+
+def test_a_silent_realtime_connection_is_dropped_not_left_open(realtime: RealtimeStandIn) -> None:
+    """The closing handshake a silent server never answers times out; the socket is aborted, not left to the
+    garbage collector (an open file descriptor per outage until then, and a ResourceWarning)."""
+    feed = RealtimeFeed(realtime.url, realtime.secret_key, probe_seconds=0.2, probe_timeout_seconds=0.5)
+
+    async def until_state(state: FeedState, deadline: float) -> None:
+        while feed.state is not state and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        assert feed.state is state
+
+    async def scenario() -> None:
+        task = asyncio.create_task(feed.run(lambda: None))
+        deadline = time.monotonic() + 10
+        await until_state(FeedState.SUBSCRIBED, deadline)
+        await asyncio.to_thread(realtime.go_silent)
+        await until_state(FeedState.DOWN, deadline)  # the probe went unanswered, and then the close timed out
+        feed.stop()
+        await asyncio.wait_for(task, 10)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", ResourceWarning)
+        asyncio.run(scenario())
+        gc.collect()
+    realtime.resume()
+    assert [str(w.message) for w in caught if issubclass(w.category, ResourceWarning)] == []
