@@ -4,14 +4,17 @@ google-auth-oauthlib."""
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import logging
 import queue
+import socket
 import threading
 import time
 import urllib.parse
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import google_auth_httplib2
@@ -1170,3 +1173,662 @@ def test_stop_is_idempotent() -> None:
             http.request(url + "/token", "POST")
     finally:
         http.close()
+
+
+# -- recurring events -------------------------------------------------------------------------------
+
+LONDON = "Europe/London"
+
+
+def series_body(
+    recurrence: list[str],
+    *,
+    start: str = "2027-02-15T16:00:00",
+    end: str = "2027-02-15T17:00:00",
+    time_zone: str | None = LONDON,
+    summary: str = "Staff meeting",
+) -> dict[str, Any]:
+    """A recurring event as a receptionist makes one in Google: local wall-clock times in the series' zone."""
+    body: dict[str, Any] = {"summary": summary, "recurrence": recurrence}
+    if "T" in start:
+        body["start"] = {"dateTime": start, "timeZone": time_zone}
+        body["end"] = {"dateTime": end, "timeZone": time_zone}
+        if time_zone is None:
+            body["start"] = {"dateTime": start + "+00:00"}
+            body["end"] = {"dateTime": end + "+00:00"}
+    else:
+        body["start"], body["end"] = {"date": start}, {"date": end}
+    return body
+
+
+def instances(calendar: Any, **kwargs: Any) -> list[dict[str, Any]]:
+    """Every item of a singleEvents listing, all pages."""
+    items: list[dict[str, Any]] = []
+    request = calendar.events().list(calendarId="primary", singleEvents=True, **kwargs)
+    while request is not None:
+        page = request.execute()
+        items.extend(page["items"])
+        request = calendar.events().list_next(request, page)
+    return items
+
+
+def starts(items: list[dict[str, Any]]) -> list[str]:
+    return [item["start"].get("dateTime") or item["start"]["date"] for item in items]
+
+
+def test_a_series_is_its_master_without_single_events_and_its_instances_with(calendar: Any) -> None:
+    master_id = new_id()
+    body = {**series_body(["RRULE:FREQ=WEEKLY;BYDAY=MO"]), "id": master_id}
+    created = calendar.events().insert(calendarId="primary", body=body).execute()
+    assert created["recurrence"] == ["RRULE:FREQ=WEEKLY;BYDAY=MO"]
+
+    # Without singleEvents (or with it false) the series is one item: its master, recurrence and all.
+    for listing in (
+        calendar.events().list(calendarId="primary").execute(),
+        calendar.events().list(calendarId="primary", singleEvents=False, timeMin="2027-03-01T00:00:00Z").execute(),
+    ):
+        assert [(item["id"], item["recurrence"]) for item in listing["items"]] == [(master_id, body["recurrence"])]
+
+    found = instances(calendar, timeMin="2027-02-14T00:00:00Z", timeMax="2027-03-09T00:00:00Z", orderBy="startTime")
+    assert [item["id"] for item in found] == [
+        f"{master_id}_20270215T160000Z",
+        f"{master_id}_20270222T160000Z",
+        f"{master_id}_20270301T160000Z",
+        f"{master_id}_20270308T160000Z",
+    ]
+    first = found[0]
+    assert first["recurringEventId"] == master_id and "recurrence" not in first
+    assert first["originalStartTime"] == {"dateTime": "2027-02-15T16:00:00+00:00", "timeZone": LONDON}
+    assert first["start"] == first["originalStartTime"]
+    assert first["end"] == {"dateTime": "2027-02-15T17:00:00+00:00", "timeZone": LONDON}
+    assert (first["summary"], first["status"], first["iCalUID"]) == ("Staff meeting", "confirmed", created["iCalUID"])
+    # timeMin applies to an instance's end: the one ending exactly at timeMin is left out.
+    later = instances(calendar, timeMin="2027-02-22T17:00:00Z", timeMax="2027-03-02T00:00:00Z")
+    assert starts(later) == ["2027-03-01T16:00:00+00:00"]
+
+
+def test_a_weekly_series_keeps_its_local_time_across_the_clocks_going_forward(calendar: Any) -> None:
+    master_id = new_id()
+    body = series_body(["RRULE:FREQ=WEEKLY;COUNT=3"], start="2027-03-22T16:00:00", end="2027-03-22T17:00:00")
+    calendar.events().insert(calendarId="primary", body={**body, "id": master_id}).execute()
+    found = instances(calendar)
+    # 16:00 in London before and after 28 March 2027: 16:00 GMT, then 16:00 BST (15:00 UTC).
+    assert starts(found) == ["2027-03-22T16:00:00+00:00", "2027-03-29T16:00:00+01:00", "2027-04-05T16:00:00+01:00"]
+    assert [item["end"]["dateTime"] for item in found][1] == "2027-03-29T17:00:00+01:00"
+    assert [item["id"].rsplit("_", 1)[1] for item in found] == [
+        "20270322T160000Z",
+        "20270329T150000Z",
+        "20270405T150000Z",
+    ]
+
+
+def test_an_all_day_series_with_an_excluded_day(calendar: Any) -> None:
+    master_id = new_id()
+    body = series_body(["RRULE:FREQ=DAILY;COUNT=4", "EXDATE;VALUE=DATE:20270216"], start="2027-02-15", end="2027-02-16")
+    calendar.events().insert(calendarId="primary", body={**body, "id": master_id}).execute()
+    found = instances(calendar)
+    # COUNT counts the excluded day too (RFC 5545): 15, (16), 17, 18.
+    assert [item["id"] for item in found] == [f"{master_id}_{day}" for day in ("20270215", "20270217", "20270218")]
+    assert (found[0]["start"], found[0]["end"]) == ({"date": "2027-02-15"}, {"date": "2027-02-16"})
+    assert found[0]["originalStartTime"] == {"date": "2027-02-15"}
+
+
+@pytest.mark.parametrize(
+    ("recurrence", "start", "expected"),
+    [
+        (
+            # Every other week on Monday and Wednesday until (and including) 10 March, one Wednesday excluded.
+            [
+                "RRULE:FREQ=WEEKLY;INTERVAL=2;BYDAY=MO,WE;UNTIL=20270310T160000Z",
+                "EXDATE;TZID=Europe/London:20270217T090000",
+            ],
+            "2027-02-15T09:00:00",
+            ["2027-02-15", "2027-03-01", "2027-03-03"],
+        ),
+        (
+            # The 31st of every month: months without one are skipped.
+            ["RRULE:FREQ=MONTHLY;COUNT=4"],
+            "2027-01-31T09:00:00",
+            ["2027-01-31", "2027-03-31", "2027-05-31", "2027-07-31"],
+        ),
+        (
+            ["RRULE:FREQ=DAILY;INTERVAL=3;UNTIL=20270224", "EXDATE:20270221T090000Z,20270218T090000Z"],
+            "2027-02-15T09:00:00",
+            ["2027-02-15", "2027-02-24"],
+        ),
+        (["RRULE:FREQ=YEARLY;COUNT=3"], "2028-02-29T09:00:00", ["2028-02-29", "2032-02-29", "2036-02-29"]),
+    ],
+    ids=["weekly-byday-interval-until-exdate", "monthly-31st", "daily-interval-until-date-exdate-list", "yearly"],
+)
+def test_recurrence_rules(calendar: Any, recurrence: list[str], start: str, expected: list[str]) -> None:
+    end = start.replace("T09:", "T10:")
+    calendar.events().insert(calendarId="primary", body=series_body(recurrence, start=start, end=end)).execute()
+    found = instances(calendar, timeMin="2027-01-01T00:00:00Z", timeMax="2037-01-01T00:00:00Z")
+    assert [s[:10] for s in starts(found)] == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "reason", "message"),
+    [
+        (
+            series_body(["RRULE:FREQ=WEEKLY"], time_zone=None),
+            400,
+            "required",
+            "Missing time zone definition for start time.",
+        ),
+        (series_body(["RRULE:FREQ=FORTNIGHTLY"]), 400, "invalid", "Invalid recurrence rule."),
+        (series_body(["RRULE:FREQ=DAILY;COUNT=2;UNTIL=20270301"]), 400, "invalid", "Invalid recurrence rule."),
+        (series_body(["EXDATE:20270222T160000Z"]), 400, "invalid", "Invalid recurrence rule."),
+        (
+            series_body(["RRULE:FREQ=MONTHLY;BYMONTHDAY=15"]),
+            400,
+            "invalid",
+            "The Google stand-in does not implement BYMONTHDAY in recurrence rules.",
+        ),
+    ],
+    ids=["no-time-zone", "unknown-freq", "count-and-until", "no-rrule", "unimplemented-part"],
+)
+def test_a_series_google_would_refuse_or_the_stand_in_cannot_expand_is_400(
+    google: GoogleStandIn, calendar: Any, body: dict[str, Any], status: int, reason: str, message: str
+) -> None:
+    error = http_error(lambda: calendar.events().insert(calendarId="primary", body=body).execute())
+    assert (error.status_code, reason_of(error), error.reason) == (status, reason, message)
+    assert google.events(CLINIC) == []
+
+
+def test_an_unbounded_series_is_expanded_up_to_the_horizon(calendar: Any) -> None:
+    today = time.strftime("%Y-%m-%d", time.gmtime())
+    body = series_body(["RRULE:FREQ=DAILY"], start=f"{today}T09:00:00", end=f"{today}T09:30:00", time_zone="UTC")
+    calendar.events().insert(calendarId="primary", body=body).execute()
+    found = instances(calendar, maxResults=2500)
+    # EXPANSION_HORIZON: instances starting up to 400 days after now (today's 09:00 may be past or to come).
+    assert len(found) in (400, 401)
+    limited = instances(calendar, timeMax=f"{today}T09:00:01Z")
+    assert starts(limited) == [f"{today}T09:00:00+00:00"]
+
+
+def test_an_instance_can_be_read_moved_and_deleted(google: GoogleStandIn, calendar: Any) -> None:
+    master_id = new_id()
+    body = {**series_body(["RRULE:FREQ=WEEKLY;COUNT=4"]), "id": master_id}
+    calendar.events().insert(calendarId="primary", body=body).execute()
+    second, third = f"{master_id}_20270222T160000Z", f"{master_id}_20270301T160000Z"
+
+    fetched = calendar.events().get(calendarId="primary", eventId=second).execute()
+    assert (fetched["id"], fetched["recurringEventId"], fetched["start"]["dateTime"]) == (
+        second,
+        master_id,
+        "2027-02-22T16:00:00+00:00",
+    )
+    # Not an occurrence, past COUNT, a date-only suffix on a timed series.
+    for missing in (f"{master_id}_20270223T160000Z", f"{master_id}_20270315T160000Z", f"{master_id}_20270222"):
+        assert http_error(calendar.events().get(calendarId="primary", eventId=missing).execute).status_code == 404
+
+    # Moving one instance makes it an exception: its own time and `updated`, the same id and original start.
+    moved = (
+        calendar.events()
+        .patch(
+            calendarId="primary",
+            eventId=second,
+            body={
+                "start": {"dateTime": "2027-02-23T11:00:00", "timeZone": LONDON},
+                "end": {"dateTime": "2027-02-23T12:00:00", "timeZone": LONDON},
+                "recurrence": ["RRULE:FREQ=DAILY"],  # instances carry none: ignored
+            },
+        )
+        .execute()
+    )
+    assert moved["originalStartTime"] == {"dateTime": "2027-02-22T16:00:00+00:00", "timeZone": LONDON}
+    assert "recurrence" not in moved and moved["updated"] != fetched["updated"]
+    assert calendar.events().delete(calendarId="primary", eventId=third).execute() == ""
+    again = http_error(lambda: calendar.events().delete(calendarId="primary", eventId=third).execute())
+    assert (again.status_code, reason_of(again)) == (410, "deleted")
+
+    found = instances(calendar)
+    assert [(item["id"], item["start"]["dateTime"]) for item in found] == [
+        (f"{master_id}_20270215T160000Z", "2027-02-15T16:00:00+00:00"),
+        (second, "2027-02-23T11:00:00"),
+        (f"{master_id}_20270308T160000Z", "2027-03-08T16:00:00+00:00"),
+    ]
+    assert found[1]["updated"] == moved["updated"] != found[0]["updated"]
+    cancelled = [item for item in instances(calendar, showDeleted=True) if item["status"] == "cancelled"]
+    assert cancelled == [
+        {
+            "kind": "calendar#event",
+            "etag": cancelled[0]["etag"],
+            "id": third,
+            "status": "cancelled",
+            "recurringEventId": master_id,
+            "originalStartTime": {"dateTime": "2027-03-01T16:00:00+00:00", "timeZone": LONDON},
+        }
+    ]
+    # Without singleEvents: the master, and each exception as an item of its own (a cancelled one even
+    # without showDeleted, as Google documents).
+    listed = calendar.events().list(calendarId="primary").execute()["items"]
+    assert [(item["id"], item["status"]) for item in listed] == [
+        (master_id, "confirmed"),
+        (second, "confirmed"),
+        (third, "cancelled"),
+    ]
+    assert [e["id"] for e in google.events(CLINIC)] == [master_id, second, third]
+
+
+def test_incremental_listings_of_a_series(calendar: Any) -> None:
+    window = {"timeMin": "2027-02-14T00:00:00Z"}
+    full = calendar.events().list(calendarId="primary", singleEvents=True, showDeleted=True, **window).execute()
+    token = full["nextSyncToken"]
+    master_id = new_id()
+    body = {**series_body(["RRULE:FREQ=WEEKLY;COUNT=4"]), "id": master_id}
+    calendar.events().insert(calendarId="primary", body=body).execute()
+
+    # With the full listing's parameters: every instance. With only the sync token: the master (the series is
+    # one item, and a reader taking it as one event blocks only its first week).
+    changes = calendar.events().list(calendarId="primary", singleEvents=True, showDeleted=True, syncToken=token)
+    listed = changes.execute()
+    assert [item["id"][-17:] for item in listed["items"]] == [
+        "_20270215T160000Z",
+        "_20270222T160000Z",
+        "_20270301T160000Z",
+        "_20270308T160000Z",
+    ]
+    masters = calendar.events().list(calendarId="primary", syncToken=token).execute()["items"]
+    assert [(item["id"], "recurrence" in item) for item in masters] == [(master_id, True)]
+
+    # One instance moved: only that instance.
+    token = listed["nextSyncToken"]
+    second = f"{master_id}_20270222T160000Z"
+    calendar.events().patch(calendarId="primary", eventId=second, body={"summary": "Moved"}).execute()
+    listed = calendar.events().list(calendarId="primary", singleEvents=True, syncToken=token).execute()
+    assert [(item["id"], item["summary"]) for item in listed["items"]] == [(second, "Moved")]
+
+    # The master edited: every instance (the exception keeps its own summary).
+    token = listed["nextSyncToken"]
+    calendar.events().patch(calendarId="primary", eventId=master_id, body={"location": "Room 2"}).execute()
+    listed = calendar.events().list(calendarId="primary", singleEvents=True, syncToken=token).execute()
+    assert [item["summary"] for item in listed["items"]] == ["Staff meeting", "Moved", "Staff meeting", "Staff meeting"]
+    assert [item.get("location") for item in listed["items"]] == ["Room 2", None, "Room 2", "Room 2"]
+
+    # The series deleted: every instance, cancelled and minimal.
+    token = listed["nextSyncToken"]
+    calendar.events().delete(calendarId="primary", eventId=master_id).execute()
+    listed = calendar.events().list(calendarId="primary", singleEvents=True, syncToken=token).execute()
+    assert [(item["status"], sorted(item)) for item in listed["items"]] == [
+        ("cancelled", ["etag", "id", "kind", "originalStartTime", "recurringEventId", "status"])
+    ] * 4
+    assert instances(calendar) == []
+
+
+def test_an_incremental_listing_expands_a_series_within_the_full_listings_window(calendar: Any) -> None:
+    token = calendar.events().list(calendarId="primary", singleEvents=True, timeMin="2027-03-01T00:00:00Z").execute()
+    body = series_body(["RRULE:FREQ=WEEKLY;COUNT=4"])
+    calendar.events().insert(calendarId="primary", body=body).execute()
+    listed = calendar.events().list(calendarId="primary", singleEvents=True, syncToken=token["nextSyncToken"]).execute()
+    assert starts(listed["items"]) == ["2027-03-01T16:00:00+00:00", "2027-03-08T16:00:00+00:00"]
+
+
+# -- deleted events ---------------------------------------------------------------------------------
+
+
+def test_deleted_events_are_listed_minimally_unless_told_otherwise(google: GoogleStandIn, calendar: Any) -> None:
+    event_id = new_id()
+    created = calendar.events().insert(calendarId="primary", body=event_body(event_id)).execute()
+    token = calendar.events().list(calendarId="primary").execute()["nextSyncToken"]
+    calendar.events().delete(calendarId="primary", eventId=event_id).execute()
+    deleted = calendar.events().get(calendarId="primary", eventId=event_id).execute()
+    assert deleted["status"] == "cancelled" and deleted["extendedProperties"] == created["extendedProperties"]
+
+    minimal = {"kind": "calendar#event", "etag": deleted["etag"], "id": event_id, "status": "cancelled"}
+    assert calendar.events().list(calendarId="primary", syncToken=token).execute()["items"] == [minimal]
+    assert calendar.events().list(calendarId="primary", showDeleted=True).execute()["items"] == [minimal]
+
+    google.minimal_deletions = False
+    assert calendar.events().list(calendarId="primary", syncToken=token).execute()["items"] == [deleted]
+    assert calendar.events().list(calendarId="primary", showDeleted=True).execute()["items"] == [deleted]
+
+
+@pytest.mark.parametrize(
+    ("mode", "status", "message"), [("forbidden", 403, "Forbidden"), ("conflict", 409, "Conflict")]
+)
+def test_google_can_refuse_to_restore_a_deleted_event(
+    google: GoogleStandIn, calendar: Any, mode: Any, status: int, message: str
+) -> None:
+    refused, restored = new_id(), new_id()
+    for event_id in (refused, restored):
+        calendar.events().insert(calendarId="primary", body=event_body(event_id)).execute()
+        calendar.events().delete(calendarId="primary", eventId=event_id).execute()
+    google.restore_refusal = mode
+    google.restore_refusal_ids = {refused}
+    before = google.events(CLINIC)
+
+    body = {**event_body(refused, day=3), "status": "confirmed"}
+    for call in (
+        lambda: calendar.events().update(calendarId="primary", eventId=refused, body=body).execute(),
+        lambda: calendar.events().patch(calendarId="primary", eventId=refused, body={"status": "tentative"}).execute(),
+    ):
+        error = http_error(call)
+        assert (error.status_code, reason_of(error), error.reason) == (status, mode, message)
+    assert google.events(CLINIC) == before  # nothing changed
+    # Re-inserting the id stays 409 duplicate; a change that leaves it cancelled is no restore.
+    dup = http_error(lambda: calendar.events().insert(calendarId="primary", body=event_body(refused)).execute())
+    assert (dup.status_code, reason_of(dup)) == (409, "duplicate")
+    patched = calendar.events().patch(calendarId="primary", eventId=refused, body={"summary": "x"}).execute()
+    assert patched["status"] == "cancelled"
+    # Events outside restore_refusal_ids come back; with the set cleared, every one is refused.
+    body = {**event_body(restored), "status": "confirmed"}
+    assert (
+        calendar.events().update(calendarId="primary", eventId=restored, body=body).execute()["status"] == "confirmed"
+    )
+    google.restore_refusal_ids = None
+    calendar.events().delete(calendarId="primary", eventId=restored).execute()
+    assert http_error(lambda: calendar.events().update(calendarId="primary", eventId=restored, body=body).execute())
+    google.restore_refusal = None
+    assert (
+        calendar.events().update(calendarId="primary", eventId=restored, body=body).execute()["status"] == "confirmed"
+    )
+
+
+def test_restore_refusal_takes_only_its_modes(google: GoogleStandIn) -> None:
+    with pytest.raises(ValueError, match="restore_refusal"):
+        google.restore_refusal = "gone"  # type: ignore[assignment]
+    assert google.restore_refusal is None
+
+
+# -- push notifications -----------------------------------------------------------------------------
+
+
+class Receiver:
+    """An HTTP server on 127.0.0.1 that records every request it gets: what the daemon's public listener would
+    be behind the operator's TLS terminator."""
+
+    def __init__(self) -> None:
+        self.received: queue.Queue[tuple[str, str, dict[str, str], bytes]] = queue.Queue()
+        self.status = 200
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.received.put((self.command, self.path, dict(self.headers.items()), body))
+                self.send_response(receiver.status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = int(self.server.server_address[1])
+        self.thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+        self.thread.start()
+
+    def address(self, path: str = "/google/notifications") -> str:
+        return f"https://127.0.0.1:{self.port}{path}"
+
+    def next(self, timeout: float = 5.0) -> tuple[str, str, dict[str, str], bytes]:
+        return self.received.get(timeout=timeout)
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def watch(calendar: Any, address: str, channel_id: str | None = None, **fields: Any) -> dict[str, Any]:
+    body = {"id": channel_id or str(uuid.uuid4()), "type": "web_hook", "address": address, **fields}
+    result: dict[str, Any] = calendar.events().watch(calendarId="primary", body=body).execute()
+    return result
+
+
+def test_watch_then_sync_and_an_exists_notification_for_every_change(
+    google: GoogleStandIn, calendar: Any, connect: Connect, refresh_token: str, receiver: Receiver
+) -> None:
+    channel_id = str(uuid.uuid4())
+    before_ms = int(time.time() * 1000)
+    channel = watch(
+        calendar, receiver.address("/google/push?clinic=1"), channel_id, token="s3cret", params={"ttl": "3600"}
+    )
+    assert set(channel) == {"kind", "id", "resourceId", "resourceUri", "token", "expiration"}
+    assert (channel["kind"], channel["id"], channel["token"]) == ("api#channel", channel_id, "s3cret")
+    assert channel["resourceUri"] == f"{google.api_endpoint}calendars/primary/events?alt=json"
+    assert isinstance(channel["expiration"], str)
+    assert before_ms + 3_600_000 <= int(channel["expiration"]) <= int(time.time() * 1000) + 3_600_000
+    watch_request = google.requests()[-1]
+    assert (watch_request.method, watch_request.path, watch_request.status) == ("POST", EVENTS_PATH + "/watch", 200)
+
+    method, path, headers, body = receiver.next()
+    # Delivered over plain http to the same host, port, path and query (the stand-in is the TLS terminator too).
+    assert (method, path, body, headers["Content-Length"]) == ("POST", "/google/push?clinic=1", b"", "0")
+    expected = {
+        "X-Goog-Channel-ID": channel_id,
+        "X-Goog-Channel-Token": "s3cret",
+        "X-Goog-Channel-Expiration": email.utils.formatdate(int(channel["expiration"]) / 1000, usegmt=True),
+        "X-Goog-Resource-ID": channel["resourceId"],
+        "X-Goog-Resource-URI": channel["resourceUri"],
+        "X-Goog-Resource-State": "sync",
+        "X-Goog-Message-Number": "1",
+    }
+    assert {name: headers.get(name) for name in expected} == expected
+    assert headers["X-Goog-Channel-Expiration"].endswith(" GMT")
+
+    # Every change to the calendar's events, whoever makes it: insert, update, delete, an instance's exception.
+    other = connect(credentials(google, google.issue_refresh_token(CLINIC)))
+    event_id, master_id = new_id(), new_id()
+    calendar.events().insert(calendarId="primary", body=event_body(event_id)).execute()
+    other.events().patch(calendarId="primary", eventId=event_id, body={"summary": "Lunch"}).execute()
+    calendar.events().delete(calendarId="primary", eventId=event_id).execute()
+    calendar.events().insert(
+        calendarId="primary", body={**series_body(["RRULE:FREQ=DAILY"]), "id": master_id}
+    ).execute()
+    other.events().delete(calendarId="primary", eventId=f"{master_id}_20270216T160000Z").execute()
+    # Another calendar's changes are not this channel's.
+    calendar.events().insert(calendarId=TEAM_CALENDAR, body=event_body(new_id())).execute()
+    seen = [receiver.next() for _ in range(5)]
+    assert [(h["X-Goog-Resource-State"], h["X-Goog-Message-Number"]) for _, _, h, _ in seen] == [
+        ("exists", str(n)) for n in range(2, 7)
+    ]
+    assert all(h["X-Goog-Channel-ID"] == channel_id and b == b"" for _, _, h, b in seen)
+    wait_for(lambda: len(google.notifications()) == 6)
+    assert [(n.channel_id, n.state, n.message_number, n.status) for n in google.notifications()] == [
+        (channel_id, "sync", 1, 200)
+    ] + [(channel_id, "exists", n, 200) for n in range(2, 7)]
+    assert google.notifications()[0].url == f"http://127.0.0.1:{receiver.port}/google/push?clinic=1"
+    assert receiver.received.empty()
+
+
+def test_the_token_header_only_when_the_channel_has_one_and_the_default_ttl(
+    google: GoogleStandIn, calendar: Any, receiver: Receiver
+) -> None:
+    channel = watch(calendar, receiver.address())
+    assert "token" not in channel
+    now_ms = int(time.time() * 1000)
+    assert now_ms + 604_800_000 - 60_000 <= int(channel["expiration"]) <= now_ms + 604_800_000
+    _, _, headers, _ = receiver.next()
+    assert "X-Goog-Channel-Token" not in headers and headers["X-Goog-Resource-State"] == "sync"
+    # A ttl above the maximum is cut to it; the resource id is the same for the same calendar and query.
+    longer = watch(calendar, receiver.address(), params={"ttl": str(10 * 365 * 86400)})
+    assert int(longer["expiration"]) <= int(time.time() * 1000) + 2_592_000_000
+    assert longer["resourceId"] == channel["resourceId"]
+    narrower = (
+        calendar.events()
+        .watch(
+            calendarId="primary",
+            singleEvents=True,
+            body={"id": "c-3", "type": "web_hook", "address": receiver.address()},
+        )
+        .execute()
+    )
+    assert narrower["resourceId"] != channel["resourceId"]
+
+
+def test_an_expired_channel_gets_nothing_more(google: GoogleStandIn, calendar: Any, receiver: Receiver) -> None:
+    short = watch(calendar, receiver.address("/short"), params={"ttl": "1"})
+    kept = watch(calendar, receiver.address("/kept"))
+    assert {receiver.next()[1], receiver.next()[1]} == {"/short", "/kept"}
+    wait_for(lambda: [c.state for c in google.channels()] == ["expired", "live"])
+
+    calendar.events().insert(calendarId="primary", body=event_body(new_id())).execute()
+    assert receiver.next()[1] == "/kept"
+    google.expire_channels([kept["id"]])
+    calendar.events().insert(calendarId="primary", body=event_body(new_id())).execute()
+    wait_for(lambda: len(google.notifications()) == 3)
+    ongoing = watch(calendar, receiver.address("/ongoing"))
+    assert receiver.next()[1] == "/ongoing"  # delivery goes on: nothing was queued for the expired ones
+    assert receiver.received.empty()
+    assert [n.state for n in google.notifications() if n.channel_id in (short["id"], kept["id"])] == [
+        "sync",
+        "sync",
+        "exists",
+    ]
+    # Google forgets an expired channel: stopping it is 404, and its id may be used again.
+    error = http_error(
+        lambda: calendar.channels().stop(body={"id": kept["id"], "resourceId": kept["resourceId"]}).execute()
+    )
+    assert (error.status_code, reason_of(error)) == (404, "notFound")
+    assert watch(calendar, receiver.address(), kept["id"])["id"] == kept["id"]
+    assert ongoing["id"] in [c.id for c in google.channels() if c.state == "live"]
+
+
+def test_stop_ends_a_channel_and_needs_its_resource_id(
+    google: GoogleStandIn, calendar: Any, receiver: Receiver
+) -> None:
+    channel = watch(calendar, receiver.address())
+    receiver.next()
+    for body in (
+        {"id": channel["id"], "resourceId": "someone-elses"},
+        {"id": "unknown", "resourceId": channel["resourceId"]},
+    ):
+        error = http_error(calendar.channels().stop(body=body).execute)
+        assert (error.status_code, reason_of(error)) == (404, "notFound")
+        assert error.reason == f"Channel '{body['id']}' not found for project '123456789012'"
+
+    stopped = calendar.channels().stop(body={"id": channel["id"], "resourceId": channel["resourceId"]}).execute()
+    assert stopped == ""
+    stop_request = google.requests()[-1]
+    assert (stop_request.method, stop_request.path, stop_request.status) == ("POST", "/calendar/v3/channels/stop", 204)
+    assert [c.state for c in google.channels()] == ["stopped"]
+    calendar.events().insert(calendarId="primary", body=event_body(new_id())).execute()
+    again = http_error(
+        lambda: calendar.channels().stop(body={"id": channel["id"], "resourceId": channel["resourceId"]}).execute()
+    )
+    assert again.status_code == 404
+    # The next channel's sync arrives; nothing came for the stopped channel's change before it.
+    watch(calendar, receiver.address("/next"))
+    assert receiver.next()[1] == "/next"
+    wait_for(lambda: len(google.notifications()) == 2)  # recorded once the receiver has answered
+    assert [n.state for n in google.notifications()] == ["sync", "sync"]
+
+
+def test_a_lost_channel_goes_silent(google: GoogleStandIn, calendar: Any, receiver: Receiver) -> None:
+    lost = watch(calendar, receiver.address("/lost"))
+    receiver.next()
+    google.lose_channel(lost["id"])
+    calendar.events().insert(calendarId="primary", body=event_body(new_id())).execute()
+    watch(calendar, receiver.address("/next"))
+    assert receiver.next()[1] == "/next"
+    assert [c.state for c in google.channels()] == ["lost", "live"]
+    # Google still knows the channel: its id is taken, and stop finds it.
+    error = http_error(lambda: watch(calendar, receiver.address(), lost["id"]))
+    assert (error.status_code, reason_of(error)) == (400, "channelIdNotUnique")
+    calendar.channels().stop(body={"id": lost["id"], "resourceId": lost["resourceId"]}).execute()
+    assert google.channels()[0].state == "stopped"
+
+
+@pytest.mark.parametrize(
+    ("fields", "reason", "message"),
+    [
+        (
+            {"address": "http://127.0.0.1:9/hook"},
+            "push.webhookUrlNotHttps",
+            "WebHook callback must be HTTPS: http://127.0.0.1:9/hook",
+        ),
+        ({"address": None}, "push.webhookUrlNotHttps", "WebHook callback must be HTTPS:"),
+        ({"type": "email"}, "invalid", "Invalid channel type: email"),
+        ({"type": None}, "required", "Required"),
+        ({"id": "has space"}, "invalid", "Channel id must match [A-Za-z0-9\\-_\\+/=]+"),
+        ({"id": "a" * 65}, "invalid", "Channel id must be at most 64 characters."),
+        ({"id": None}, "required", "Required"),
+        ({"token": "t" * 257}, "invalid", "Channel token must be at most 256 characters."),
+        ({"params": {"ttl": "soon"}}, "invalid", "Invalid ttl value: soon"),
+    ],
+    ids=["http", "no-address", "type", "no-type", "id-chars", "id-length", "no-id", "token-length", "ttl"],
+)
+def test_watch_refuses_what_google_refuses(
+    google: GoogleStandIn, calendar: Any, fields: dict[str, Any], reason: str, message: str
+) -> None:
+    body = {"id": "c-" + new_id(), "type": "web_hook", "address": "https://127.0.0.1:9/hook", **fields}
+    error = http_error(lambda: calendar.events().watch(calendarId="primary", body=body).execute())
+    assert (error.status_code, reason_of(error), error.reason) == (400, reason, message)
+    assert google.channels() == []
+
+
+def test_the_longest_channel_id_and_token_are_accepted_and_ids_are_unique(
+    google: GoogleStandIn, calendar: Any, receiver: Receiver
+) -> None:
+    channel_id = "A-z_0+9/=" + "x" * 55
+    watch(calendar, receiver.address(), channel_id, token="t" * 256)
+    assert receiver.next()[2]["X-Goog-Channel-ID"] == channel_id
+    error = http_error(lambda: watch(calendar, receiver.address(), channel_id))
+    assert (error.status_code, reason_of(error), error.reason) == (400, "channelIdNotUnique", "Channel id not unique")
+    assert len(google.channels()) == 1
+
+
+def test_watch_and_stop_count_in_the_rate_window(google: GoogleStandIn, calendar: Any, receiver: Receiver) -> None:
+    calendar.events().list(calendarId="primary").execute()
+    google.requests_per_minute = 3
+    channel = watch(calendar, receiver.address())
+    calendar.channels().stop(body={"id": channel["id"], "resourceId": channel["resourceId"]}).execute()
+    error = http_error(lambda: watch(calendar, receiver.address()))
+    assert (error.status_code, reason_of(error)) == (403, "userRateLimitExceeded")
+    assert len(google.channels()) == 1  # the refused watch made nothing
+    assert google.peak_requests(CLINIC) == 4
+
+
+def test_held_notifications_arrive_in_order_after_resume(
+    google: GoogleStandIn, calendar: Any, receiver: Receiver
+) -> None:
+    google.pause_notifications()
+    channel = watch(calendar, receiver.address())
+    for _ in range(3):
+        calendar.events().insert(calendarId="primary", body=event_body(new_id())).execute()
+    assert google.notifications() == [] and receiver.received.empty()
+    google.resume_notifications()
+    numbers = [receiver.next()[2]["X-Goog-Message-Number"] for _ in range(4)]
+    assert numbers == ["1", "2", "3", "4"]
+    wait_for(lambda: len(google.notifications()) == 4)
+    assert [(n.channel_id, n.message_number) for n in google.notifications()] == [
+        (channel["id"], n) for n in range(1, 5)
+    ]
+
+
+def test_failed_and_off_machine_deliveries_are_recorded(
+    google: GoogleStandIn, calendar: Any, receiver: Receiver
+) -> None:
+    receiver.status = 500
+    watch(calendar, receiver.address())
+    receiver.next()
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed_port = unused.getsockname()[1]
+    watch(calendar, f"https://127.0.0.1:{closed_port}/hook")
+    watch(calendar, "https://clinic-sync.example.com/hook")
+    wait_for(lambda: len(google.notifications()) == 3)
+    outcomes = {n.url: (n.status, n.error) for n in google.notifications()}
+    assert outcomes[f"http://127.0.0.1:{receiver.port}/google/notifications"] == (500, None)
+    refused = outcomes[f"http://127.0.0.1:{closed_port}/hook"]
+    assert refused[0] is None and refused[1] is not None and "ConnectionRefusedError" in refused[1]
+    off_machine = outcomes["http://clinic-sync.example.com/hook"]
+    assert off_machine[0] is None and off_machine[1] is not None and "not this machine" in off_machine[1]

@@ -10,12 +10,13 @@ It is driven through the real client libraries, exactly as the daemon drives Goo
                        "token_uri": standin.token_uri}}, scopes=[...])
 
 With `api_endpoint` set, google-api-python-client sends `<api_endpoint>calendars/{calendarId}/events[/{eventId}]`
-plus a query string that always ends in `alt=json` (path parameters percent-encoded, so `a@b.com` arrives as
-`a%40b.com`; booleans as `true`/`false`). google-auth POSTs a form body (`grant_type=refresh_token`,
-`client_id`, `client_secret`, `refresh_token`, optional `scope`) to `token_uri`. google-auth-oauthlib sends the
-browser to `auth_uri` (PKCE S256 by default) and POSTs `grant_type=authorization_code` with HTTP Basic client
-authentication; it refuses plain http unless OAUTHLIB_INSECURE_TRANSPORT is set, which tests against this
-stand-in must do.
+(events.watch: POST `<api_endpoint>calendars/{calendarId}/events/watch`; channels.stop: POST
+`<api_endpoint>channels/stop`) plus a query string that always ends in `alt=json` (path parameters
+percent-encoded, so `a@b.com` arrives as `a%40b.com`; booleans as `true`/`false`). google-auth POSTs a form
+body (`grant_type=refresh_token`, `client_id`, `client_secret`, `refresh_token`, optional `scope`) to
+`token_uri`. google-auth-oauthlib sends the browser to `auth_uri` (PKCE S256 by default) and POSTs
+`grant_type=authorization_code` with HTTP Basic client authentication; it refuses plain http unless
+OAUTHLIB_INSECURE_TRANSPORT is set, which tests against this stand-in must do.
 
 What it imitates (Google's documented behaviour; error bodies in Google's JSON shape):
 - OAuth: refresh tokens per account (revocable, at most 100 live per account and client, the oldest dies
@@ -31,9 +32,50 @@ What it imitates (Google's documented behaviour; error bodies in Google's JSON s
   events.insert/get/update/patch/delete/list with client-chosen ids (409 `duplicate`, 400 `invalid`), soft
   deletion (status `cancelled`, 410 `deleted` on a second delete),
   paging, incremental sync with sync tokens (410 `fullSyncRequired` once expired).
+- Deleted events in listings (incremental, or showDeleted=true) carry only `kind`, `etag`, `id` and `status`
+  (instances also `recurringEventId` and `originalStartTime`), as Google may send them: `minimal_deletions`
+  (default True; False lists full copies). events.get of a deleted event still answers the whole event.
+- Refused restores: an update/patch bringing a cancelled event back (status confirmed or tentative) is answered
+  403 `forbidden` or 409 `conflict` and changes nothing, per `restore_refusal` ("forbidden" | "conflict" | None,
+  the default) for the ids in `restore_refusal_ids` (None: every event). Re-inserting a deleted id stays 409.
+- Recurring events: `recurrence` (one RRULE with FREQ=DAILY|WEEKLY|MONTHLY|YEARLY, INTERVAL, COUNT, UNTIL, BYDAY
+  for weekly rules, WKST; EXDATE lines; other RFC 5545 parts are refused with a 400 saying the stand-in does not
+  implement them) on a start/end with `dateTime` + `timeZone` (required, 400 `required` without) or all-day
+  `date`. events.list without singleEvents=true returns a series as its master (recurrence and all), and each
+  exception as an item of its own (a cancelled one even without showDeleted); with singleEvents=true its
+  instances instead: id `<masterId>_<YYYYMMDDTHHMMSSZ>` (UTC start; all-day `<masterId>_<YYYYMMDD>`),
+  `recurringEventId`, `originalStartTime`, start/end in the series' zone at the same wall-clock time across DST
+  changes, timeMin applied to the instance's end. Instances start before timeMax, or without one before
+  EXPANSION_HORIZON (400 days) after the later of now and timeMin; an incremental listing expands a changed
+  series within the window of the full listing its token descends from. events.get/update/patch/delete accept an
+  instance id: a changed instance becomes an exception (own times, `updated`, etag), a deleted one a cancelled
+  exception. Incremental listings with singleEvents=true list a changed series as all its instances (an edited
+  or deleted master changes every one) and a changed exception as its instance; without it, masters and
+  exceptions as themselves. Not imitated: RDATE/EXRULE, BYMONTHDAY and the other BY* parts, numbered BYDAY;
+  events.instances; a master edit that drops occurrences does not list them as cancelled, and exceptions keep
+  their own copy of every field (Google carries unchanged master fields over to them).
+- Push notifications: events.watch (`{id` ≤ 64 chars of [A-Za-z0-9/_+=-], `type` web_hook (or webhook),
+  `address` https://, `token`? ≤ 256 chars, `params.ttl`?}) answers `api#channel` with `resourceId` (opaque,
+  stable per calendar and query), `resourceUri`, `token` and `expiration` (ms since the epoch, as a string;
+  CHANNEL_DEFAULT_TTL a week, a longer ttl cut to CHANNEL_MAX_TTL, 30 days); 400 `push.webhookUrlNotHttps`,
+  `channelIdNotUnique` (while the id's channel is live or lost), `invalid`, `required`. It counts as a calendar
+  request. Then the stand-in POSTs notifications: `sync` (message number 1) right after the watch, `exists` on
+  every change to the calendar's events by anyone, message numbers increasing per channel; empty body,
+  headers X-Goog-Channel-ID, X-Goog-Channel-Token (only when the channel has one), X-Goog-Channel-Expiration
+  (RFC 1123), X-Goog-Resource-ID, X-Goog-Resource-URI, X-Goog-Resource-State, X-Goog-Message-Number. The stand-in
+  plays the operator's TLS terminator too: `https://127.0.0.1:PORT/path` is delivered as plain
+  `http://127.0.0.1:PORT/path`, and only loopback addresses (127.0.0.1, localhost, ::1) are ever contacted;
+  others are recorded as not delivered. Delivery is asynchronous (a few threads, a channel always on the same
+  one, so in order per channel), never under the stand-in's lock, NOTIFICATION_TIMEOUT (2 s) per attempt, and
+  never after the channel expired, was stopped or lost. channels.stop (`{id, resourceId}`) answers 204; an
+  unknown, stopped or expired channel, or a wrong resourceId, 404 `notFound`. Not imitated: `not_exists`,
+  Google's retries of notifications answered 500/502/503/504, certificate checks, channels outliving their
+  expiration for stop.
 - Test controls: latency, injected faults (HTTP errors, dropping the connection after the operation was
   committed, slow answers), either counted (inject) or drawn at random for a share of requests (chaos), a
-  record of every request and the fault it got.
+  record of every request and the fault it got; for push: channels(), notifications() (every attempt: channel,
+  state, message number, URL, HTTP status or error), pause_notifications()/resume_notifications(),
+  lose_channel() (Google silently stops sending), expire_channels().
 """
 
 from __future__ import annotations
@@ -41,11 +83,15 @@ from __future__ import annotations
 import base64
 import contextlib
 import copy
+import email.utils
 import hashlib
 import hmac
 import html
+import http.client
+import itertools
 import json
 import math
+import queue
 import random
 import re
 import secrets
@@ -53,10 +99,11 @@ import socket
 import threading
 import time
 import urllib.parse
+import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -83,8 +130,28 @@ MAX_LIVE_REFRESH_TOKENS = 100
 RATE_WINDOW_SECONDS = 60.0
 DEFAULT_MAX_RESULTS = 250
 MAX_MAX_RESULTS = 2500
+# How far a recurring series is expanded into instances (singleEvents=true) when the listing has no timeMax:
+# instances starting up to this long after the later of now and the listing's timeMin (an incremental listing
+# uses the window of the full listing its sync token descends from). Google expands further; a stand-in needs a
+# bound, and a clinic's diary needs about a year.
+EXPANSION_HORIZON = timedelta(days=400)
+# events.watch: a channel lives `params.ttl` seconds, a week unless asked otherwise. Google documents no maximum
+# for Calendar channels; the stand-in caps a longer ttl at 30 days without an error, as Google is seen to.
+CHANNEL_DEFAULT_TTL = 604_800
+CHANNEL_MAX_TTL = 2_592_000
+CHANNEL_MAX_ID_LENGTH = 64
+CHANNEL_MAX_TOKEN_LENGTH = 256
+# Seconds the stand-in waits for a notification's receiver to connect and answer.
+NOTIFICATION_TIMEOUT = 2.0
+# The project the stand-in's OAuth client belongs to, as Google names it in channels.stop's 404.
+PROJECT_NUMBER = "123456789012"
+NOTIFICATION_USER_AGENT = "APIs-Google; (+https://developers.google.com/webmasters/APIs-Google.html)"
 
 _EVENT_ID = re.compile(r"[a-v0-9]{5,1024}")
+_CHANNEL_ID = re.compile(r"[A-Za-z0-9/_+=-]+")
+_CHANNEL_TYPES = frozenset({"web_hook", "webhook"})  # the discovery document names both spellings
+# Notification threads: a channel always goes to the same one, so its notifications arrive in order.
+_DELIVERY_WORKERS = 4
 _ID_ALPHABET = "0123456789abcdefghijklmnopqrstuv"  # base32hex, lower case: what Google's own ids use
 _DATE_TIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})?", re.IGNORECASE)
 _DATE_TIME_WITH_OFFSET = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,6})?(?:Z|[+-]\d{2}:\d{2})", re.I)
@@ -103,7 +170,21 @@ _PROMPTS = frozenset({"none", "consent", "select_account"})
 _CODE_CHALLENGE_METHODS = frozenset({"S256", "plain"})
 # Fields the server owns: a client may send them, but they never overwrite the stored values.
 _SERVER_FIELDS = frozenset(
-    {"kind", "etag", "id", "status", "htmlLink", "created", "updated", "creator", "organizer", "iCalUID", "sequence"}
+    {
+        "kind",
+        "etag",
+        "id",
+        "status",
+        "htmlLink",
+        "created",
+        "updated",
+        "creator",
+        "organizer",
+        "iCalUID",
+        "sequence",
+        "recurringEventId",  # an instance's, immutable
+        "originalStartTime",  # an instance's, immutable
+    }
 )
 # events.list parameters Google refuses to combine with syncToken.
 _NOT_WITH_SYNC_TOKEN = (
@@ -134,6 +215,7 @@ _DEFAULT_MESSAGES = {
     "userRateLimitExceeded": "User Rate Limit Exceeded",
     "quotaExceeded": "Calendar usage limits exceeded.",
     "forbidden": "Forbidden",
+    "conflict": "Conflict",
     "badRequest": "Bad Request",
     "notFound": "Not Found",
     "invalid": "Invalid Value",
@@ -209,6 +291,49 @@ class Fault:
     def late(cls, seconds: float) -> Fault:
         """Sleep `seconds`, then perform the operation and answer (if the client still listens)."""
         return cls("late", seconds=seconds)
+
+
+RestoreRefusal = Literal["forbidden", "conflict"]
+ChannelState = Literal["live", "stopped", "expired", "lost"]
+
+
+@dataclass(frozen=True)
+class Channel:
+    """A push notification channel made by events.watch, as the stand-in knows it.
+
+    `expiration` is in milliseconds since the epoch (what the watch answer says, as a number). `state`: "live"
+    (notifications are sent), "stopped" (channels.stop), "expired" (its expiration passed, or expire_channels()),
+    "lost" (lose_channel(): Google stopped sending without telling anyone; stop still finds it).
+    """
+
+    id: str
+    resource_id: str
+    resource_uri: str
+    account: str
+    calendar_id: str
+    address: str
+    token: str | None
+    expiration: int
+    state: ChannelState
+
+
+@dataclass(frozen=True)
+class Notification:
+    """One notification the stand-in POSTed (or tried to) to a channel's address.
+
+    `url` is where it went: the channel's https:// address as plain http:// (the stand-in plays the operator's TLS
+    terminator too). `status` is the HTTP status the receiver answered, None when there was no answer; then
+    `error` says why (refused, timed out, or an address off this machine, which is never contacted).
+    """
+
+    channel_id: str
+    resource_id: str
+    state: str  # "sync" | "exists"
+    message_number: int
+    url: str
+    status: int | None
+    error: str | None = None
+    at: float = 0.0  # time.monotonic() when the attempt ended
 
 
 class _ApiError(Exception):
@@ -388,16 +513,63 @@ class _SyncToken:
     account: str
     calendar_id: str
     change: int  # changes numbered above this one are "since the token"
+    # The time window of the full listing the token descends from: what a changed series is expanded within.
+    time_min: datetime | None = None
+    time_max: datetime | None = None
 
 
 @dataclass
 class _Page:
     account: str
     calendar_id: str
-    ids: list[str]
+    items: list[dict[str, Any]]  # full copies, as they stood when the listing began
     offset: int
     max_results: int
     change: int  # the change number when the listing began: its eventual nextSyncToken
+    time_min: datetime | None = None
+    time_max: datetime | None = None
+
+
+@dataclass
+class _Channel:
+    id: str
+    resource_id: str
+    resource_uri: str
+    account: str
+    calendar: _Calendar
+    address: str
+    token: str | None
+    expiration: int  # ms since the epoch
+    stopped: bool = False
+    lost: bool = False
+    last_number: int = 0  # X-Goog-Message-Number of the last notification queued
+
+    def state(self, now_ms: int) -> ChannelState:
+        if self.stopped:
+            return "stopped"
+        if self.expiration <= now_ms:
+            return "expired"
+        return "lost" if self.lost else "live"
+
+    def public(self, now_ms: int) -> Channel:
+        return Channel(
+            self.id,
+            self.resource_id,
+            self.resource_uri,
+            self.account,
+            self.calendar.id,
+            self.address,
+            self.token,
+            self.expiration,
+            self.state(now_ms),
+        )
+
+
+@dataclass(frozen=True)
+class _Delivery:
+    channel_id: str
+    state: str
+    number: int
 
 
 @dataclass
@@ -577,6 +749,19 @@ class GoogleStandIn(LocalService):
         self._records: list[_Record] = []
         self._admitted: deque[float] = deque()  # monotonic times of the project's admitted calendar requests
         self._change = 0
+        #: Deleted events in listings (incremental, or showDeleted) carry only kind, etag, id and status (and an
+        #: instance's recurringEventId and originalStartTime), as Google may send them; False lists full copies.
+        #: Settable at runtime.
+        self.minimal_deletions = True
+        self._restore_refusal: RestoreRefusal | None = None
+        #: The event ids restore_refusal applies to; None means every event. Settable at runtime.
+        self.restore_refusal_ids: set[str] | None = None
+        self._channels: dict[str, _Channel] = {}
+        self._notifications: list[Notification] = []
+        self._delivery_queues: list[queue.SimpleQueue[_Delivery | None]] = []
+        self._delivery_threads: list[threading.Thread] = []
+        self._delivery = threading.Condition()
+        self._delivery_paused = False
 
     # -- lifecycle -------------------------------------------------------------------------------
 
@@ -590,6 +775,13 @@ class GoogleStandIn(LocalService):
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="google-standin", daemon=True)
         self._thread.start()
+        self._delivery_queues = [queue.SimpleQueue() for _ in range(_DELIVERY_WORKERS)]
+        self._delivery_threads = [
+            threading.Thread(target=self._deliver_forever, args=(jobs,), name=f"google-push-{n}", daemon=True)
+            for n, jobs in enumerate(self._delivery_queues)
+        ]
+        for worker in self._delivery_threads:
+            worker.start()
 
     def stop(self) -> None:
         """Stop serving, end open connections and release the port; safe to call more than once."""
@@ -603,6 +795,13 @@ class GoogleStandIn(LocalService):
         server.server_close()
         if thread is not None:
             thread.join(timeout=5)
+        with self._delivery:
+            self._delivery.notify_all()  # wakes paused notification threads
+        for jobs in self._delivery_queues:
+            jobs.put(None)
+        for worker in self._delivery_threads:
+            worker.join(timeout=NOTIFICATION_TIMEOUT + 3)
+        self._delivery_queues, self._delivery_threads = [], []
 
     @property
     def base_url(self) -> str:
@@ -784,6 +983,58 @@ class GoogleStandIn(LocalService):
         """End chaos(): from now on only injected faults (if any are left) disturb requests."""
         with self._lock:
             self._chaos = None
+
+    @property
+    def restore_refusal(self) -> RestoreRefusal | None:
+        """How Google refuses to bring a deleted event back: an update or patch of a cancelled event (or cancelled
+        instance) that would make it confirmed or tentative is answered 403 `forbidden` ("forbidden") or 409
+        `conflict` ("conflict") and changes nothing; None (the default) restores it. Applies to the ids in
+        `restore_refusal_ids`, or to every event while that is None. Settable at runtime."""
+        return self._restore_refusal
+
+    @restore_refusal.setter
+    def restore_refusal(self, mode: RestoreRefusal | None) -> None:
+        if mode not in (None, "forbidden", "conflict"):
+            raise ValueError(f"restore_refusal must be None, 'forbidden' or 'conflict', not {mode!r}")
+        self._restore_refusal = mode
+
+    def channels(self) -> list[Channel]:
+        """Every channel events.watch made, in creation order, with its state now."""
+        now_ms = _now_ms()
+        with self._lock:
+            return [channel.public(now_ms) for channel in self._channels.values()]
+
+    def notifications(self) -> list[Notification]:
+        """Every notification attempted so far, in the order the attempts ended."""
+        with self._lock:
+            return list(self._notifications)
+
+    def pause_notifications(self) -> None:
+        """Hold every notification back (queued, in order) until resume_notifications(): Google running late.
+        A channel that expires, is stopped or lost meanwhile gets nothing more."""
+        with self._delivery:
+            self._delivery_paused = True
+
+    def resume_notifications(self) -> None:
+        """Send the held notifications and go on sending as changes happen."""
+        with self._delivery:
+            self._delivery_paused = False
+            self._delivery.notify_all()
+
+    def lose_channel(self, channel_id: str) -> None:
+        """Google silently stops sending on a channel (nobody is told; channels.stop still finds it)."""
+        with self._lock:
+            self._channels[channel_id].lost = True
+
+    def expire_channels(self, channel_ids: Iterable[str] | None = None) -> None:
+        """Make the named live channels (or every one) expire now, as their `expiration` passing would: nothing
+        more is sent on them, and channels.stop no longer finds them."""
+        now_ms = _now_ms()
+        with self._lock:
+            wanted = None if channel_ids is None else set(channel_ids)
+            for channel in self._channels.values():
+                if (wanted is None or channel.id in wanted) and channel.expiration > now_ms:
+                    channel.expiration = now_ms
 
     # -- request handling --------------------------------------------------------------------------
 
@@ -1101,14 +1352,22 @@ class GoogleStandIn(LocalService):
     def _calendar(self, method: str, path: str, query: str, body: bytes, access_token: str | None) -> _Reply:
         params = urllib.parse.parse_qs(query, keep_blank_values=True)
         segments = [urllib.parse.unquote(s) for s in path[len(API_PATH) :].split("/")]
+        # events.watch and channels.stop are POSTs that a read-only scope allows.
+        watch = method == "POST" and len(segments) == 4 and segments[0] == "calendars" and segments[3] == "watch"
+        stop = method == "POST" and segments == ["channels", "stop"]
         with self._lock:
             token = self._authenticate(access_token)
-            _check_calendar_scope(token, method)
+            _check_calendar_scope(token, "GET" if watch or stop else method)
             account = self._accounts[token.account]
             self._admit(account)
+            if stop:
+                self._stop_channel(_json_object(body))
+                return _Reply(204)
             if len(segments) not in (3, 4) or segments[0] != "calendars" or segments[2] != "events":
                 raise _ApiError(404, "notFound", "Not Found")
             calendar = self._calendar_of(account, segments[1])
+            if watch:
+                return _Reply(200, self._watch(account, calendar, path, query, _json_object(body)))
             if len(segments) == 3:
                 if method == "GET":
                     return _Reply(200, self._list(account, calendar, params))
@@ -1117,7 +1376,7 @@ class GoogleStandIn(LocalService):
             else:
                 event_id = segments[3]
                 if method == "GET":
-                    return _Reply(200, copy.deepcopy(self._existing(calendar, event_id)))
+                    return _Reply(200, self._render(calendar, event_id))
                 if method == "PUT":
                     return _Reply(200, self._update(calendar, event_id, _json_object(body), patch=False))
                 if method == "PATCH":
@@ -1169,24 +1428,88 @@ class GoogleStandIn(LocalService):
             raise _ApiError(404, "notFound", "Not Found")
         return calendar
 
-    def _existing(self, calendar: _Calendar, event_id: str) -> dict[str, Any]:
+    # Events, series and their instances
+
+    def _series(self, event: Mapping[str, Any]) -> _Series | None:
+        """The series of a stored recurring event (validated when it was written); None for any other event."""
+        try:
+            return _series_of(event)
+        except _ApiError:
+            return None
+
+    def _master_of(self, calendar: _Calendar, instance_id: str) -> tuple[dict[str, Any], _Series, str] | None:
+        """The recurring event an instance id names, its series and the id's occurrence stamp."""
+        matched = _INSTANCE_ID.fullmatch(instance_id)
+        if matched is None:
+            return None
+        master = calendar.events.get(matched.group(1))
+        series = self._series(master) if master is not None else None
+        if master is None or series is None:
+            return None
+        return master, series, matched.group(2)
+
+    def _instance(
+        self, calendar: _Calendar, master: Mapping[str, Any], series: _Series, local: datetime
+    ) -> dict[str, Any]:
+        """One instance of a series as the API shows it: its exception when it has one, else the master's copy at
+        that occurrence. Every instance of a cancelled series is cancelled."""
+        instance_id = f"{master['id']}_{series.stamp(local)}"
+        exception = calendar.events.get(instance_id)
+        if exception is not None:
+            item = copy.deepcopy(exception)
+        else:
+            item = {k: copy.deepcopy(v) for k, v in master.items() if k != "recurrence"}
+            item["id"] = instance_id
+            item["htmlLink"] = f"{self.base_url}/calendar/event?eid={instance_id}"
+            item["recurringEventId"] = master["id"]
+            item["originalStartTime"] = series.when(local)
+            item["start"] = series.when(local)
+            item["end"] = series.end_when(local)
+        if master["status"] == "cancelled":
+            item["status"] = "cancelled"
+        return item
+
+    def _render(self, calendar: _Calendar, event_id: str) -> dict[str, Any]:
+        """A full copy of an event or instance as events.get answers it (cancelled ones too), else 404."""
         event = calendar.events.get(event_id)
+        master = self._master_of(calendar, event_id)
+        if master is not None:
+            master_event, series, stamp = master
+            local = series.occurrence(stamp)
+            if local is not None:
+                return self._instance(calendar, master_event, series, local)
         if event is None:
             raise _ApiError(404, "notFound", "Not Found")
-        return event
+        return copy.deepcopy(event)
+
+    def _listed(self, item: dict[str, Any]) -> dict[str, Any]:
+        """An item as a listing sends it: a deleted one, minimally when `minimal_deletions` is on."""
+        if item.get("status") != "cancelled" or not self.minimal_deletions:
+            return item
+        minimal: dict[str, Any] = {key: item[key] for key in ("kind", "etag", "id", "status") if key in item}
+        for key in ("recurringEventId", "originalStartTime"):
+            if key in item:
+                minimal[key] = item[key]
+        return minimal
 
     def _touch(self, calendar: _Calendar, event: dict[str, Any]) -> None:
-        """Stamp a change: new etag and `updated`, and a place in the calendar's change order."""
+        """Stamp a change: new etag and `updated`, a place in the calendar's change order, and an `exists`
+        notification for every live channel watching the calendar."""
         self._change += 1
         event["etag"] = f'"{3_000_000_000_000_000 + self._change}"'
         event["updated"] = _rfc3339(datetime.now(UTC))
         calendar.changed[event["id"]] = self._change
+        now_ms = _now_ms()
+        for channel in self._channels.values():
+            if channel.calendar is calendar and channel.state(now_ms) == "live":
+                self._queue_notification(channel, "exists")
 
     def _insert(self, account: _Account, calendar: _Calendar, body: dict[str, Any]) -> dict[str, Any]:
         event_id = body.get("id")
         if event_id is not None and not (isinstance(event_id, str) and _EVENT_ID.fullmatch(event_id)):
             raise _ApiError(400, "invalid", "Invalid resource id value.")
         _check_times(body)
+        _series_of(_client_fields(body))
         status = _status_in(body, default="confirmed")
         if status == "cancelled":
             status = "confirmed"
@@ -1216,25 +1539,45 @@ class GoogleStandIn(LocalService):
         return copy.deepcopy(event)
 
     def _update(self, calendar: _Calendar, event_id: str, body: dict[str, Any], *, patch: bool) -> dict[str, Any]:
-        event = self._existing(calendar, event_id)
-        kept = {k: v for k, v in event.items() if k in _SERVER_FIELDS}
+        """events.update/patch. On an instance of a series it makes (or changes) that instance's exception."""
+        stored = calendar.events.get(event_id)
+        base = self._render(calendar, event_id)
+        instance = base.get("recurringEventId") is not None
+        kept = {k: v for k, v in base.items() if k in _SERVER_FIELDS}
         if patch:
-            fields = _merge({k: v for k, v in event.items() if k not in _SERVER_FIELDS}, _client_fields(body))
+            fields = _merge({k: v for k, v in base.items() if k not in _SERVER_FIELDS}, _client_fields(body))
         else:
             fields = copy.deepcopy(_client_fields(body))
+        if instance:
+            fields.pop("recurrence", None)  # instances carry none
         _check_times(fields)
+        _series_of(fields)
         updated = {**kept, **fields}
-        updated["status"] = _status_in(body, default=event["status"])
-        updated["sequence"] = int(event.get("sequence", 0)) + 1
-        event.clear()
-        event.update(updated)
-        self._touch(calendar, event)
-        return copy.deepcopy(event)
+        updated["status"] = _status_in(body, default=base["status"])
+        if base["status"] == "cancelled" and updated["status"] != "cancelled":
+            self._refuse_restore(event_id)
+        updated["sequence"] = int(base.get("sequence", 0)) + 1
+        if stored is None:
+            stored = calendar.events[event_id] = {}
+        stored.clear()
+        stored.update(updated)
+        self._touch(calendar, stored)
+        return copy.deepcopy(stored)
+
+    def _refuse_restore(self, event_id: str) -> None:
+        mode = self._restore_refusal
+        if mode is None or (self.restore_refusal_ids is not None and event_id not in self.restore_refusal_ids):
+            return
+        if mode == "forbidden":
+            raise _ApiError(403, "forbidden", _DEFAULT_MESSAGES["forbidden"])
+        raise _ApiError(409, "conflict", _DEFAULT_MESSAGES["conflict"])
 
     def _delete(self, calendar: _Calendar, event_id: str) -> None:
-        event = self._existing(calendar, event_id)
-        if event["status"] == "cancelled":
+        """events.delete: the event (or the instance, as a cancelled exception) is cancelled; its id stays."""
+        current = self._render(calendar, event_id)
+        if current["status"] == "cancelled":
             raise _ApiError(410, "deleted", "Resource has been deleted")
+        event = calendar.events.setdefault(event_id, current)
         event["status"] = "cancelled"
         self._touch(calendar, event)
 
@@ -1254,6 +1597,7 @@ class GoogleStandIn(LocalService):
             if max_results < 1:
                 raise _ApiError(400, "invalid", "Invalid value for: maxResults", location=("parameter", "maxResults"))
             max_results = min(max_results, MAX_MAX_RESULTS)
+        single_events = one("singleEvents") == "true"
 
         page_token = one("pageToken")
         if page_token is not None:
@@ -1281,12 +1625,15 @@ class GoogleStandIn(LocalService):
                     location=("parameter", "syncToken"),
                 )
             changed = sorted((n, eid) for eid, n in calendar.changed.items() if n > sync.change)
-            page = _Page(account.email, calendar.id, [eid for _, eid in changed], 0, max_results, self._change)
+            items = self._changes(calendar, [eid for _, eid in changed], single_events, sync.time_min, sync.time_max)
+            page = _Page(account.email, calendar.id, items, 0, max_results, self._change, sync.time_min, sync.time_max)
         else:
-            ids = self._matching(calendar, params, one)
-            page = _Page(account.email, calendar.id, ids, 0, max_results, self._change)
+            time_min = _query_time(one("timeMin"), "timeMin")
+            time_max = _query_time(one("timeMax"), "timeMax")
+            items = self._matching(calendar, params, one, single_events, time_min, time_max)
+            page = _Page(account.email, calendar.id, items, 0, max_results, self._change, time_min, time_max)
 
-        chunk = page.ids[page.offset : page.offset + page.max_results]
+        chunk = page.items[page.offset : page.offset + page.max_results]
         page.offset += len(chunk)
         result: dict[str, Any] = {
             "kind": "calendar#events",
@@ -1297,24 +1644,66 @@ class GoogleStandIn(LocalService):
             "timeZone": calendar.time_zone,
             "accessRole": "owner",
             "defaultReminders": [],
-            "items": [copy.deepcopy(calendar.events[eid]) for eid in chunk if eid in calendar.events],
+            "items": [self._listed(copy.deepcopy(item)) for item in chunk],
         }
-        if page.offset < len(page.ids):
+        if page.offset < len(page.items):
             token = secrets.token_urlsafe(24)
             self._pages[token] = page
             result["nextPageToken"] = token
         else:
             token = secrets.token_urlsafe(24)
-            self._sync_tokens[token] = _SyncToken(account.email, calendar.id, page.change)
+            self._sync_tokens[token] = _SyncToken(account.email, calendar.id, page.change, page.time_min, page.time_max)
             result["nextSyncToken"] = token
         return result
 
+    def _changes(
+        self,
+        calendar: _Calendar,
+        ids: Iterable[str],
+        single_events: bool,
+        time_min: datetime | None,
+        time_max: datetime | None,
+    ) -> list[dict[str, Any]]:
+        """What an incremental listing returns for the events changed since its token, in change order.
+
+        With singleEvents a changed series comes as every one of its instances (within the window of the full
+        listing the token descends from, and the expansion horizon), a changed exception as its instance.
+        """
+        items: list[dict[str, Any]] = []
+        seen: set[str] = set()
+        limit = _expansion_limit(time_min, time_max)
+        for event_id in ids:
+            event = calendar.events[event_id]
+            series = self._series(event) if single_events else None
+            if series is None:
+                candidates = [self._render(calendar, event_id)] if event_id in calendar.events else []
+            else:
+                candidates = [
+                    item
+                    for local in series.occurrences(limit)
+                    if _overlaps(item := self._instance(calendar, event, series, local), time_min, time_max)
+                ]
+            for item in candidates:
+                if item["id"] not in seen:
+                    seen.add(item["id"])
+                    items.append(item)
+        return items
+
     def _matching(
-        self, calendar: _Calendar, params: dict[str, list[str]], one: Callable[[str], str | None]
-    ) -> list[str]:
-        """Ids of the events a full (non-sync) listing returns, in the requested order."""
-        time_min = _query_time(one("timeMin"), "timeMin")
-        time_max = _query_time(one("timeMax"), "timeMax")
+        self,
+        calendar: _Calendar,
+        params: dict[str, list[str]],
+        one: Callable[[str], str | None],
+        single_events: bool,
+        time_min: datetime | None,
+        time_max: datetime | None,
+    ) -> list[dict[str, Any]]:
+        """What a full (non-sync) listing returns, as full copies in the requested order.
+
+        With singleEvents each series is replaced by its instances (exceptions in their place); without it a
+        series is its master, and its exceptions are items of their own (a cancelled one even without
+        showDeleted, as Google documents).
+        """
         updated_min = _query_time(one("updatedMin"), "updatedMin")
         # Google includes deleted events when asked to, and always together with updatedMin.
         show_deleted = one("showDeleted") == "true" or updated_min is not None
@@ -1325,35 +1714,198 @@ class GoogleStandIn(LocalService):
             for pair in params.get(name, []):
                 key, _, value = pair.partition("=")
                 wanted.append((scope, key, value))
+        limit = _expansion_limit(time_min, time_max)
 
         selected: list[dict[str, Any]] = []
         for event in calendar.events.values():
-            if event["status"] == "cancelled" and not show_deleted:
-                continue
-            start, end = _when(event.get("start"), "start"), _when(event.get("end"), "end")
-            if (time_min is not None and end <= time_min) or (time_max is not None and start >= time_max):
-                continue
-            if updated_min is not None and _parse_rfc3339(event["updated"]) < updated_min:
-                continue
-            if ical_uid is not None and event.get("iCalUID") != ical_uid:
-                continue
-            if text and not any(text in str(event.get(k, "")).lower() for k in ("summary", "description", "location")):
-                continue
-            properties = event.get("extendedProperties") or {}
-            if any((properties.get(scope) or {}).get(key) != value for scope, key, value in wanted):
-                continue
-            selected.append(event)
+            master = self._master_of(calendar, event["id"]) if event.get("recurringEventId") is not None else None
+            series = self._series(event)
+            if master is not None:
+                if single_events:
+                    continue  # listed in its series' place
+                item = self._render(calendar, event["id"])
+                deleted_ok = show_deleted or master[0]["status"] != "cancelled"
+                candidates = [item] if _overlaps(item, time_min, time_max) else []
+            elif series is not None and single_events:
+                deleted_ok = show_deleted
+                candidates = [
+                    item
+                    for local in series.occurrences(limit)
+                    if _overlaps(item := self._instance(calendar, event, series, local), time_min, time_max)
+                ]
+            else:
+                deleted_ok = show_deleted
+                overlaps = (
+                    _series_overlaps(series, time_min, time_max)
+                    if series is not None
+                    else _overlaps(event, time_min, time_max)
+                )
+                candidates = [copy.deepcopy(event)] if overlaps else []
+            for item in candidates:
+                if item["status"] == "cancelled" and not deleted_ok:
+                    continue
+                if updated_min is not None and _parse_rfc3339(item["updated"]) < updated_min:
+                    continue
+                if ical_uid is not None and item.get("iCalUID") != ical_uid:
+                    continue
+                if text and not any(
+                    text in str(item.get(k, "")).lower() for k in ("summary", "description", "location")
+                ):
+                    continue
+                properties = item.get("extendedProperties") or {}
+                if any((properties.get(scope) or {}).get(key) != value for scope, key, value in wanted):
+                    continue
+                selected.append(item)
 
         order_by = one("orderBy")
         if order_by == "startTime":
-            if one("singleEvents") != "true":
+            if not single_events:
                 raise _ApiError(400, "badRequest", "The requested ordering is not available for the particular query.")
             selected.sort(key=lambda e: _when(e.get("start"), "start"))
         elif order_by == "updated":
             selected.sort(key=lambda e: _parse_rfc3339(e["updated"]))
         elif order_by is not None:
             raise _ApiError(400, "invalid", "Invalid value for: orderBy", location=("parameter", "orderBy"))
-        return [event["id"] for event in selected]
+        return selected
+
+    # Push notifications
+
+    def _watch(
+        self, account: _Account, calendar: _Calendar, path: str, query: str, body: dict[str, Any]
+    ) -> dict[str, Any]:
+        """events.watch: a web_hook channel on the calendar's events, announced with a `sync` notification."""
+        channel_id = body.get("id")
+        if not channel_id:
+            raise _ApiError(400, "required", "Required", location=("body", "id"))
+        if not isinstance(channel_id, str) or not _CHANNEL_ID.fullmatch(channel_id):
+            raise _ApiError(400, "invalid", "Channel id must match [A-Za-z0-9\\-_\\+/=]+")
+        if len(channel_id) > CHANNEL_MAX_ID_LENGTH:
+            raise _ApiError(400, "invalid", f"Channel id must be at most {CHANNEL_MAX_ID_LENGTH} characters.")
+        channel_type = body.get("type")
+        if not channel_type:
+            raise _ApiError(400, "required", "Required", location=("body", "type"))
+        if channel_type not in _CHANNEL_TYPES:
+            raise _ApiError(400, "invalid", f"Invalid channel type: {channel_type}")
+        address = body.get("address")
+        if not isinstance(address, str) or urllib.parse.urlsplit(address).scheme.lower() != "https":
+            raise _ApiError(400, "push.webhookUrlNotHttps", f"WebHook callback must be HTTPS: {address or ''}")
+        if not urllib.parse.urlsplit(address).hostname:
+            raise _ApiError(400, "push.webhookUrlNoHostPort", f"WebHook callback must have a host: {address}")
+        token = body.get("token")
+        if token is not None and (not isinstance(token, str) or len(token) > CHANNEL_MAX_TOKEN_LENGTH):
+            raise _ApiError(400, "invalid", f"Channel token must be at most {CHANNEL_MAX_TOKEN_LENGTH} characters.")
+        ttl = CHANNEL_DEFAULT_TTL
+        channel_params = body.get("params") or {}
+        if not isinstance(channel_params, dict):
+            raise _ApiError(400, "invalid", "Invalid value for: params")
+        if channel_params.get("ttl") is not None:
+            text = str(channel_params["ttl"])
+            if not text.isdigit() or int(text) < 1:
+                raise _ApiError(400, "invalid", f"Invalid ttl value: {text}")
+            ttl = min(int(text), CHANNEL_MAX_TTL)
+        now_ms = _now_ms()
+        known = self._channels.get(channel_id)
+        if known is not None and known.state(now_ms) in ("live", "lost"):
+            raise _ApiError(400, "channelIdNotUnique", "Channel id not unique")
+        self._channels.pop(channel_id, None)  # a stopped or expired channel's id may be used again
+        watched = "&".join(sorted(p for p in query.split("&") if p and not p.startswith(("alt=", "pageToken="))))
+        digest = hashlib.sha256(f"{account.email}\0{calendar.id}\0{watched}".encode()).digest()
+        channel = _Channel(
+            id=channel_id,
+            resource_id=base64.urlsafe_b64encode(digest[:20]).decode().rstrip("="),
+            resource_uri=f"{self.base_url}{path.removesuffix('/watch')}?{query or 'alt=json'}",
+            account=account.email,
+            calendar=calendar,
+            address=address,
+            token=token,
+            expiration=now_ms + ttl * 1000,
+        )
+        self._channels[channel_id] = channel
+        self._queue_notification(channel, "sync")
+        answer: dict[str, Any] = {
+            "kind": "api#channel",
+            "id": channel.id,
+            "resourceId": channel.resource_id,
+            "resourceUri": channel.resource_uri,
+        }
+        if token is not None:
+            answer["token"] = token
+        answer["expiration"] = str(channel.expiration)
+        return answer
+
+    def _stop_channel(self, body: dict[str, Any]) -> None:
+        """channels.stop: the channel with this id and resourceId sends nothing more; 404 for any other."""
+        channel_id = body.get("id")
+        channel = self._channels.get(channel_id) if isinstance(channel_id, str) else None
+        if (
+            channel is None
+            or channel.state(_now_ms()) in ("stopped", "expired")
+            or body.get("resourceId") != channel.resource_id
+        ):
+            raise _ApiError(404, "notFound", f"Channel '{channel_id or ''}' not found for project '{PROJECT_NUMBER}'")
+        channel.stopped = True
+
+    def _queue_notification(self, channel: _Channel, state: str) -> None:
+        """Queue the channel's next notification (called under the lock; sent by a notification thread)."""
+        channel.last_number += 1
+        if self._delivery_queues:
+            shard = zlib.crc32(channel.id.encode()) % len(self._delivery_queues)
+            self._delivery_queues[shard].put(_Delivery(channel.id, state, channel.last_number))
+
+    def _deliver_forever(self, jobs: queue.SimpleQueue[_Delivery | None]) -> None:
+        while True:
+            job = jobs.get()
+            if job is None:
+                return
+            with self._delivery:
+                while self._delivery_paused and not self._stopping.is_set():
+                    self._delivery.wait()
+            if self._stopping.is_set():
+                return
+            self._deliver(job)
+
+    def _deliver(self, job: _Delivery) -> None:
+        """POST one notification, outside the lock, and record how it went. A channel that is no longer live gets
+        nothing (Google sends nothing after expiration, stop, or losing the channel)."""
+        with self._lock:
+            channel = self._channels.get(job.channel_id)
+            if channel is None or channel.state(_now_ms()) != "live":
+                return
+            headers = {
+                "X-Goog-Channel-ID": channel.id,
+                "X-Goog-Channel-Expiration": email.utils.formatdate(channel.expiration / 1000, usegmt=True),
+                "X-Goog-Resource-ID": channel.resource_id,
+                "X-Goog-Resource-URI": channel.resource_uri,
+                "X-Goog-Resource-State": job.state,
+                "X-Goog-Message-Number": str(job.number),
+                "User-Agent": NOTIFICATION_USER_AGENT,
+            }
+            if channel.token is not None:
+                headers["X-Goog-Channel-Token"] = channel.token
+            address, resource_id = channel.address, channel.resource_id
+        split = urllib.parse.urlsplit(address)
+        url = urllib.parse.urlunsplit(split._replace(scheme="http"))
+        status: int | None = None
+        error: str | None = None
+        if split.hostname not in _LOOPBACK_HOSTS:
+            error = f"not delivered: {split.hostname} is not this machine (only loopback addresses are delivered to)"
+        else:
+            connection = http.client.HTTPConnection(split.hostname, split.port or 443, timeout=NOTIFICATION_TIMEOUT)
+            try:
+                connection.request(
+                    "POST", urllib.parse.urlunsplit(("", "", split.path or "/", split.query, "")), b"", headers
+                )
+                response = connection.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException) as failure:
+                error = f"{type(failure).__name__}: {failure}"
+            finally:
+                connection.close()
+        with self._lock:
+            self._notifications.append(
+                Notification(job.channel_id, resource_id, job.state, job.number, url, status, error, time.monotonic())
+            )
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -1575,6 +2127,40 @@ def _check_times(fields: Mapping[str, Any]) -> None:
         raise _ApiError(400, "timeRangeEmpty", "The specified time range is empty.", domain="calendar")
 
 
+def _overlaps(item: Mapping[str, Any], time_min: datetime | None, time_max: datetime | None) -> bool:
+    """Whether an event or instance falls in a listing's window: ending after timeMin, starting before timeMax."""
+    if time_min is not None and _when(item.get("end"), "end") <= time_min:
+        return False
+    return time_max is None or _when(item.get("start"), "start") < time_max
+
+
+def _series_overlaps(series: _Series, time_min: datetime | None, time_max: datetime | None) -> bool:
+    """Whether a series (listed as its master) has an occurrence in the window, looking as far as the expansion
+    horizon past timeMin."""
+    if time_max is not None and series.instant(series.start) >= time_max:
+        return False
+    if time_min is None:
+        return True
+    for local in series.occurrences(time_min + EXPANSION_HORIZON):
+        if series.instant(local) + series.duration > time_min:
+            return time_max is None or series.instant(local) < time_max
+    return False
+
+
+def _expansion_limit(time_min: datetime | None, time_max: datetime | None) -> datetime:
+    """Instances of a series are listed if they start before this: the listing's timeMax, or without one
+    EXPANSION_HORIZON after the later of now and timeMin."""
+    if time_max is not None:
+        return time_max
+    now = datetime.now(UTC)
+    return (max(now, time_min) if time_min is not None else now) + EXPANSION_HORIZON
+
+
+def _now_ms() -> int:
+    """Wall-clock milliseconds since the epoch: what a channel's expiration is measured in."""
+    return time.time_ns() // 1_000_000
+
+
 def _query_time(text: str | None, name: str) -> datetime | None:
     """timeMin/timeMax/updatedMin: RFC 3339 with a mandatory offset."""
     if text is None:
@@ -1594,3 +2180,288 @@ def _parse_rfc3339(text: str) -> datetime:
 def _rfc3339(moment: datetime) -> str:
     utc = moment.astimezone(UTC)
     return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+# -- recurrence ----------------------------------------------------------------------------------------
+
+_WEEKDAYS = ("MO", "TU", "WE", "TH", "FR", "SA", "SU")
+_FREQUENCIES = ("DAILY", "WEEKLY", "MONTHLY", "YEARLY")
+# RFC 5545 rule parts the stand-in does not expand: a series using one is refused with a message saying so,
+# rather than expanded wrongly.
+_UNIMPLEMENTED_RULE_PARTS = frozenset(
+    {"BYSECOND", "BYMINUTE", "BYHOUR", "BYMONTHDAY", "BYYEARDAY", "BYWEEKNO", "BYMONTH", "BYSETPOS", "RSCALE", "SKIP"}
+)
+_RULE_DATE = re.compile(r"(\d{8})(?:T(\d{6})(Z)?)?", re.IGNORECASE)
+_INSTANCE_ID = re.compile(r"([a-v0-9]{5,1024})_(\d{8}(?:T\d{6}Z)?)")
+
+
+def _invalid_recurrence() -> _ApiError:
+    return _ApiError(400, "invalid", "Invalid recurrence rule.")
+
+
+def _not_implemented(what: str) -> _ApiError:
+    return _ApiError(400, "invalid", f"The Google stand-in does not implement {what} in recurrence rules.")
+
+
+@dataclass(frozen=True)
+class _Series:
+    """A recurring event's recurrence, ready to expand.
+
+    Occurrences are naive wall-clock datetimes in the series' time zone (midnight for all-day series), so a weekly
+    16:00 stays 16:00 local across a DST change; instant() attaches the zone (a wall-clock time inside a DST gap
+    takes the offset from before the gap, as RFC 5545 says).
+    """
+
+    zone: ZoneInfo | None  # None for an all-day series
+    time_zone: str | None
+    start: datetime  # naive local start of the first occurrence
+    duration: timedelta  # absolute for a timed series, whole days for an all-day one
+    freq: str
+    interval: int
+    count: int | None
+    until: datetime | date | None  # an aware instant, or a local date (inclusive)
+    weekdays: tuple[int, ...]  # BYDAY of a weekly rule as offsets from the week start, ascending
+    week_start: int  # WKST: 0 = Monday
+    excluded_instants: frozenset[datetime]  # EXDATE date-times, in UTC
+    excluded_days: frozenset[date]  # EXDATE dates
+
+    @property
+    def all_day(self) -> bool:
+        return self.zone is None
+
+    def instant(self, local: datetime) -> datetime:
+        """The aware start of an occurrence (all-day ones at midnight UTC, like every all-day date here)."""
+        return local.replace(tzinfo=self.zone if self.zone is not None else UTC)
+
+    def stamp(self, local: datetime) -> str:
+        """The instance id's suffix: the UTC start, or the date of an all-day occurrence."""
+        if self.all_day:
+            return local.strftime("%Y%m%d")
+        return self.instant(local).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+    def when(self, local: datetime) -> dict[str, Any]:
+        """An occurrence's start (and originalStartTime) as the API shows it."""
+        if self.all_day:
+            return {"date": local.date().isoformat()}
+        return {"dateTime": self.instant(local).isoformat(), "timeZone": self.time_zone}
+
+    def end_when(self, local: datetime) -> dict[str, Any]:
+        if self.all_day:
+            return {"date": (local + self.duration).date().isoformat()}
+        assert self.zone is not None
+        end = (self.instant(local) + self.duration).astimezone(self.zone)
+        return {"dateTime": end.isoformat(), "timeZone": self.time_zone}
+
+    def occurrences(self, before: datetime) -> Iterator[datetime]:
+        """The occurrences starting before the instant `before`, in order (COUNT, UNTIL and EXDATE applied)."""
+        produced = 0
+        for local in self._candidates():
+            if self.count is not None and produced >= self.count:
+                return
+            instant = self.instant(local)
+            if isinstance(self.until, datetime):
+                if instant > self.until:
+                    return
+            elif self.until is not None and local.date() > self.until:
+                return
+            if instant >= before:
+                return
+            produced += 1  # an excluded occurrence still counts towards COUNT (RFC 5545)
+            if instant.astimezone(UTC) in self.excluded_instants or local.date() in self.excluded_days:
+                continue
+            yield local
+
+    def occurrence(self, stamp: str) -> datetime | None:
+        """The occurrence an instance id's suffix names, None when the series has no such occurrence."""
+        matched = _RULE_DATE.fullmatch(stamp)
+        if matched is None or (self.all_day != (matched.group(2) is None)):
+            return None
+        try:
+            day = datetime.strptime(matched.group(1), "%Y%m%d")
+            target = day.replace(tzinfo=UTC)
+            if matched.group(2) is not None:
+                clock = datetime.strptime(matched.group(2), "%H%M%S")
+                target = target.replace(hour=clock.hour, minute=clock.minute, second=clock.second)
+        except ValueError:
+            return None
+        for local in self.occurrences(target + timedelta(seconds=1)):
+            if self.stamp(local) == stamp:
+                return local
+        return None
+
+    def _candidates(self) -> Iterator[datetime]:
+        """Every date-time the rule names from the start on (ascending, unbounded), before COUNT/UNTIL/EXDATE."""
+        start = self.start
+        if self.freq == "DAILY":
+            for k in itertools.count():
+                yield start + timedelta(days=k * self.interval)
+        elif self.freq == "WEEKLY":
+            week = start - timedelta(days=(start.weekday() - self.week_start) % 7)
+            offsets = self.weekdays or ((start.weekday() - self.week_start) % 7,)
+            for k in itertools.count():
+                for offset in offsets:
+                    candidate = week + timedelta(days=7 * self.interval * k + offset)
+                    if candidate >= start:
+                        yield candidate
+        else:
+            step = self.interval * (12 if self.freq == "YEARLY" else 1)
+            for k in itertools.count():
+                years, month = divmod(start.month - 1 + k * step, 12)
+                with contextlib.suppress(ValueError):  # a month (or year) without that day is skipped
+                    yield start.replace(year=start.year + years, month=month + 1)
+
+
+def _series_of(event: Mapping[str, Any]) -> _Series | None:
+    """The series an event's `recurrence` describes (None for a single event), or 400 for one Google would
+    refuse (or the stand-in cannot expand). Instances never carry a recurrence."""
+    recurrence = event.get("recurrence")
+    if recurrence is None or recurrence == [] or event.get("recurringEventId") is not None:
+        return None
+    if not isinstance(recurrence, list) or not all(isinstance(line, str) for line in recurrence):
+        raise _invalid_recurrence()
+    start_when = event.get("start")
+    start, all_day = _parse_when(start_when, "start")
+    end, _ = _parse_when(event.get("end"), "end")
+    zone: ZoneInfo | None = None
+    time_zone: str | None = None
+    if all_day:
+        local = start.replace(tzinfo=None)
+    else:
+        assert isinstance(start_when, dict)
+        if not start_when.get("timeZone"):
+            # The time zone a recurrence is expanded in is required for recurring events.
+            raise _ApiError(400, "required", "Missing time zone definition for start time.")
+        time_zone = str(start_when["timeZone"])
+        zone = ZoneInfo(time_zone)
+        local = start.astimezone(zone).replace(tzinfo=None)
+    rules: list[str] = []
+    excluded_instants: set[datetime] = set()
+    excluded_days: set[date] = set()
+    for line in recurrence:
+        name, separator, value = line.partition(":")
+        if not separator or not value:
+            raise _invalid_recurrence()
+        prop, *params = name.split(";")
+        prop = prop.strip().upper()
+        if prop == "RRULE" and not params:
+            rules.append(value)
+        elif prop == "EXDATE":
+            _exdates(params, value, zone, excluded_instants, excluded_days)
+        elif prop in ("RDATE", "EXRULE"):
+            raise _not_implemented(prop)
+        else:
+            raise _invalid_recurrence()
+    if not rules:
+        raise _invalid_recurrence()
+    if len(rules) > 1:
+        raise _not_implemented("more than one RRULE")
+    parts = _rule_parts(rules[0])
+    freq = parts.get("FREQ")
+    if freq in ("SECONDLY", "MINUTELY", "HOURLY"):
+        raise _not_implemented(f"FREQ={freq}")
+    if freq not in _FREQUENCIES:
+        raise _invalid_recurrence()
+    interval = _positive(parts.get("INTERVAL", "1"))
+    count = _positive(parts["COUNT"]) if "COUNT" in parts else None
+    until = _until(parts["UNTIL"], zone) if "UNTIL" in parts else None
+    if count is not None and until is not None:
+        raise _invalid_recurrence()
+    week_start = _weekday(parts.get("WKST", "MO"))
+    weekdays: tuple[int, ...] = ()
+    if "BYDAY" in parts:
+        if freq != "WEEKLY":
+            raise _not_implemented(f"BYDAY with FREQ={freq}")
+        days = {(_weekday(day) - week_start) % 7 for day in parts["BYDAY"].split(",")}
+        weekdays = tuple(sorted(days))
+    return _Series(
+        zone=zone,
+        time_zone=time_zone,
+        start=local,
+        duration=end - start,
+        freq=freq,
+        interval=interval,
+        count=count,
+        until=until,
+        weekdays=weekdays,
+        week_start=week_start,
+        excluded_instants=frozenset(excluded_instants),
+        excluded_days=frozenset(excluded_days),
+    )
+
+
+def _rule_parts(rule: str) -> dict[str, str]:
+    parts: dict[str, str] = {}
+    for item in rule.split(";"):
+        key, separator, value = item.partition("=")
+        key = key.strip().upper()
+        if not separator or not value or key in parts:
+            raise _invalid_recurrence()
+        if key in _UNIMPLEMENTED_RULE_PARTS:
+            raise _not_implemented(key)
+        if key not in ("FREQ", "INTERVAL", "COUNT", "UNTIL", "BYDAY", "WKST"):
+            raise _invalid_recurrence()
+        parts[key] = value.strip().upper()
+    return parts
+
+
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise _invalid_recurrence()
+    return int(text)
+
+
+def _weekday(text: str) -> int:
+    if text in _WEEKDAYS:
+        return _WEEKDAYS.index(text)
+    if len(text) > 2 and text[-2:] in _WEEKDAYS and re.fullmatch(r"[+-]?\d{1,2}", text[:-2]):
+        raise _not_implemented("numbered BYDAY (such as 2TU)")
+    raise _invalid_recurrence()
+
+
+def _rule_time(text: str, zone: ZoneInfo | None) -> datetime | date:
+    """A DATE or DATE-TIME value of a rule: a date, a UTC instant (…Z), or local time in `zone` (floating)."""
+    matched = _RULE_DATE.fullmatch(text.strip())
+    if matched is None:
+        raise _invalid_recurrence()
+    try:
+        day = datetime.strptime(matched.group(1), "%Y%m%d")
+        if matched.group(2) is None:
+            return day.date()
+        clock = datetime.strptime(matched.group(2), "%H%M%S")
+    except ValueError:
+        raise _invalid_recurrence() from None
+    moment = day.replace(hour=clock.hour, minute=clock.minute, second=clock.second)
+    return moment.replace(tzinfo=UTC if matched.group(3) or zone is None else zone)
+
+
+def _until(text: str, zone: ZoneInfo | None) -> datetime | date:
+    value = _rule_time(text, zone)
+    if zone is None and isinstance(value, datetime):
+        return value.date()  # an all-day series ends on a day
+    return value
+
+
+def _exdates(
+    params: Sequence[str],
+    value: str,
+    zone: ZoneInfo | None,
+    instants: set[datetime],
+    days: set[date],
+) -> None:
+    """EXDATE[;TZID=zone][;VALUE=DATE|DATE-TIME]:value[,value...] into the excluded instants and days."""
+    in_zone = zone
+    for param in params:
+        key, _, setting = param.partition("=")
+        if key.upper() == "TZID":
+            try:
+                in_zone = ZoneInfo(setting)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise _invalid_recurrence() from None
+        elif key.upper() != "VALUE" or setting.upper() not in ("DATE", "DATE-TIME"):
+            raise _invalid_recurrence()
+    for text in value.split(","):
+        moment = _rule_time(text, in_zone)
+        if isinstance(moment, datetime):
+            instants.add(moment.astimezone(UTC))
+        else:
+            days.add(moment)
