@@ -10,17 +10,22 @@ import socket
 import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
 
+from daemon.calendar import GoogleCalendar
+from daemon.channels import ChannelKeeper
 from daemon.config import Settings
 from daemon.feed import ChangeFeed
 from daemon.logs import configure_logging
 from daemon.metrics import Health, HealthServer, Metrics
 from daemon.mirror import CalendarMirror
+from daemon.public import PublicServer
 from daemon.store import Store, StoreError
 from daemon.sync import SyncLoop, SyncOptions
+from daemon.tokens import TokenManager
 from daemon.wiring import google_calendar, make_feed, open_store, token_manager
 
 
@@ -31,6 +36,18 @@ def default_owner() -> str:
 
 # /healthz fails when the event loop cannot run a no-op within this long (a wedged loop).
 LIVENESS_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass
+class Push:
+    public: PublicServer
+    keeper: ChannelKeeper
+    task: asyncio.Task[None]
+
+    async def stop(self) -> None:
+        self.keeper.stop()
+        await asyncio.gather(self.task, return_exceptions=True)
+        await self.public.stop()
 
 
 class Daemon:
@@ -47,6 +64,7 @@ class Daemon:
         self.feed: ChangeFeed | None = None
         self.health: HealthServer | None = None
         self.mirror: CalendarMirror | None = None
+        self.public: PublicServer | None = None
 
     async def run(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -106,7 +124,10 @@ class Daemon:
                 tokens,
                 executor,
                 owner=self.owner,
-                interval_seconds=settings.mirror_interval_seconds,
+                # With push notifications a slow safety net; without, the polling period.
+                interval_seconds=(
+                    settings.mirror_safety_net_seconds if settings.push_enabled else settings.mirror_interval_seconds
+                ),
                 page_size=settings.mirror_page_size,
                 after_push_delay_seconds=settings.mirror_after_push_seconds,
                 metrics=self.metrics,
@@ -150,10 +171,15 @@ class Daemon:
             self.feed.on_state = self.metrics.feed_state
         feed_task = asyncio.create_task(self.feed.run(self._sync.wake)) if self.feed else None
         mirror_task = asyncio.create_task(self.mirror.run()) if self.mirror else None
+        push = (
+            await self._start_push(store, calendar, tokens, executor) if self.mirror and settings.push_enabled else None
+        )
         logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
         try:
             await self._sync.run()
         finally:
+            if push is not None:
+                await push.stop()
             if self.feed and feed_task:
                 self.feed.stop()
                 feed_task.cancel()
@@ -168,8 +194,31 @@ class Daemon:
             calendar.close()
             logger.info("daemon {} stopped", self.owner)
 
+    async def _start_push(
+        self, store: Store, calendar: GoogleCalendar, tokens: TokenManager, executor: ThreadPoolExecutor
+    ) -> Push:
+        """Google's push notifications: the public listener, and the channels kept for every calendar."""
+        settings, mirror = self.settings, self.mirror
+        assert settings.public_url is not None and mirror is not None
+        self.public = PublicServer(store, mirror.notified, host=settings.public_host, port=settings.public_port)
+        await self.public.start()
+        keeper = ChannelKeeper(
+            store,
+            calendar,
+            tokens,
+            executor,
+            owner=self.owner,
+            public_url=settings.public_url,
+            ttl_seconds=settings.channel_ttl_seconds,
+            renew_before_seconds=settings.channel_renew_before_seconds,
+            confirm_seconds=settings.channel_confirm_seconds,
+            check_seconds=settings.channel_check_seconds,
+        )
+        return Push(self.public, keeper, asyncio.create_task(keeper.run()))
+
     def _mirror_pushed(self, clinic_id: uuid.UUID) -> None:
-        if self.mirror is not None:
+        # With push notifications Google announces our own changes like anyone's.
+        if self.mirror is not None and not self.settings.push_enabled:
             self.mirror.pushed(clinic_id)
 
     async def _snapshot_backlog(self, store: Store) -> None:

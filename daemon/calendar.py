@@ -17,7 +17,7 @@ import json
 import re
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from zoneinfo import ZoneInfo
 
@@ -137,6 +137,23 @@ def _same_event(existing: dict[str, Any], wanted: dict[str, Any]) -> bool:
     )
 
 
+@dataclass(frozen=True)
+class ChannelRequest:
+    """A push channel to ask Google for: where to notify, and the secret it sends back with each one."""
+
+    channel_id: str
+    address: str
+    token: str = field(repr=False)
+    ttl_seconds: int
+
+
+@dataclass(frozen=True)
+class WatchedChannel:
+    channel_id: str
+    resource_id: str
+    expires_at: dt.datetime
+
+
 class RestoreRefused(Exception):
     """The appointment's event was deleted in Google and Google refuses to bring it back."""
 
@@ -193,8 +210,11 @@ class GoogleCalendar:
         # re-creating every method from the discovery document (docstrings included), which cost more CPU
         # than the whole rest of a push.
         events = getattr(self._local, "events", None)
-        if events is not None:
-            return events
+        if events is None:
+            self._local.events = events = self._service().events()
+        return events
+
+    def _service(self) -> Any:
         service = getattr(self._local, "service", None)
         if service is None:
             http = httplib2.Http(timeout=self._timeout)
@@ -209,8 +229,7 @@ class GoogleCalendar:
                 client_options={"api_endpoint": self._api_endpoint},
             )
             self._local.service = service
-        self._local.events = events = service.events()
-        return events
+        return service
 
     def _run(self, request: Any, access_token: str, clinic_id: uuid.UUID) -> Any:
         if self._budget is not None:
@@ -315,6 +334,30 @@ class GoogleCalendar:
             page_token = page.get("nextPageToken")
             if not page_token:
                 return Listing(events, page.get("nextSyncToken"), full=not sync_token)
+
+    def watch(
+        self, clinic_id: uuid.UUID, calendar_id: str, access_token: str, channel: ChannelRequest
+    ) -> WatchedChannel:
+        """Ask Google to notify `channel.address` of every change to the calendar's events (events.watch)."""
+        body: dict[str, Any] = {
+            "id": channel.channel_id,
+            "type": "web_hook",
+            "address": channel.address,
+            "token": channel.token,
+            "params": {"ttl": str(channel.ttl_seconds)},
+        }
+        answer = self._run(self._events().watch(calendarId=calendar_id, body=body), access_token, clinic_id)
+        expiration = dt.datetime.fromtimestamp(int(answer["expiration"]) / 1000, dt.UTC)
+        return WatchedChannel(str(answer["id"]), str(answer["resourceId"]), expiration)
+
+    def stop_channel(self, clinic_id: uuid.UUID, channel_id: str, resource_id: str, access_token: str) -> None:
+        """End a channel's notifications (channels.stop); one Google no longer knows is ended already."""
+        request = self._service().channels().stop(body={"id": channel_id, "resourceId": resource_id})
+        try:
+            self._run(request, access_token, clinic_id)
+        except HttpError as error:
+            if error.status_code != 404:
+                raise
 
     def event(self, clinic_id: uuid.UUID, calendar_id: str, event_id: str, access_token: str) -> dict[str, Any]:
         """One event as Google has it (a deleted one has status "cancelled"); raises HttpError."""

@@ -149,12 +149,27 @@ class Settings(StoreSettings):
     token_refresh_margin_seconds: int = Field(default=600, ge=60, le=3000)
     token_refresh_interval_seconds: float = Field(default=60.0, gt=0, le=3600)
 
-    # The busy mirror: each connected calendar read back (events.list with a sync token).
+    # The busy mirror: each connected calendar read back (events.list with a sync token). Without PUBLIC_URL
+    # every calendar is listed every MIRROR_INTERVAL_SECONDS; with it, Google notifies each change and a
+    # listing every MIRROR_SAFETY_NET_SECONDS catches what a notification may have missed.
     mirror_enabled: bool = True
     mirror_interval_seconds: float = Field(default=30.0, gt=0, le=3600)
+    mirror_safety_net_seconds: float = Field(default=3600.0, gt=0, le=86400)
     mirror_page_size: int = Field(default=250, ge=1, le=2500)
     # After pushing to a calendar, wait this long (gathering more pushes) before listing it again.
     mirror_after_push_seconds: float = Field(default=5.0, ge=0, le=600)
+
+    # The daemon's public HTTPS address (behind the operator's TLS terminator), where Google sends push
+    # notifications: https://sync.example.com. Served on PUBLIC_HOST:PUBLIC_PORT (plain HTTP, its own port).
+    public_url: str | None = None
+    public_host: str = "0.0.0.0"
+    public_port: int = Field(default=8080, ge=0, le=65535)  # 0: any free port (tests)
+    # Push channels: asked for this long (Google may give less), renewed this long before they expire,
+    # replaced when Google's first ("sync") message has not come within the confirmation time.
+    channel_ttl_seconds: int = Field(default=7 * 86400, ge=60, le=30 * 86400)
+    channel_renew_before_seconds: int = Field(default=86400, ge=0, le=30 * 86400)
+    channel_confirm_seconds: int = Field(default=120, ge=1, le=3600)
+    channel_check_seconds: float = Field(default=60.0, gt=0, le=3600)
 
     # Observability.
     metrics_enabled: bool = True
@@ -169,6 +184,17 @@ class Settings(StoreSettings):
     @property
     def google_budget(self) -> BudgetLimits:
         return BudgetLimits(self.google_requests_per_minute, self.google_project_requests_per_minute)
+
+    @field_validator("public_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith("https://"):
+            raise ValueError("PUBLIC_URL must be the daemon's https:// address (Google notifies HTTPS addresses only)")
+        return value.rstrip("/") if value else None
+
+    @property
+    def push_enabled(self) -> bool:
+        return self.public_url is not None and self.mirror_enabled
 
     @field_validator("token_encryption_key")
     @classmethod

@@ -417,6 +417,24 @@ class MirrorTarget:
 
 
 @dataclass(frozen=True)
+class ChannelWork:
+    """`calendar_channel_work()`: a calendar that needs a push channel, or a retired channel to stop."""
+
+    action: Literal["create", "stop"]
+    clinic_id: uuid.UUID
+    calendar_id: str
+    channel_id: str | None
+    resource_id: str | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ChannelWork:
+        action = row["action"]
+        if action not in ("create", "stop"):
+            raise ValueError(f"action: expected create or stop, got {action!r}")
+        return cls(action, _uuid(row["clinic_id"]), str(row["calendar_id"]), row["channel_id"], row["resource_id"])
+
+
+@dataclass(frozen=True)
 class MirrorSummary:
     """What one applied listing changed (`apply_calendar_changes`)."""
 

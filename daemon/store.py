@@ -29,6 +29,7 @@ from daemon.domain import (
     BudgetLimits,
     BudgetReturn,
     BudgetSnapshot,
+    ChannelWork,
     Claim,
     ClinicKey,
     ClinicProfile,
@@ -328,6 +329,61 @@ class Store(ABC):
 
     async def record_mirror_failure(self, clinic_id: uuid.UUID, error: str, owner: str | None = None) -> None:
         await self.call("record_mirror_failure", {"p_clinic_id": clinic_id, "p_error": error, "p_owner": owner})
+
+    # --- push notifications ---------------------------------------------------------------------------
+
+    async def channel_work(
+        self, owner: str, renew_within_seconds: int, confirm_within_seconds: int, lease_seconds: int
+    ) -> list[ChannelWork]:
+        rows = await self.call_rows(
+            "calendar_channel_work",
+            {
+                "p_owner": owner,
+                "p_renew_within_seconds": renew_within_seconds,
+                "p_confirm_within_seconds": confirm_within_seconds,
+                "p_lease_seconds": lease_seconds,
+            },
+        )
+        return [ChannelWork.from_json(row) for row in rows]
+
+    async def begin_channel(self, clinic_id: uuid.UUID, channel_id: str, token_hash: str, calendar_id: str) -> None:
+        await self.call(
+            "begin_calendar_channel",
+            {
+                "p_clinic_id": clinic_id,
+                "p_channel_id": channel_id,
+                "p_token_hash": token_hash,
+                "p_calendar_id": calendar_id,
+            },
+        )
+
+    async def record_channel(self, channel_id: str, resource_id: str, expires_at: dt.datetime, owner: str) -> None:
+        await self.call(
+            "record_calendar_channel",
+            {"p_channel_id": channel_id, "p_resource_id": resource_id, "p_expires_at": expires_at, "p_owner": owner},
+        )
+
+    async def abandon_channel(self, channel_id: str) -> None:
+        await self.call("abandon_calendar_channel", {"p_channel_id": channel_id})
+
+    async def channel_stopped(self, channel_id: str) -> None:
+        await self.call("calendar_channel_stopped", {"p_channel_id": channel_id})
+
+    async def record_notification(
+        self, channel_id: str, resource_id: str, token: str, state: str, message_number: int
+    ) -> uuid.UUID | None:
+        """The clinic whose calendar a genuine notification is about; None when it was refused."""
+        clinic_id = await self.call(
+            "record_calendar_notification",
+            {
+                "p_channel_id": channel_id,
+                "p_resource_id": resource_id,
+                "p_token": token,
+                "p_state": state,
+                "p_message_number": message_number,
+            },
+        )
+        return None if clinic_id is None else uuid.UUID(str(clinic_id))
 
     async def mirror_freshness(self) -> list[MirrorFreshness]:
         return [MirrorFreshness.from_json(row) for row in await self.call_rows("calendar_mirror_freshness", {})]

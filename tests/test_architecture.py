@@ -18,7 +18,8 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"domain", "backoff", "crypto", "logs"}),  # shared types and rules, no daemon imports
     frozenset({"config", "store", "calendar", "metrics", "feed", "vapi_tools"}),  # one outside system each
     frozenset({"tokens", "writeback", "budget", "migrations"}),
-    frozenset({"sync", "mirror", "wiring"}),  # the loops, and the parts built from settings
+    frozenset({"sync", "mirror", "channels", "wiring"}),  # the loops, and the parts built from settings
+    frozenset({"public"}),  # the public listener
     frozenset({"app", "admin", "google_connect", "verify"}),  # the main loop and the operator actions
     frozenset({"cli"}),  # the command line
     frozenset({"__main__"}),
