@@ -46,6 +46,27 @@ class Receptionist:
         body = {"summary": "Training", "start": {"date": first.isoformat()}, "end": {"date": after_last.isoformat()}}
         return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
 
+    def add_series(self, first: dt.date, start: str, end: str, rule: str, **extra: Any) -> str:
+        """A recurring event (`rule`: an RRULE line, e.g. "RRULE:FREQ=WEEKLY;COUNT=4") from `first`."""
+        body = {"summary": "Staff meeting", "start": at(first, start), "end": at(first, end), "recurrence": [rule]}
+        return str(self._events.insert(calendarId="primary", body={**body, **extra}).execute()["id"])
+
+    def add_all_day_series(self, first: dt.date, rule: str) -> str:
+        after = first + dt.timedelta(days=1)
+        body = {
+            "summary": "Theatre day",
+            "start": {"date": first.isoformat()},
+            "end": {"date": after.isoformat()},
+            "recurrence": [rule],
+        }
+        return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
+
+    def occurrences(self, series_id: str, since: dt.date) -> list[dict[str, Any]]:
+        """The series' occurrences from `since` on, as Google lists them with singleEvents."""
+        time_min = dt.datetime.combine(since, dt.time(), LONDON).isoformat()
+        items = self._events.list(calendarId="primary", singleEvents=True, timeMin=time_min).execute()["items"]
+        return [item for item in items if item.get("recurringEventId") == series_id]
+
     def delete(self, event_id: str) -> None:
         self._events.delete(calendarId="primary", eventId=event_id).execute()
 
