@@ -50,12 +50,15 @@ declare
   v_appointment public.appointments;
   v_starts timestamptz;
   v_ends timestamptz;
+  v_minimal_deletion boolean := p_event ->> 'status' = 'cancelled' and p_event ->> 'updated' is null;
 begin
   select * into v_appointment from public.appointments
   where id = (p_event ->> 'appointment_id')::uuid and clinic_id = p_clinic_id
   for update;
-  if v_appointment.sync_state <> 'synced' or v_appointment.synced_revision is distinct from v_appointment.revision
-     or coalesce((p_event ->> 'updated')::timestamptz, '-infinity') <= v_appointment.synced_at then
+  if v_appointment.calendar_event_id is distinct from p_event ->> 'id'
+     or v_appointment.sync_state <> 'synced' or v_appointment.synced_revision is distinct from v_appointment.revision
+     or (not v_minimal_deletion
+         and coalesce((p_event ->> 'updated')::timestamptz, '-infinity') <= v_appointment.synced_at) then
     return 'unchanged';
   end if;
   if coalesce(p_event ->> 'revision', '') ~ '^[0-9]{1,9}$'
@@ -234,6 +237,28 @@ CREATE FUNCTION private.busy_message() RETURNS text
     SET search_path TO ''
     AS $$
   select 'The diary is busy right now and nothing was changed. Please try again in a moment'
+$$;
+
+
+--
+-- Name: calendar_connection_changed(); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.calendar_connection_changed() RETURNS trigger
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  if tg_op = 'DELETE' then
+    perform private.retire_channels(old.clinic_id, 'the calendar was disconnected');
+  elsif new.status <> 'active' then
+    perform private.retire_channels(new.clinic_id, 'the connection needs re-authorisation');
+  elsif new.refresh_token_encrypted is distinct from old.refresh_token_encrypted
+        or new.google_account is distinct from old.google_account then
+    perform private.retire_channels(new.clinic_id, 'the calendar was connected again');
+  end if;
+  return null;
+end
 $$;
 
 
@@ -454,12 +479,14 @@ CREATE TABLE public.appointments (
     synced_at timestamp with time zone,
     synced_revision integer,
     change_reason text,
+    event_generation integer DEFAULT 0 NOT NULL,
     CONSTRAINT appointments_calendar_event_id_check CHECK (((calendar_event_id ~ '^[a-v0-9]{5,}$'::text) AND (length(calendar_event_id) <= 1024))),
     CONSTRAINT appointments_change_reason_check CHECK ((length(change_reason) <= 200)),
     CONSTRAINT appointments_check CHECK ((ends_at > starts_at)),
     CONSTRAINT appointments_check1 CHECK (((status = 'cancelled'::text) = (cancelled_at IS NOT NULL))),
     CONSTRAINT appointments_check2 CHECK (((sync_state = 'in_flight'::text) = ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT appointments_check3 CHECK (((sync_state <> 'synced'::text) OR (synced_revision IS NOT NULL))),
+    CONSTRAINT appointments_event_generation_check CHECK (((event_generation >= 0) AND (event_generation <= 1000))),
     CONSTRAINT appointments_notes_check CHECK ((length(notes) <= 1000)),
     CONSTRAINT appointments_patient_check CHECK (((jsonb_typeof(patient) = 'object'::text) AND (NOT (jsonb_typeof((patient -> 'name'::text)) IS DISTINCT FROM 'string'::text)) AND ((length((patient ->> 'name'::text)) >= 1) AND (length((patient ->> 'name'::text)) <= 200)))),
     CONSTRAINT appointments_reference_check CHECK ((reference ~ '^[A-Z0-9]{4,12}$'::text)),
@@ -485,6 +512,13 @@ COMMENT ON COLUMN public.appointments.sync_state IS 'pending: waiting to be push
 --
 
 COMMENT ON COLUMN public.appointments.change_reason IS 'Why the appointment last changed when the change came from outside the assistant, e.g. "deleted in Google Calendar".';
+
+
+--
+-- Name: COLUMN appointments.event_generation; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.appointments.event_generation IS 'Which of the appointment''s event ids is current: 0 is base32hex of its id, g > 0 the same followed by g (a new id, after Google refused to restore a deleted event).';
 
 
 --
@@ -727,6 +761,19 @@ CREATE FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) RETURNS
      set sync_state = 'synced', synced_revision = revision, synced_at = now(), sync_attempts = 0,
          next_attempt_at = null, lease_owner = null, lease_expires_at = null, last_sync_error = null
    where id = p_appointment_id
+$$;
+
+
+--
+-- Name: mirror_notified_since_listing(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce((select m.notified_at > coalesce(m.listing_started_at, '-infinity')
+                   from public.calendar_mirrors m where m.clinic_id = p_clinic_id), false)
 $$;
 
 
@@ -1131,6 +1178,39 @@ begin
   end if;
   return v_text;
 end
+$$;
+
+
+--
+-- Name: retire_channel_that_missed_changes(uuid, jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  update public.calendar_channels c
+     set retired_at = now(), retired_because = 'lost: the calendar changed without a notification'
+    from public.calendar_mirrors m
+   where c.clinic_id = p_clinic_id and c.retired_at is null and c.confirmed_at is not null
+     and m.clinic_id = p_clinic_id
+     and coalesce(m.notified_at, '-infinity') < coalesce(m.last_synced_at, '-infinity')
+     and exists (select from jsonb_array_elements(p_events) e
+                 where e ->> 'updated' is not null and (e ->> 'updated')::timestamptz > c.confirmed_at)
+$$;
+
+
+--
+-- Name: retire_channels(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.retire_channels(p_clinic_id uuid, p_because text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  update public.calendar_channels
+     set retired_at = now(), retired_because = left(p_because, 200)
+   where clinic_id = p_clinic_id and retired_at is null
 $$;
 
 
@@ -1614,6 +1694,39 @@ $$;
 
 
 --
+-- Name: vapi_refuse_unreadable(json, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.vapi_refuse_unreadable(p_body json, p_message text) RETURNS json
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  with container as (
+    select case when json_typeof(p_body -> 'message') = 'object' then p_body -> 'message' else p_body end as c
+  ),
+  calls as (
+    select case
+      when json_typeof(c) <> 'object' then '[]'::json
+      when json_typeof(c -> 'toolCallList') = 'array' then c -> 'toolCallList'
+      when json_typeof(c -> 'toolCalls') = 'array' then c -> 'toolCalls'
+      when json_typeof(c -> 'toolWithToolCallList') = 'array' then (
+        select coalesce(json_agg(coalesce(entry -> 'toolCall', entry) order by position), '[]'::json)
+        from json_array_elements(c -> 'toolWithToolCallList') with ordinality as e(entry, position))
+      when json_typeof(c -> 'toolCallList') = 'object' then json_build_array(c -> 'toolCallList')
+      when json_typeof(c -> 'toolCalls') = 'object' then json_build_array(c -> 'toolCalls')
+      else '[]'::json end as list
+    from container
+  )
+  select json_build_object(
+    'results', coalesce(json_agg(json_build_object('toolCallId', call -> 'id', 'error', p_message) order by position),
+                        '[]'::json),
+    'error', p_message)
+  from calls
+  left join lateral json_array_elements(calls.list) with ordinality as c(call, position) on true
+$$;
+
+
+--
 -- Name: vapi_wait_budget(); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1667,10 +1780,24 @@ $$;
 
 
 --
--- Name: apply_calendar_changes(uuid, jsonb, text, boolean); Type: FUNCTION; Schema: public; Owner: -
+-- Name: abandon_calendar_channel(text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean DEFAULT false) RETURNS jsonb
+CREATE FUNCTION public.abandon_calendar_channel(p_channel_id text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  update public.calendar_channels
+     set retired_at = now(), retired_because = 'Google did not make it', stopped_at = now()
+   where id = p_channel_id and resource_id is null and retired_at is null
+$$;
+
+
+--
+-- Name: apply_calendar_changes(uuid, jsonb, text, boolean, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean DEFAULT false, p_owner text DEFAULT NULL::text) RETURNS jsonb
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
@@ -1688,6 +1815,9 @@ begin
   select time_zone into v_zone from public.clinics where id = p_clinic_id;
   perform private.require(v_zone is not null, format('No clinic with id %s', p_clinic_id));
   perform private.require(jsonb_typeof(p_events) = 'array', 'p_events must be a JSON array');
+  if not p_full and jsonb_array_length(p_events) > 0 then
+    perform private.retire_channel_that_missed_changes(p_clinic_id, p_events);
+  end if;
 
   for v_event in select value from jsonb_array_elements(p_events) loop
     if v_event ->> 'appointment_id' is not null
@@ -1729,9 +1859,13 @@ begin
   on conflict (clinic_id) do update
     set sync_token = excluded.sync_token, last_synced_at = now(),
         last_full_sync_at = coalesce(excluded.last_full_sync_at, public.calendar_mirrors.last_full_sync_at),
-        last_error = null, updated_at = now();
+        last_error = null, updated_at = now(),
+        lease_owner = case when public.calendar_mirrors.lease_owner = p_owner then null
+                           else public.calendar_mirrors.lease_owner end,
+        lease_expires_at = case when public.calendar_mirrors.lease_owner = p_owner then null
+                                else public.calendar_mirrors.lease_expires_at end;
   return jsonb_build_object('busy', v_busy, 'freed', v_freed, 'cancelled', v_cancelled, 'moved', v_moved,
-                            'restored', v_restored);
+                            'restored', v_restored, 'again', private.mirror_notified_since_listing(p_clinic_id));
 end
 $$;
 
@@ -1749,6 +1883,85 @@ CREATE FUNCTION public.appointment_sync_status(p_clinic_id uuid, p_reference tex
                             'revision', revision, 'synced_revision', synced_revision)
   from public.appointments
   where clinic_id = p_clinic_id and reference = upper(btrim(p_reference))
+$$;
+
+
+--
+-- Name: begin_calendar_channel(uuid, text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.begin_calendar_channel(p_clinic_id uuid, p_channel_id text, p_token_hash text, p_calendar_id text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  insert into public.calendar_channels (id, clinic_id, calendar_id, token_hash, expires_at)
+  values (p_channel_id, p_clinic_id, p_calendar_id, p_token_hash, now() + interval '10 minutes')
+$$;
+
+
+--
+-- Name: calendar_channel_stopped(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.calendar_channel_stopped(p_channel_id text) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  update public.calendar_channels set stopped_at = now() where id = p_channel_id and stopped_at is null
+$$;
+
+
+--
+-- Name: calendar_channel_work(text, integer, integer, integer, integer); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.calendar_channel_work(p_owner text, p_renew_within_seconds integer, p_confirm_within_seconds integer, p_lease_seconds integer, p_limit integer DEFAULT 50) RETURNS TABLE(action text, clinic_id uuid, calendar_id text, channel_id text, resource_id text)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require_owner(p_owner);
+  perform private.require(p_renew_within_seconds between 0 and 2592000, 'renewal must be 0 to 2592000 seconds');
+  perform private.require(p_confirm_within_seconds between 1 and 3600, 'confirmation must be 1 to 3600 seconds');
+  perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
+  perform private.require(p_limit between 1 and 1000, 'limit must be 1 to 1000');
+  update public.calendar_channels c
+     set retired_at = now(), retired_because = 'lost: Google never confirmed it'
+   where c.retired_at is null and c.confirmed_at is null
+     and c.created_at < now() - make_interval(secs => p_confirm_within_seconds);
+  insert into public.calendar_mirrors (clinic_id)
+  select k.clinic_id from public.calendar_connections k where k.status = 'active'
+  on conflict on constraint calendar_mirrors_pkey do nothing;
+  return query
+  with needing as (
+    select m.clinic_id
+    from public.calendar_mirrors m
+    join public.calendar_connections k on k.clinic_id = m.clinic_id and k.status = 'active'
+    -- No channel that will do: a live one that is not close to expiring, or one waiting for Google's answer.
+    -- A renewed calendar keeps its old channel until the new one is recorded (no notification falls between).
+    where not exists (select from public.calendar_channels c
+                      where c.clinic_id = m.clinic_id and c.retired_at is null
+                        and (c.resource_id is null
+                             or c.expires_at >= now() + make_interval(secs => p_renew_within_seconds)))
+      and (m.channel_lease_expires_at is null or m.channel_lease_expires_at < now() or m.channel_lease_owner = p_owner)
+    limit p_limit
+    for update of m skip locked
+  ),
+  leased as (
+    update public.calendar_mirrors m
+       set channel_lease_owner = p_owner, channel_lease_expires_at = now() + make_interval(secs => p_lease_seconds)
+      from needing n
+     where m.clinic_id = n.clinic_id
+    returning m.clinic_id
+  )
+  select 'create', l.clinic_id, k.calendar_id, null::text, null::text
+  from leased l join public.clinics k on k.id = l.clinic_id
+  union all
+  select 'stop', c.clinic_id, c.calendar_id, c.id, c.resource_id
+  from public.calendar_channels c
+  where c.retired_at is not null and c.stopped_at is null and c.resource_id is not null
+  limit p_limit;
+end
 $$;
 
 
@@ -1817,27 +2030,10 @@ $$;
 
 
 --
--- Name: calendar_mirror_targets(uuid); Type: FUNCTION; Schema: public; Owner: -
---
-
-CREATE FUNCTION public.calendar_mirror_targets(p_clinic_id uuid DEFAULT NULL::uuid) RETURNS TABLE(clinic_id uuid, calendar_id text, time_zone text, sync_token text, last_synced_at timestamp with time zone)
-    LANGUAGE sql STABLE
-    SET search_path TO ''
-    AS $$
-  select c.id, c.calendar_id, c.time_zone, m.sync_token, m.last_synced_at
-  from public.calendar_connections k
-  join public.clinics c on c.id = k.clinic_id
-  left join public.calendar_mirrors m on m.clinic_id = c.id
-  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
-  order by m.last_synced_at nulls first
-$$;
-
-
---
 -- Name: claim_appointments(text, integer, integer, integer, integer, integer, double precision, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.claim_appointments(p_owner text, p_limit integer DEFAULT 50, p_lease_seconds integer DEFAULT 120, p_per_clinic integer DEFAULT 10, p_account_limit integer DEFAULT NULL::integer, p_project_limit integer DEFAULT NULL::integer, p_hold_seconds double precision DEFAULT 2, p_returns jsonb DEFAULT NULL::jsonb) RETURNS TABLE(appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb, service text, notes text, starts_at timestamp with time zone, ends_at timestamp with time zone, calendar_event_id text, sync_attempts integer, created_at timestamp with time zone, time_zone text, calendar_id text, changed_at timestamp with time zone, budget_key text, budget_entry bigint)
+CREATE FUNCTION public.claim_appointments(p_owner text, p_limit integer DEFAULT 50, p_lease_seconds integer DEFAULT 120, p_per_clinic integer DEFAULT 10, p_account_limit integer DEFAULT NULL::integer, p_project_limit integer DEFAULT NULL::integer, p_hold_seconds double precision DEFAULT 2, p_returns jsonb DEFAULT NULL::jsonb) RETURNS TABLE(appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb, service text, notes text, starts_at timestamp with time zone, ends_at timestamp with time zone, calendar_event_id text, sync_attempts integer, created_at timestamp with time zone, time_zone text, calendar_id text, changed_at timestamp with time zone, budget_key text, budget_entry bigint, event_generation integer)
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
@@ -1962,12 +2158,60 @@ begin
   )
   select c.id, c.clinic_id, c.revision, c.status, c.reference, c.patient, c.service, c.notes,
          c.starts_at, c.ends_at, c.calendar_event_id, c.sync_attempts, c.created_at,
-         k.time_zone, k.calendar_id, c.updated_at, r.budget_key, v.id
+         k.time_zone, k.calendar_id, c.updated_at, r.budget_key, v.id, c.event_generation
   from claimed c
   join public.clinics k on k.id = c.clinic_id
   join ranked r on r.id = c.id
   left join reserved v on v.budget_key = r.budget_key
   order by c.starts_at;
+end
+$$;
+
+
+--
+-- Name: claim_mirror_targets(text, integer, double precision, integer, uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer DEFAULT 100, p_clinic_id uuid DEFAULT NULL::uuid) RETURNS TABLE(clinic_id uuid, calendar_id text, time_zone text, sync_token text, last_synced_at timestamp with time zone)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require_owner(p_owner);
+  perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
+  perform private.require(p_interval_seconds between 0.1 and 86400, 'interval must be 0.1 to 86400 seconds');
+  perform private.require(p_limit between 1 and 10000, 'limit must be 1 to 10000');
+  insert into public.calendar_mirrors (clinic_id)
+  select k.clinic_id from public.calendar_connections k
+  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
+  on conflict on constraint calendar_mirrors_pkey do nothing;
+  return query
+  with due as (
+    select m.clinic_id
+    from public.calendar_mirrors m
+    join public.calendar_connections k on k.clinic_id = m.clinic_id and k.status = 'active'
+    where (p_clinic_id is null or m.clinic_id = p_clinic_id)
+      and (m.lease_expires_at is null or m.lease_expires_at < now() or m.lease_owner = p_owner)
+      and (p_clinic_id is not null
+           or m.last_synced_at is null
+           or m.last_synced_at < now() - make_interval(secs => p_interval_seconds)
+           or m.notified_at > coalesce(m.listing_started_at, '-infinity'))
+    order by m.notified_at desc nulls last, m.last_synced_at nulls first
+    limit p_limit
+    for update of m skip locked
+  ),
+  leased as (
+    update public.calendar_mirrors m
+       set lease_owner = p_owner, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
+           listing_started_at = now()
+      from due
+     where m.clinic_id = due.clinic_id
+    returning m.clinic_id, m.sync_token, m.last_synced_at
+  )
+  select c.id, c.calendar_id, c.time_zone, l.sync_token, l.last_synced_at
+  from leased l
+  join public.clinics c on c.id = l.clinic_id
+  order by l.last_synced_at nulls first;
 end
 $$;
 
@@ -2289,6 +2533,27 @@ $$;
 
 
 --
+-- Name: next_event_generation(uuid, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.next_event_generation(p_appointment_id uuid, p_owner text) RETURNS integer
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_generation integer;
+begin
+  perform private.require_owner(p_owner);
+  update public.appointments
+     set event_generation = event_generation + 1, calendar_event_id = null, calendar_event_link = null
+   where id = p_appointment_id and sync_state = 'in_flight' and lease_owner = p_owner
+  returning event_generation into v_generation;
+  return v_generation;
+end
+$$;
+
+
+--
 -- Name: purge_vapi_tool_calls(interval, integer); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2360,16 +2625,79 @@ $$;
 
 
 --
--- Name: record_mirror_failure(uuid, text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: record_calendar_channel(text, text, timestamp with time zone, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text) RETURNS void
+CREATE FUNCTION public.record_calendar_channel(p_channel_id text, p_resource_id text, p_expires_at timestamp with time zone, p_owner text) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_clinic uuid;
+begin
+  perform private.require(p_expires_at > now(), 'the channel has already expired');
+  update public.calendar_channels
+     set resource_id = coalesce(resource_id, p_resource_id), expires_at = p_expires_at
+   where id = p_channel_id and retired_at is null
+  returning clinic_id into v_clinic;
+  perform private.require(v_clinic is not null, format('No channel %s waits for Google''s answer', p_channel_id));
+  update public.calendar_channels
+     set retired_at = now(),
+         retired_because = case when id = p_channel_id then 'Google named another resource' else 'replaced' end
+   where clinic_id = v_clinic and retired_at is null
+     and (id <> p_channel_id or resource_id <> p_resource_id);
+  update public.calendar_mirrors
+     set channel_lease_owner = null, channel_lease_expires_at = null
+   where clinic_id = v_clinic and channel_lease_owner = p_owner;
+end
+$$;
+
+
+--
+-- Name: record_calendar_notification(text, text, text, text, bigint); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.record_calendar_notification(p_channel_id text, p_resource_id text, p_token text, p_state text, p_message_number bigint) RETURNS uuid
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_clinic uuid;
+begin
+  update public.calendar_channels c
+     set last_message_number = p_message_number,
+         confirmed_at = coalesce(c.confirmed_at, now()),
+         resource_id = coalesce(c.resource_id, p_resource_id)
+   where c.id = p_channel_id and c.retired_at is null and c.expires_at > now()
+     and coalesce(c.resource_id, p_resource_id) = p_resource_id
+     and c.token_hash = encode(sha256(convert_to(coalesce(p_token, ''), 'UTF8')), 'hex')
+     and p_state in ('sync', 'exists', 'not_exists')
+     and p_message_number > coalesce(c.last_message_number, 0)
+  returning c.clinic_id into v_clinic;
+  if v_clinic is not null and p_state <> 'sync' then
+    update public.calendar_mirrors set notified_at = now() where clinic_id = v_clinic;
+  end if;
+  return v_clinic;
+end
+$$;
+
+
+--
+-- Name: record_mirror_failure(uuid, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text DEFAULT NULL::text) RETURNS void
     LANGUAGE sql
     SET search_path TO ''
     AS $$
   insert into public.calendar_mirrors (clinic_id, last_error, updated_at)
   values (p_clinic_id, left(p_error, 500), now())
-  on conflict (clinic_id) do update set last_error = excluded.last_error, updated_at = now()
+  on conflict (clinic_id) do update
+    set last_error = excluded.last_error, updated_at = now(),
+        lease_owner = case when public.calendar_mirrors.lease_owner = p_owner then null
+                           else public.calendar_mirrors.lease_owner end,
+        lease_expires_at = case when public.calendar_mirrors.lease_owner = p_owner then null
+                                else public.calendar_mirrors.lease_expires_at end
 $$;
 
 
@@ -2657,7 +2985,7 @@ declare
   v_text text := $1::text;
   v_marker text;
   v_body jsonb;
-  v_answer jsonb;
+  v_answer text;
 begin
   perform set_config('vapi.deadline', (statement_timestamp() + private.vapi_wait_budget())::text, true);
   if strpos(v_text, '\u0000') > 0 then
@@ -2669,14 +2997,16 @@ begin
     v_body := v_text::jsonb;
   exception
     when others then  -- valid JSON that jsonb cannot hold (a number beyond numeric's range)
-      return json_build_object('results', json_build_array(),
-        'error', 'The body could not be read: ' || regexp_replace(sqlerrm, '[\r\n]+', ' ', 'g'));
+      v_answer := private.vapi_refuse_unreadable(v_text::json,
+        'The body could not be read: ' || regexp_replace(sqlerrm, '[\r\n]+', ' ', 'g'))::text;
   end;
-  v_answer := private.vapi_answer(v_body, v_marker);
+  if v_answer is null then
+    v_answer := private.vapi_answer(v_body, v_marker)::text;
+  end if;
   if v_marker is null then
     return v_answer::json;
   end if;
-  return replace(v_answer::text, v_marker, '\u0000')::json;
+  return replace(v_answer, v_marker, '\u0000')::json;
 end
 $_$;
 
@@ -2762,6 +3092,38 @@ COMMENT ON TABLE public.calendar_busy IS 'Busy intervals from events in the clin
 
 
 --
+-- Name: calendar_channels; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.calendar_channels (
+    id text NOT NULL,
+    clinic_id uuid NOT NULL,
+    calendar_id text NOT NULL,
+    resource_id text,
+    token_hash text NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    confirmed_at timestamp with time zone,
+    last_message_number bigint,
+    retired_at timestamp with time zone,
+    retired_because text,
+    stopped_at timestamp with time zone,
+    CONSTRAINT calendar_channels_calendar_id_check CHECK (((length(calendar_id) >= 1) AND (length(calendar_id) <= 1024))),
+    CONSTRAINT calendar_channels_id_check CHECK ((id ~ '^[A-Za-z0-9/_+=-]{1,64}$'::text)),
+    CONSTRAINT calendar_channels_resource_id_check CHECK (((length(resource_id) >= 1) AND (length(resource_id) <= 1024))),
+    CONSTRAINT calendar_channels_retired_because_check CHECK ((length(retired_because) <= 200)),
+    CONSTRAINT calendar_channels_token_hash_check CHECK ((token_hash ~ '^[0-9a-f]{64}$'::text))
+);
+
+
+--
+-- Name: TABLE calendar_channels; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.calendar_channels IS 'Google push-notification channels (events.watch) of the connected calendars; only a hash of each secret token. A channel is recorded before Google is asked for it (Google''s first message may arrive before its answer).';
+
+
+--
 -- Name: calendar_connections; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -2803,8 +3165,23 @@ CREATE TABLE public.calendar_mirrors (
     last_full_sync_at timestamp with time zone,
     last_error text,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    lease_owner text,
+    lease_expires_at timestamp with time zone,
+    listing_started_at timestamp with time zone,
+    notified_at timestamp with time zone,
+    channel_lease_owner text,
+    channel_lease_expires_at timestamp with time zone,
+    CONSTRAINT calendar_mirrors_channel_lease_owner_check CHECK ((length(channel_lease_owner) <= 200)),
+    CONSTRAINT calendar_mirrors_lease_owner_check CHECK ((length(lease_owner) <= 200)),
     CONSTRAINT calendar_mirrors_sync_token_check CHECK ((length(sync_token) <= 4096))
 );
+
+
+--
+-- Name: COLUMN calendar_mirrors.notified_at; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.calendar_mirrors.notified_at IS 'When Google last notified a change of this calendar (push); a listing that began before it is listed again.';
 
 
 --
@@ -2928,6 +3305,14 @@ ALTER TABLE ONLY public.appointments
 
 ALTER TABLE ONLY public.calendar_busy
     ADD CONSTRAINT calendar_busy_pkey PRIMARY KEY (clinic_id, event_id);
+
+
+--
+-- Name: calendar_channels calendar_channels_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.calendar_channels
+    ADD CONSTRAINT calendar_channels_pkey PRIMARY KEY (id);
 
 
 --
@@ -3068,6 +3453,13 @@ CREATE INDEX calendar_busy_during ON public.calendar_busy USING gist (clinic_id,
 
 
 --
+-- Name: calendar_channels_live; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX calendar_channels_live ON public.calendar_channels USING btree (clinic_id) WHERE (retired_at IS NULL);
+
+
+--
 -- Name: clinic_api_keys_clinic; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -3138,6 +3530,13 @@ CREATE TRIGGER appointments_track_changes BEFORE UPDATE ON public.appointments F
 
 
 --
+-- Name: calendar_connections calendar_connection_changed; Type: TRIGGER; Schema: public; Owner: -
+--
+
+CREATE TRIGGER calendar_connection_changed AFTER DELETE OR UPDATE OF status, refresh_token_encrypted, google_account ON public.calendar_connections FOR EACH ROW EXECUTE FUNCTION private.calendar_connection_changed();
+
+
+--
 -- Name: calendar_connections calendar_connections_status_changed; Type: TRIGGER; Schema: public; Owner: -
 --
 
@@ -3173,6 +3572,14 @@ ALTER TABLE ONLY public.appointments
 
 ALTER TABLE ONLY public.calendar_busy
     ADD CONSTRAINT calendar_busy_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
+
+
+--
+-- Name: calendar_channels calendar_channels_clinic_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.calendar_channels
+    ADD CONSTRAINT calendar_channels_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
 
 
 --
@@ -3258,6 +3665,12 @@ ALTER TABLE public.appointments ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.calendar_busy ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: calendar_channels; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.calendar_channels ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: calendar_connections; Type: ROW SECURITY; Schema: public; Owner: -
@@ -3528,6 +3941,13 @@ GRANT ALL ON FUNCTION private.busy_message() TO vapi_clinic;
 
 
 --
+-- Name: FUNCTION calendar_connection_changed(); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.calendar_connection_changed() FROM PUBLIC;
+
+
+--
 -- Name: FUNCTION calendar_connections_status_changed(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -3686,6 +4106,14 @@ GRANT ALL ON FUNCTION private.lock_diary(p_clinic_id uuid) TO vapi_clinic;
 
 REVOKE ALL ON FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION mirror_notified_since_listing(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid) TO service_role;
 
 
 --
@@ -3849,6 +4277,22 @@ GRANT ALL ON FUNCTION private.required_text_arg(p_args jsonb, p_key text, p_max_
 
 
 --
+-- Name: FUNCTION retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION retire_channels(p_clinic_id uuid, p_because text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.retire_channels(p_clinic_id uuid, p_because text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.retire_channels(p_clinic_id uuid, p_because text) TO service_role;
+
+
+--
 -- Name: FUNCTION run_tool_call(p_clinic public.clinics, p_call jsonb, p_ctx jsonb); Type: ACL; Schema: private; Owner: -
 --
 
@@ -3961,6 +4405,14 @@ GRANT ALL ON FUNCTION private.vapi_refuse_message(p_calls jsonb, p_message text)
 
 
 --
+-- Name: FUNCTION vapi_refuse_unreadable(p_body json, p_message text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.vapi_refuse_unreadable(p_body json, p_message text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.vapi_refuse_unreadable(p_body json, p_message text) TO vapi_clinic;
+
+
+--
 -- Name: FUNCTION vapi_wait_budget(); Type: ACL; Schema: private; Owner: -
 --
 
@@ -3985,11 +4437,19 @@ GRANT ALL ON FUNCTION private.zone_place(p_zone text) TO vapi_clinic;
 
 
 --
--- Name: FUNCTION apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION abandon_calendar_channel(p_channel_id text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean) TO service_role;
+REVOKE ALL ON FUNCTION public.abandon_calendar_channel(p_channel_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.abandon_calendar_channel(p_channel_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text) TO service_role;
 
 
 --
@@ -3998,6 +4458,30 @@ GRANT ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events j
 
 REVOKE ALL ON FUNCTION public.appointment_sync_status(p_clinic_id uuid, p_reference text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.appointment_sync_status(p_clinic_id uuid, p_reference text) TO service_role;
+
+
+--
+-- Name: FUNCTION begin_calendar_channel(p_clinic_id uuid, p_channel_id text, p_token_hash text, p_calendar_id text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.begin_calendar_channel(p_clinic_id uuid, p_channel_id text, p_token_hash text, p_calendar_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.begin_calendar_channel(p_clinic_id uuid, p_channel_id text, p_token_hash text, p_calendar_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION calendar_channel_stopped(p_channel_id text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.calendar_channel_stopped(p_channel_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.calendar_channel_stopped(p_channel_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION calendar_channel_work(p_owner text, p_renew_within_seconds integer, p_confirm_within_seconds integer, p_lease_seconds integer, p_limit integer); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.calendar_channel_work(p_owner text, p_renew_within_seconds integer, p_confirm_within_seconds integer, p_lease_seconds integer, p_limit integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.calendar_channel_work(p_owner text, p_renew_within_seconds integer, p_confirm_within_seconds integer, p_lease_seconds integer, p_limit integer) TO service_role;
 
 
 --
@@ -4033,19 +4517,19 @@ GRANT ALL ON FUNCTION public.calendar_mirror_freshness() TO service_role;
 
 
 --
--- Name: FUNCTION calendar_mirror_targets(p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
---
-
-REVOKE ALL ON FUNCTION public.calendar_mirror_targets(p_clinic_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.calendar_mirror_targets(p_clinic_id uuid) TO service_role;
-
-
---
 -- Name: FUNCTION claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid) TO service_role;
 
 
 --
@@ -4121,6 +4605,14 @@ GRANT ALL ON FUNCTION public.issue_clinic_key(p_clinic_id uuid, p_label text) TO
 
 
 --
+-- Name: FUNCTION next_event_generation(p_appointment_id uuid, p_owner text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.next_event_generation(p_appointment_id uuid, p_owner text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.next_event_generation(p_appointment_id uuid, p_owner text) TO service_role;
+
+
+--
 -- Name: FUNCTION purge_vapi_tool_calls(p_older_than interval, p_limit integer); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4137,11 +4629,27 @@ GRANT ALL ON FUNCTION public.readiness_facts() TO service_role;
 
 
 --
--- Name: FUNCTION record_mirror_failure(p_clinic_id uuid, p_error text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION record_calendar_channel(p_channel_id text, p_resource_id text, p_expires_at timestamp with time zone, p_owner text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text) TO service_role;
+REVOKE ALL ON FUNCTION public.record_calendar_channel(p_channel_id text, p_resource_id text, p_expires_at timestamp with time zone, p_owner text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_calendar_channel(p_channel_id text, p_resource_id text, p_expires_at timestamp with time zone, p_owner text) TO service_role;
+
+
+--
+-- Name: FUNCTION record_calendar_notification(p_channel_id text, p_resource_id text, p_token text, p_state text, p_message_number bigint); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.record_calendar_notification(p_channel_id text, p_resource_id text, p_token text, p_state text, p_message_number bigint) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_calendar_notification(p_channel_id text, p_resource_id text, p_token text, p_state text, p_message_number bigint) TO service_role;
+
+
+--
+-- Name: FUNCTION record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text) TO service_role;
 
 
 --
@@ -4281,6 +4789,13 @@ GRANT SELECT(starts_at) ON TABLE public.calendar_busy TO vapi_clinic;
 --
 
 GRANT SELECT(ends_at) ON TABLE public.calendar_busy TO vapi_clinic;
+
+
+--
+-- Name: TABLE calendar_channels; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.calendar_channels TO service_role;
 
 
 --

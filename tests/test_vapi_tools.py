@@ -138,6 +138,17 @@ def test_a_malformed_envelope_answers_every_call_id_it_can_find_with_the_problem
     assert appointments(admin) == []
 
 
+def test_a_body_jsonb_cannot_hold_still_answers_every_call_id(assistant: Assistant, admin: psycopg.Connection) -> None:
+    # Valid JSON (PostgREST passes it on), but 1e400000 is beyond PostgreSQL's numeric.
+    calls = [tool_call("check_availability", {"date": upcoming(TUESDAY).isoformat()}), {"id": "c\u00002"}]
+    body = json.dumps(assistant.call.message(*calls)).replace('"arguments": {', '"arguments": {"big": 1e400000, ', 1)
+    with assistant.gateway.transaction():
+        set_request_context(assistant.gateway, role="anon", path="/rpc/vapi_tool_call", headers=assistant.headers)
+        response = scalar(assistant.gateway, "select public.vapi_tool_call(%s::json)", (body,))
+    assert response["error"] == "The body could not be read: value overflows numeric format"
+    assert response["results"] == [{"toolCallId": c["id"], "error": response["error"]} for c in calls]
+
+
 def test_an_envelope_with_tool_calls_instead_of_a_tool_call_list_is_answered(
     assistant: Assistant, admin: psycopg.Connection
 ) -> None:
@@ -651,6 +662,19 @@ def test_a_call_kept_waiting_past_its_budget_hears_the_diary_is_busy_not_http_50
     assert [r["patient"]["name"] for r in appointments(admin)] == ["Jane"]
     assert admin.execute("select count(*) from public.vapi_tool_calls").fetchone() == (1,)
     assert answer(gateway_post(rest, clinic.key, second).json()["results"][0]).startswith("Booked:")
+
+
+def test_a_call_that_needs_no_turn_is_answered_while_another_request_holds_the_key(
+    rest: SupabaseRestStandIn, database: Database, clinic: Clinic
+) -> None:
+    day = upcoming(TUESDAY)
+    booking = VapiCall().message(tool_call("book_appointment", {"start": f"{day}T10:00", "patient_name": "Jane"}))
+    check = VapiCall().message(tool_call("check_availability", {"date": day.isoformat()}))
+    # The first use of a key stamps its last use, so the request in progress holds the key's row.
+    with vapi_call_in_progress(database, clinic.key, booking):
+        reply = gateway_post(rest, clinic.key, check)
+    assert reply.status_code == 200, reply.text
+    assert answer(reply.json()["results"][0]).startswith("Free start times")
 
 
 def test_a_retry_while_the_first_attempt_is_still_running_hears_busy_and_books_nothing(
