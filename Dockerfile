@@ -55,7 +55,8 @@ ENV PATH="/opt/venv/bin:$PATH" \
     LOG_FORMAT=json \
     MIGRATIONS_DIR=/app/supabase/migrations
 
-EXPOSE 9108
+# 9108: metrics and health; 8080: the public listener (PUBLIC_URL: Google's push notifications).
+EXPOSE 9108 8080
 
 # Liveness only (readiness is /readyz, for the orchestrator). Slim images have no curl, and the exec form
 # expands no variables, so Python reads the settings the daemon reads: nothing to check (healthy) with

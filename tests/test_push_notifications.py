@@ -211,3 +211,28 @@ def test_channel_ids_and_tokens_are_fresh_for_every_channel(
         dt.datetime.fromtimestamp(channel.expiration / 1000, dt.UTC) > dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
         for channel in channels
     )
+
+
+def test_an_expired_channel_is_replaced_and_its_notifications_refused(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, clinic: Clinic, account: str
+) -> None:
+    with pushing(backend, google) as runner:
+        wait_until(lambda: confirmed(admin), what="a confirmed channel")
+        [first] = google.channels()
+        # The channel's time runs out (the daemon was down past its expiration, say).
+        google.expire_channels([first.id])
+        admin.execute("update public.calendar_channels set expires_at = now() - interval '1 second'")
+        wait_until(lambda: len(google.channels()) == 2 and confirmed(admin), what="a new channel")
+        assert runner.daemon.public is not None
+        answer = httpx.post(
+            f"http://127.0.0.1:{runner.daemon.public.port}{NOTIFICATIONS}",
+            headers={
+                "X-Goog-Channel-ID": first.id,
+                "X-Goog-Resource-ID": first.resource_id,
+                "X-Goog-Resource-State": "exists",
+                "X-Goog-Message-Number": "99",
+                "X-Goog-Channel-Token": first.token or "",
+            },
+            timeout=5,
+        )
+        assert answer.status_code == 404
