@@ -15,7 +15,7 @@ PG15_TESTS := tests/test_migrations.py tests/test_supabase_cli.py tests/test_vap
 	tests/test_claim_performance.py tests/test_appointment_rows.py tests/test_bad_input_properties.py \
 	tests/test_supabase_rest_standin.py tests/test_realtime_standin.py
 
-.PHONY: demo test test-pg15 check schema lock postgres15 supabase-cli
+.PHONY: demo test test-pg15 check schema lock postgres15 supabase-cli chromium
 
 # The dependencies come from the hash-checked lock (`make lock` regenerates it), the project itself after them.
 $(INSTALLED): pyproject.toml requirements-dev.lock
@@ -35,8 +35,18 @@ supabase-cli: $(SUPABASE_CLI)
 demo: $(INSTALLED)
 	$(BIN)/python -m scripts.demo
 
-test: $(INSTALLED) $(SUPABASE_CLI)
+test: $(INSTALLED) $(SUPABASE_CLI) chromium
 	$(BIN)/pytest
+
+# Debian's Chromium, which the browser tests (tests/test_clinic_pages.py) drive headless through Playwright
+# (Playwright's own browser download is not used). Installed when missing (as root; quiet).
+chromium:
+	@if ! command -v chromium >/dev/null; then \
+		echo "installing Debian's chromium"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			chromium >/dev/null; \
+	fi
+	@chromium --version
 
 # CI's extra: the SQL-level tests again on Debian's PostgreSQL 15 (a private throwaway cluster, never the
 # machine's own PostgreSQL service).
