@@ -706,3 +706,27 @@ def test_a_booking_row_held_by_another_transaction_makes_a_cancel_busy_within_th
     assert refusal(reply.json()["results"][0]) == BUSY and refusal(direct) == BUSY
     assert [r["status"] for r in appointments(admin)] == ["booked"]
     assert answer(gateway_post(rest, clinic.key, cancel).json()["results"][0]).startswith("Cancelled:")
+
+
+def test_every_kind_of_envelope_gets_http_200_with_an_answer_per_call_through_the_gateway(
+    rest: SupabaseRestStandIn, clinic: Clinic, admin: psycopg.Connection
+) -> None:
+    day = upcoming(TUESDAY)
+    off_grid = tool_call("book_appointment", {"start": f"{day}T14:05", "patient_name": "Jane Doe"})
+    tool_calls = VapiCall().message(off_grid)
+    tool_calls["message"]["toolCalls"] = tool_calls["message"].pop("toolCallList")
+    del tool_calls["message"]["toolWithToolCallList"]
+    crowded = VapiCall().message(*[tool_call("check_availability", {}) for _ in range(21)])
+    bare = {"toolCallList": [tool_call("check_availability", {})]}  # no "message" wrapper
+
+    for body, problem in [(tool_calls, None), (crowded, "Too many tool calls"), (bare, "The body must be")]:
+        reply = gateway_post(rest, clinic.key, body)
+        assert reply.status_code == 200, reply.text
+        calls = body.get("message", body)
+        ids = [c["id"] for c in calls.get("toolCallList") or calls.get("toolCalls")]
+        assert [r["toolCallId"] for r in reply.json()["results"]] == ids
+        if problem:
+            assert all(refusal(r).startswith(problem) for r in reply.json()["results"])
+    [refused] = gateway_post(rest, clinic.key, tool_calls).json()["results"]
+    assert refusal(refused).startswith("14:05 on Tuesday") and "Nearest free times that day: 13:30" in refused["error"]
+    assert appointments(admin) == []
