@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -18,11 +19,12 @@ from loguru import logger
 from daemon.calendar import GoogleCalendar
 from daemon.channels import ChannelKeeper
 from daemon.config import Settings
+from daemon.connect_web import ClinicPages
 from daemon.feed import ChangeFeed
 from daemon.logs import configure_logging
 from daemon.metrics import Health, HealthServer, Metrics
 from daemon.mirror import CalendarMirror
-from daemon.public import PublicServer
+from daemon.public import PublicServer, RefusalLimiter
 from daemon.store import Store, StoreError
 from daemon.sync import SyncLoop, SyncOptions
 from daemon.tokens import TokenManager
@@ -36,17 +38,23 @@ def default_owner() -> str:
 
 # /healthz fails when the event loop cannot run a no-op within this long (a wedged loop).
 LIVENESS_TIMEOUT_SECONDS = 5.0
+# The clinic pages' budgets per client address (burst, per second): every request, and refused ones (guessed
+# links, forged forms).
+PAGE_REQUESTS = (60, 1.0)
+PAGE_REFUSALS = (10, 0.1)
 
 
 @dataclass
 class Push:
     public: PublicServer
-    keeper: ChannelKeeper
-    task: asyncio.Task[None]
+    keeper: ChannelKeeper | None
+    task: asyncio.Task[None] | None
 
     async def stop(self) -> None:
-        self.keeper.stop()
-        await asyncio.gather(self.task, return_exceptions=True)
+        if self.keeper is not None and self.task is not None:
+            self.keeper.stop()
+            self.task.cancel()  # a channel half made is replaced: unconfirmed, or recorded and never answered
+            await asyncio.gather(self.task, return_exceptions=True)
         await self.public.stop()
 
 
@@ -171,11 +179,11 @@ class Daemon:
             self.feed.on_state = self.metrics.feed_state
         feed_task = asyncio.create_task(self.feed.run(self._sync.wake)) if self.feed else None
         mirror_task = asyncio.create_task(self.mirror.run()) if self.mirror else None
-        push = (
-            await self._start_push(store, calendar, tokens, executor) if self.mirror and settings.push_enabled else None
-        )
-        logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
+        push: Push | None = None
         try:
+            # Inside the try: a listener that cannot listen stops the daemon with everything else closed.
+            push = await self._start_push(store, calendar, tokens, executor) if settings.public_url else None
+            logger.info("daemon {} started ({} database path)", self.owner, settings.database_backend)
             await self._sync.run()
         finally:
             if push is not None:
@@ -197,11 +205,23 @@ class Daemon:
     async def _start_push(
         self, store: Store, calendar: GoogleCalendar, tokens: TokenManager, executor: ThreadPoolExecutor
     ) -> Push:
-        """Google's push notifications: the public listener, and the channels kept for every calendar."""
+        """The public listener (the clinic pages; Google's push notifications), and with the busy mirror the
+        push channels kept for every calendar."""
         settings, mirror = self.settings, self.mirror
-        assert settings.public_url is not None and mirror is not None
-        self.public = PublicServer(store, mirror.notified, host=settings.public_host, port=settings.public_port)
+        assert settings.public_url is not None
+        pages = ClinicPages(
+            settings, store, requests=RefusalLimiter(*PAGE_REQUESTS), refusals=RefusalLimiter(*PAGE_REFUSALS)
+        )
+        self.public = PublicServer(
+            store,
+            mirror.notified if mirror else (lambda _clinic: None),
+            host=settings.public_host,
+            port=settings.public_port,
+            routes=pages.routes(),
+        )
         await self.public.start()
+        if mirror is None or not settings.push_enabled:
+            return Push(self.public, None, None)
         keeper = ChannelKeeper(
             store,
             calendar,
@@ -278,7 +298,8 @@ class Daemon:
         """Thread-safe: stop claiming, finish or release in-flight work, return from run()."""
         self._stop_requested = True
         if self._loop is not None and self._sync is not None:
-            self._loop.call_soon_threadsafe(self._sync.stop)
+            with contextlib.suppress(RuntimeError):  # the loop has ended already (the daemon stopped by itself)
+                self._loop.call_soon_threadsafe(self._sync.stop)
 
 
 async def serve(settings: Settings) -> None:

@@ -6,6 +6,9 @@
     clinic-sync add-clinic --name ... [--time-zone] [--calendar-id] [--hours ...] [--service ...]
     clinic-sync keys|rotate-key|revoke-key
     clinic-sync connect-google --clinic ID [--copy-paste]
+    clinic-sync connect-link --clinic ID [--expires 72h]     a link the clinic opens to connect Google itself
+    clinic-sync status-link --clinic ID [--expires 30d]      a link to the clinic's status page
+    clinic-sync links --clinic ID | revoke-link LINK_ID
     clinic-sync vapi-tools --clinic ID [--clinic-key KEY | --issue-key]
     clinic-sync retry-failed [--clinic ID] [--appointment ID]
 
@@ -117,7 +120,7 @@ def _add_clinic(args: argparse.Namespace) -> int:
     print(f"clinic id:  {created.clinic_id}")
     print(f"clinic key: {created.key}")
     print("The key is shown only this once (only its hash is stored): put it in Vapi as the x-clinic-key header.")
-    print(f"Next: clinic-sync connect-google --clinic {created.clinic_id}")
+    print(f"Next: clinic-sync connect-link --clinic {created.clinic_id}   (or connect-google)")
     print(f"      clinic-sync vapi-tools --clinic {created.clinic_id} --clinic-key <the key above>")
     return 0
 
@@ -157,6 +160,68 @@ def _connect_google(args: argparse.Namespace) -> int:
     print(result.summary())
     for warning in result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
+    return 0
+
+
+def parse_duration(text: str) -> int:
+    """Seconds in '72h', '30m', '7d' or '3600s'."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = text.strip()[:-1], text.strip()[-1:].lower()
+    if unit not in units or not number.isdigit() or int(number) == 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 72h, 30m or 7d")
+    return int(number) * units[unit]
+
+
+def _public_settings() -> Settings:
+    settings = load(Settings)
+    if settings.public_url is None:
+        raise ConfigurationError(
+            "PUBLIC_URL: links point to the daemon's public address, e.g. https://sync.example.com"
+        )
+    return settings
+
+
+def _issue_link(args: argparse.Namespace, purpose: str) -> int:
+    from daemon.connect_web import connect_url, status_url
+
+    settings = _public_settings()
+    assert settings.public_url is not None
+    link = asyncio.run(with_store(settings, lambda store: store.issue_link(args.clinic, purpose, args.expires)))
+    url = (connect_url if purpose == "connect" else status_url)(settings.public_url, link.secret)
+    logger.info("issued {} link {} for clinic {}", purpose, link.id, args.clinic)
+    print(url)
+    what = "works once" if purpose == "connect" else "works"
+    print(
+        f"link {link.id} {what} until {link.expires_at:%Y-%m-%d %H:%M} UTC; shown only this once (only a hash is"
+        f" stored). Revoke it with: clinic-sync revoke-link {link.id}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def _connect_link(args: argparse.Namespace) -> int:
+    return _issue_link(args, "connect")
+
+
+def _status_link(args: argparse.Namespace) -> int:
+    return _issue_link(args, "status")
+
+
+def _links(args: argparse.Namespace) -> int:
+    links = asyncio.run(with_store(load(StoreSettings), lambda store: store.clinic_links(args.clinic)))
+    for link in links:
+        print(
+            f"{link.id}  {link.purpose:<8} {link.state:<8} created {link.created_at:%Y-%m-%d %H:%M}"
+            f"  expires {link.expires_at:%Y-%m-%d %H:%M}"
+        )
+    if not links:
+        print("no links")
+    return 0
+
+
+def _revoke_link(args: argparse.Namespace) -> int:
+    asyncio.run(with_store(load(StoreSettings), lambda store: store.revoke_link(args.link_id)))
+    print(f"link {args.link_id} revoked")
     return 0
 
 
@@ -253,6 +318,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     connect.add_argument("--no-browser", action="store_true", help="print the link instead of opening a browser")
     connect.add_argument("--port", type=int, default=0, help="local port for Google's redirect (default: any free)")
+
+    link = command("connect-link", _connect_link, "print a single-use link the clinic opens to connect Google")
+    link.add_argument("--clinic", type=uuid.UUID, required=True)
+    link.add_argument("--expires", type=parse_duration, default=72 * 3600, help="e.g. 72h (the default), 30m, 7d")
+    status = command("status-link", _status_link, "print a link to the clinic's status page (bookings, sync state)")
+    status.add_argument("--clinic", type=uuid.UUID, required=True)
+    status.add_argument("--expires", type=parse_duration, default=30 * 86400, help="e.g. 30d (the default), 72h")
+    links = command("links", _links, "list a clinic's connect and status links (never their secrets)")
+    links.add_argument("--clinic", type=uuid.UUID, required=True)
+    revoke_link = command("revoke-link", _revoke_link, "revoke a connect or status link now (ids from `links`)")
+    revoke_link.add_argument("link_id", type=uuid.UUID)
 
     tools = command("vapi-tools", _vapi_tools, "print the clinic's Vapi tool definitions (JSON)")
     tools.add_argument("--clinic", type=uuid.UUID, required=True)

@@ -521,3 +521,170 @@ class SyncStatus:
             revision=int(row["revision"]),
             synced_revision=None if synced is None else int(synced),
         )
+
+
+# --- clinic links (the clinic-facing pages) ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IssuedLink:
+    """`issue_clinic_link(...)`: a new link; its secret is returned this once (only its hash is stored)."""
+
+    id: uuid.UUID
+    secret: str
+    expires_at: dt.datetime
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> IssuedLink:
+        return cls(_uuid(row["id"]), str(row["secret"]), _timestamp(row["expires_at"]))
+
+
+@dataclass(frozen=True)
+class ClinicLink:
+    """One of a clinic's links as `clinic_links(id)` lists it: never its secret."""
+
+    id: uuid.UUID
+    purpose: str  # connect | status
+    state: str  # open | used | expired | revoked
+    created_at: dt.datetime
+    expires_at: dt.datetime
+    used_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ClinicLink:
+        return cls(
+            id=_uuid(row["id"]),
+            purpose=str(row["purpose"]),
+            state=str(row["state"]),
+            created_at=_timestamp(row["created_at"]),
+            expires_at=_timestamp(row["expires_at"]),
+            used_at=_optional_timestamp(row["used_at"]),
+            revoked_at=_optional_timestamp(row["revoked_at"]),
+        )
+
+
+@dataclass(frozen=True)
+class LinkTarget:
+    """What a link (or a consent's state) opens: `state` is open, used, expired, revoked or unknown; the clinic
+    only for an open one."""
+
+    state: str
+    link_id: uuid.UUID | None = None
+    clinic_id: uuid.UUID | None = None
+    clinic_name: str = ""
+    calendar_id: str = ""
+    time_zone: str = ""
+    expires_at: dt.datetime | None = None
+    code_verifier_encrypted: str | None = None
+
+    @property
+    def open(self) -> bool:
+        return self.state == "open" and self.clinic_id is not None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> LinkTarget:
+        if row.get("state") != "open":
+            return cls(str(row.get("state") or "unknown"))
+        return cls(
+            state="open",
+            link_id=_uuid(row["link_id"]),
+            clinic_id=_uuid(row["clinic_id"]),
+            clinic_name=str(row["clinic_name"]),
+            calendar_id=str(row["calendar_id"]),
+            time_zone=str(row["time_zone"]),
+            expires_at=_optional_timestamp(row.get("expires_at")),
+            code_verifier_encrypted=row.get("code_verifier_encrypted"),
+        )
+
+
+@dataclass(frozen=True)
+class StatusBooking:
+    """A booking on the clinic status page: what the clinic's calendar event shows its staff, and its sync state."""
+
+    starts_at: dt.datetime
+    local_start: str
+    reference: str
+    service: str
+    patient_name: str
+    status: str
+    sync_state: str
+    reason: str | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> StatusBooking:
+        return cls(
+            starts_at=_timestamp(row["starts_at"]),
+            local_start=str(row["local_start"]),
+            reference=str(row["reference"]),
+            service=str(row["service"]),
+            patient_name=str(row["patient_name"] or ""),
+            status=str(row["status"]),
+            sync_state=str(row["sync_state"]),
+            reason=row.get("reason"),
+        )
+
+
+@dataclass(frozen=True)
+class StatusConnection:
+    status: str  # active | needs_reauth | revoked
+    google_account: str | None
+    connected_at: dt.datetime | None
+    last_error: str | None
+    refresh_token_expires_at: dt.datetime | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> StatusConnection:
+        return cls(
+            status=str(row["status"]),
+            google_account=row.get("google_account"),
+            connected_at=_optional_timestamp(row.get("connected_at")),
+            last_error=row.get("last_error"),
+            refresh_token_expires_at=_optional_timestamp(row.get("refresh_token_expires_at")),
+        )
+
+
+@dataclass(frozen=True)
+class StatusPage:
+    """`clinic_status_page(secret)`: one clinic's connection and bookings; only `state` for a link not open."""
+
+    state: str
+    clinic_name: str = ""
+    calendar_id: str = ""
+    time_zone: str = ""
+    connection: StatusConnection | None = None
+    upcoming: tuple[StatusBooking, ...] = ()
+    failures: tuple[StatusBooking, ...] = ()
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> StatusPage:
+        if row.get("state") != "open":
+            return cls(str(row.get("state") or "unknown"))
+        connection = row.get("connection")
+        return cls(
+            state="open",
+            clinic_name=str(row["clinic_name"]),
+            calendar_id=str(row["calendar_id"]),
+            time_zone=str(row["time_zone"]),
+            connection=StatusConnection.from_json(connection) if connection else None,
+            upcoming=tuple(StatusBooking.from_json(b) for b in row.get("upcoming") or []),
+            failures=tuple(StatusBooking.from_json(b) for b in row.get("failures") or []),
+        )
+
+
+@dataclass(frozen=True)
+class ConnectReadiness:
+    """`connect_readiness()`: clinics never connected to Google, and links still open (for `verify`)."""
+
+    never_connected: tuple[tuple[uuid.UUID, str], ...]
+    open_links: tuple[tuple[uuid.UUID, str, str, dt.datetime], ...]  # link id, clinic name, purpose, expiry
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> ConnectReadiness:
+        return cls(
+            never_connected=tuple((_uuid(c["clinic_id"]), str(c["clinic_name"])) for c in row["never_connected"]),
+            open_links=tuple(
+                (_uuid(link["link_id"]), str(link["clinic_name"]), str(link["purpose"]), _timestamp(link["expires_at"]))
+                for link in row["open_links"]
+            ),
+        )

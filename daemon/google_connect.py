@@ -25,14 +25,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import google.auth.jwt
-from google_auth_oauthlib.flow import InstalledAppFlow
+import httplib2
+import requests
+from google_auth_oauthlib.flow import Flow, InstalledAppFlow
 from googleapiclient.errors import HttpError
 from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 
 from daemon.calendar import CalendarInfo, classify
 from daemon.config import Settings
 from daemon.crypto import TokenCipher
-from daemon.domain import BudgetExhausted, ClinicProfile
+from daemon.domain import BudgetExhausted
 from daemon.store import Store
 from daemon.tokens import CALENDAR_SCOPE
 from daemon.wiring import google_calendar, open_store
@@ -80,22 +82,103 @@ async def connect_google(settings: Settings, clinic_id: uuid.UUID, options: Conn
         profile = await store.clinic_profile(clinic_id)
         flow = _flow(settings)
         token = await asyncio.to_thread(_consent, flow, options)
-        _require_grant(token)
-        account = _account(token)
-        calendar = await _describe(settings, store, clinic_id, profile.calendar_id, str(token["access_token"]), account)
-        expires_at = _refresh_token_expiry(token)
-        await store.save_connection(
-            clinic_id,
-            account,
-            cipher.encrypt(str(token["refresh_token"])),
-            _granted(token),
-            access_token_encrypted=cipher.encrypt(str(token["access_token"])),
-            access_token_expires_at=_access_token_expiry(token),
-            refresh_token_expires_at=expires_at,
-        )
+        grant = await check_grant(settings, store, cipher, clinic_id, profile.calendar_id, token)
+        await store.save_connection(clinic_id, **grant.connection())
     finally:
         await store.close()
-    return ConnectResult(profile.name, account, calendar, expires_at, _warnings(profile, calendar, expires_at))
+    return grant.result(profile.name, profile.time_zone)
+
+
+@dataclass(frozen=True)
+class CheckedGrant:
+    """A token from Google's token endpoint that has read the clinic's calendar, its tokens encrypted: what both
+    `connect-google` and the connect page store."""
+
+    account: str
+    calendar: CalendarInfo
+    scopes: list[str]
+    refresh_token_encrypted: str
+    access_token_encrypted: str
+    access_token_expires_at: dt.datetime | None
+    refresh_token_expires_at: dt.datetime | None
+
+    def connection(self) -> dict[str, Any]:
+        """The arguments Store.save_connection / Store.complete_consent take after the clinic (or state)."""
+        return {
+            "google_account": self.account,
+            "refresh_token_encrypted": self.refresh_token_encrypted,
+            "scopes": self.scopes,
+            "access_token_encrypted": self.access_token_encrypted,
+            "access_token_expires_at": self.access_token_expires_at,
+            "refresh_token_expires_at": self.refresh_token_expires_at,
+        }
+
+    def result(self, clinic_name: str, clinic_time_zone: str) -> ConnectResult:
+        expires_at = self.refresh_token_expires_at
+        return ConnectResult(
+            clinic_name,
+            self.account,
+            self.calendar,
+            expires_at,
+            grant_warnings(clinic_time_zone, self.calendar, expires_at),
+        )
+
+
+async def check_grant(
+    settings: Settings, store: Store, cipher: TokenCipher, clinic_id: uuid.UUID, calendar_id: str, token: dict[str, Any]
+) -> CheckedGrant:
+    """Refuse a grant without a refresh token or the calendar permission, then read the calendar with the new
+    access token (ConnectError, nothing stored, when it cannot)."""
+    _require_grant(token)
+    account = _account(token)
+    calendar = await _describe(settings, store, clinic_id, calendar_id, str(token["access_token"]), account)
+    return CheckedGrant(
+        account=account,
+        calendar=calendar,
+        scopes=_granted(token),
+        refresh_token_encrypted=cipher.encrypt(str(token["refresh_token"])),
+        access_token_encrypted=cipher.encrypt(str(token["access_token"])),
+        access_token_expires_at=_access_token_expiry(token),
+        refresh_token_expires_at=_refresh_token_expiry(token),
+    )
+
+
+def web_flow(
+    settings: Settings, redirect_uri: str, *, state: str | None = None, code_verifier: str | None = None
+) -> Flow:
+    """The consent flow of a Web application OAuth client (the connect page): Google sends the browser back to
+    `redirect_uri` (PUBLIC_URL/connect/callback, registered on the client). PKCE S256 with `code_verifier`."""
+    config = {
+        "web": {
+            "client_id": settings.google_client_id,
+            "client_secret": settings.google_client_secret.get_secret_value(),
+            "auth_uri": settings.google_auth_uri,
+            "token_uri": settings.google_token_uri,
+            "redirect_uris": [redirect_uri],
+        }
+    }
+    return Flow.from_client_config(
+        config, scopes=SCOPES, redirect_uri=redirect_uri, state=state, code_verifier=code_verifier
+    )
+
+
+def consent_url(flow: Flow) -> str:
+    """Where to send the browser: offline access with the consent screen, so Google issues a refresh token."""
+    url, _ = flow.authorization_url(access_type="offline", prompt="consent")
+    return str(url)
+
+
+def exchange_code(flow: Flow, code: str) -> dict[str, Any]:
+    """The token endpoint's answer for an authorization code (blocking). ConnectError when Google refuses or
+    cannot be reached."""
+    try:
+        flow.fetch_token(code=code)
+    except OAuth2Error as error:
+        raise ConnectError(f"Google refused: {error.description or error.error}") from error
+    except (OSError, requests.RequestException) as error:
+        raise ConnectError("Google could not be reached; nothing was stored, try again in a few minutes") from error
+    token: dict[str, Any] = dict(flow.oauth2session.token)
+    return token
 
 
 def _flow(settings: Settings) -> InstalledAppFlow:
@@ -196,6 +279,10 @@ async def _describe(
             f"{account} cannot use calendar {calendar_id!r}: {classify(error, what='calendar').error}."
             " Share that calendar with the account, or set the clinic's calendar id; nothing was stored"
         ) from error
+    except (OSError, httplib2.HttpLib2Error) as error:
+        raise ConnectError(
+            "Google Calendar could not be reached; nothing was stored, try again in a few minutes"
+        ) from error
     finally:
         executor.shutdown(wait=True)
         calendar.close()
@@ -211,8 +298,8 @@ def _refresh_token_expiry(token: dict[str, Any]) -> dt.datetime | None:
     return dt.datetime.now(dt.UTC) + dt.timedelta(seconds=float(seconds)) if seconds else None
 
 
-def _warnings(
-    profile: ClinicProfile, calendar: CalendarInfo, refresh_token_expires_at: dt.datetime | None
+def grant_warnings(
+    clinic_time_zone: str, calendar: CalendarInfo, refresh_token_expires_at: dt.datetime | None
 ) -> list[str]:
     warnings = []
     if refresh_token_expires_at is not None:
@@ -222,9 +309,9 @@ def _warnings(
             "That is what a Google Cloud OAuth app in 'Testing' gets: publish the app (OAuth consent screen ->"
             " Publish) and connect again, or the clinic's bookings will stop reaching the calendar."
         )
-    if calendar.time_zone and calendar.time_zone != profile.time_zone:
+    if calendar.time_zone and calendar.time_zone != clinic_time_zone:
         warnings.append(
-            f"the calendar's time zone is {calendar.time_zone} but the clinic's is {profile.time_zone}: events"
+            f"the calendar's time zone is {calendar.time_zone} but the clinic's is {clinic_time_zone}: events"
             " keep the right instant but may display oddly"
         )
     return warnings

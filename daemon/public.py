@@ -11,16 +11,17 @@ once more). A client sending refused requests is slowed down (429) before they r
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import uvicorn
 from loguru import logger
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
 from daemon.channels import NOTIFICATIONS_PATH
 from daemon.store import Store, StoreError
@@ -55,24 +56,44 @@ class RefusalLimiter:
 
 
 class PublicServer:
-    def __init__(self, store: Store, on_notified: Callable[[uuid.UUID], None], *, host: str, port: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        on_notified: Callable[[uuid.UUID], None],
+        *,
+        host: str,
+        port: int,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
+        """`routes`: more of the public address (the clinic pages, daemon/connect_web.py)."""
         self._store = store
         self._on_notified = on_notified
         self._limiter = RefusalLimiter()
-        app = Starlette(routes=[Route(NOTIFICATIONS_PATH, self._notification, methods=["POST"])])
+        app = Starlette(routes=[Route(NOTIFICATIONS_PATH, self._notification, methods=["POST"]), *routes])
         self._server = uvicorn.Server(
-            uvicorn.Config(app, host=host, port=port, log_level="warning", access_log=False, lifespan="off")
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                log_level="warning",
+                access_log=False,
+                lifespan="off",
+                timeout_graceful_shutdown=2,  # a request still being answered gets this long
+            )
         )
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve())
+        """Listen (OSError, naming the address, when it cannot) and serve in the background."""
+        # Bound here rather than by uvicorn, which answers a taken port with sys.exit() inside the event loop.
+        listener = _bind(self._server.config.host, self._server.config.port)
+        self._task = asyncio.create_task(self._server.serve(sockets=[listener]))
         while not self._server.started:
             if self._task.done():
                 self._task.result()  # raises why it could not start (a taken port, say)
                 raise RuntimeError("the public listener stopped before it started")
             await asyncio.sleep(0.01)
-        logger.info("push notifications on port {}", self.port)
+        logger.info("public listener (push notifications, clinic pages) on port {}", self.port)
 
     @property
     def port(self) -> int:
@@ -109,3 +130,19 @@ class PublicServer:
     def _refuse(self, client: str) -> Response:
         self._limiter.refused(client)
         return Response(status_code=404)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[
+        0
+    ]
+    listener = socket.socket(family, kind, proto)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(address)
+        listener.listen(128)
+    except OSError as error:
+        listener.close()
+        raise OSError(error.errno, f"the public listener cannot listen on {host}:{port}: {error.strerror}") from error
+    listener.setblocking(False)
+    return listener

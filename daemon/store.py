@@ -32,15 +32,20 @@ from daemon.domain import (
     ChannelWork,
     Claim,
     ClinicKey,
+    ClinicLink,
     ClinicProfile,
     Completion,
     ConnectionOverview,
     ConnectionTokens,
+    ConnectReadiness,
+    IssuedLink,
     LeaseResult,
+    LinkTarget,
     MirrorFreshness,
     MirrorSummary,
     MirrorTarget,
     ReadinessFacts,
+    StatusPage,
     SyncStatus,
 )
 
@@ -443,6 +448,75 @@ class Store(ABC):
         return int(
             await self.call("purge_vapi_tool_calls", {"p_older_than": f"{older_than_days} days", "p_limit": limit})
         )
+
+    # --- clinic links: the clinic-facing pages ------------------------------------------------------------
+
+    async def issue_link(self, clinic_id: uuid.UUID, purpose: str, valid_for_seconds: int) -> IssuedLink:
+        """A new connect or status link; its secret is returned this once (only its hash is stored)."""
+        rows = await self.call_rows(
+            "issue_clinic_link",
+            {"p_clinic_id": clinic_id, "p_purpose": purpose, "p_valid_for": f"{valid_for_seconds} seconds"},
+        )
+        return IssuedLink.from_json(rows[0])
+
+    async def clinic_links(self, clinic_id: uuid.UUID) -> list[ClinicLink]:
+        return [ClinicLink.from_json(row) for row in await self.call_rows("clinic_links", {"p_clinic_id": clinic_id})]
+
+    async def revoke_link(self, link_id: uuid.UUID) -> None:
+        await self.call("revoke_clinic_link", {"p_link_id": link_id})
+
+    async def open_link(self, secret: str, purpose: str) -> LinkTarget:
+        return LinkTarget.from_json(await self.call("open_clinic_link", {"p_secret": secret, "p_purpose": purpose}))
+
+    async def begin_consent(self, secret: str, state: str, verifier_encrypted: str) -> str:
+        """Records a consent's state (hashed) and PKCE verifier on an open connect link; the link's state word."""
+        return str(
+            await self.call(
+                "begin_connect_consent",
+                {"p_secret": secret, "p_state": state, "p_verifier_encrypted": verifier_encrypted},
+            )
+        )
+
+    async def consent_link(self, state: str) -> LinkTarget:
+        """The connect link a consent's state belongs to."""
+        return LinkTarget.from_json(await self.call("connect_consent", {"p_state": state}))
+
+    async def complete_consent(
+        self,
+        state: str,
+        google_account: str,
+        refresh_token_encrypted: str,
+        scopes: list[str],
+        access_token_encrypted: str | None = None,
+        access_token_expires_at: dt.datetime | None = None,
+        refresh_token_expires_at: dt.datetime | None = None,
+    ) -> str:
+        """Stores the connection and spends the link together; the link's state word as it was ('open': stored)."""
+        return str(
+            await self.call(
+                "complete_connect_consent",
+                {
+                    "p_state": state,
+                    "p_google_account": google_account,
+                    "p_refresh_token_encrypted": refresh_token_encrypted,
+                    "p_scopes": scopes,
+                    "p_access_token_encrypted": access_token_encrypted,
+                    "p_access_token_expires_at": access_token_expires_at,
+                    "p_refresh_token_expires_at": refresh_token_expires_at,
+                },
+            )
+        )
+
+    async def status_page(self, secret: str) -> StatusPage:
+        return StatusPage.from_json(await self.call("clinic_status_page", {"p_secret": secret}))
+
+    async def reconnect_link(self, status_secret: str) -> IssuedLink | None:
+        """A fresh connect link for an open status link's clinic; None for any other link."""
+        rows = await self.call_rows("reconnect_link", {"p_status_secret": status_secret})
+        return IssuedLink.from_json(rows[0]) if rows else None
+
+    async def connect_readiness(self) -> ConnectReadiness:
+        return ConnectReadiness.from_json(await self.call("connect_readiness", {}))
 
 
 class PostgresStore(Store):

@@ -117,6 +117,7 @@ async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
         try:
             google = _Google(settings, store, executor, calendar)
             await _check_connections(report, store, google)
+            await _check_links(report, store)
             await _check_backlog(report, store, options)
             if options.round_trip_clinic is not None:
                 await _round_trip(report, settings, store, google, options)
@@ -289,7 +290,12 @@ async def _check_connections(report: Report, store: Store, google: _Google) -> N
         name = f"google: {row.clinic_name}"
         clinic_id = row.clinic_id
         if row.status == "not_connected":
-            report.add(name, Status.FAIL, f"not connected (clinic-sync connect-google --clinic {clinic_id})")
+            report.add(
+                name,
+                Status.FAIL,
+                f"not connected (clinic-sync connect-google --clinic {clinic_id}, or send the clinic a link:"
+                f" clinic-sync connect-link --clinic {clinic_id}): it has never been connected",
+            )
             continue
         if row.status != "active":
             report.add(
@@ -302,6 +308,26 @@ async def _check_connections(report: Report, store: Store, google: _Google) -> N
             continue
         check = await _check_connection(name, clinic_id, row, google)
         report.checks.append(_with_mirror(check, mirrors.get(clinic_id)))
+
+
+async def _check_links(report: Report, store: Store) -> None:
+    """The connect and status links still open, when there are any (revoke the ones nobody needs any more:
+    clinic-sync revoke-link ID). Clinics never connected are named by their own `google:` check."""
+    readiness = await store.connect_readiness()
+    if not readiness.open_links:
+        return
+    never = {clinic_id for clinic_id, _ in readiness.never_connected}
+    links = [
+        f"{purpose} link {link_id} for {name} until {expires:%Y-%m-%d %H:%M} UTC"
+        for link_id, name, purpose, expires in readiness.open_links
+    ]
+    report.add(
+        "open links",
+        Status.OK,
+        f"{len(links)} open: {'; '.join(links)}",
+        link_ids=[str(link[0]) for link in readiness.open_links],
+        clinics_never_connected=[str(clinic_id) for clinic_id in sorted(never, key=str)],
+    )
 
 
 def _with_mirror(check: Check, mirror: MirrorFreshness | None) -> Check:

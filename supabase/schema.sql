@@ -435,6 +435,67 @@ $$;
 
 
 --
+-- Name: clinic_link_hash(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.clinic_link_hash(p_secret text) RETURNS bytea
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select pg_catalog.sha256(pg_catalog.convert_to(coalesce(p_secret, ''), 'UTF8'))
+$$;
+
+
+--
+-- Name: clinic_links; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.clinic_links (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    clinic_id uuid NOT NULL,
+    purpose text NOT NULL,
+    secret_hash bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    state_hash bytea,
+    code_verifier_encrypted text,
+    consent_started_at timestamp with time zone,
+    CONSTRAINT clinic_links_check CHECK ((expires_at > created_at)),
+    CONSTRAINT clinic_links_check1 CHECK (((purpose = 'connect'::text) OR ((used_at IS NULL) AND (state_hash IS NULL)))),
+    CONSTRAINT clinic_links_code_verifier_encrypted_check CHECK ((code_verifier_encrypted ~ '^gAAAAA[A-Za-z0-9_-]+=*$'::text)),
+    CONSTRAINT clinic_links_purpose_check CHECK ((purpose = ANY (ARRAY['connect'::text, 'status'::text]))),
+    CONSTRAINT clinic_links_secret_hash_check CHECK ((length(secret_hash) = 32)),
+    CONSTRAINT clinic_links_state_hash_check CHECK ((length(state_hash) = 32))
+);
+
+
+--
+-- Name: TABLE clinic_links; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.clinic_links IS 'Links a clinic opens in a browser (connect Google; the clinic status page). Only the secret''s SHA-256 is kept.';
+
+
+--
+-- Name: clinic_link_state(public.clinic_links); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.clinic_link_state(p_link public.clinic_links) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select case
+    when p_link.revoked_at is not null then 'revoked'
+    when p_link.used_at is not null then 'used'
+    when p_link.expires_at <= now() then 'expired'
+    else 'open'
+  end
+$$;
+
+
+--
 -- Name: event_instant(jsonb, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1900,6 +1961,37 @@ $$;
 
 
 --
+-- Name: begin_connect_consent(text, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_link public.clinic_links;
+begin
+  select * into v_link from public.clinic_links
+   where secret_hash = private.clinic_link_hash(p_secret) and purpose = 'connect'
+   for update;
+  if not found then
+    return 'unknown';
+  end if;
+  if private.clinic_link_state(v_link) <> 'open' then
+    return private.clinic_link_state(v_link);
+  end if;
+  if p_state is null or length(p_state) < 32 then
+    raise exception 'A consent state is at least 32 characters' using errcode = 'P0001';
+  end if;
+  update public.clinic_links
+     set state_hash = private.clinic_link_hash(p_state), code_verifier_encrypted = p_verifier_encrypted, consent_started_at = now()
+   where id = v_link.id;
+  return 'open';
+end
+$$;
+
+
+--
 -- Name: calendar_channel_stopped(text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2232,6 +2324,21 @@ $$;
 
 
 --
+-- Name: clinic_links(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.clinic_links(p_clinic_id uuid) RETURNS TABLE(id uuid, purpose text, state text, created_at timestamp with time zone, expires_at timestamp with time zone, used_at timestamp with time zone, revoked_at timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select l.id, l.purpose, private.clinic_link_state(l), l.created_at, l.expires_at, l.used_at, l.revoked_at
+  from public.clinic_links l
+  where l.clinic_id = p_clinic_id
+  order by l.created_at desc
+$$;
+
+
+--
 -- Name: clinic_profile(uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2267,6 +2374,64 @@ begin
     raise exception 'No clinic with id %', p_clinic_id using errcode = 'P0002';
   end if;
   return v_profile;
+end
+$$;
+
+
+--
+-- Name: clinic_status_page(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.clinic_status_page(p_secret text) RETURNS jsonb
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_link public.clinic_links;
+  v_clinic public.clinics;
+begin
+  select * into v_link from public.clinic_links
+   where secret_hash = private.clinic_link_hash(p_secret) and purpose = 'status';
+  if not found then
+    return jsonb_build_object('state', 'unknown');
+  end if;
+  if private.clinic_link_state(v_link) <> 'open' then
+    return jsonb_build_object('state', private.clinic_link_state(v_link));
+  end if;
+  select * into v_clinic from public.clinics where id = v_link.clinic_id;
+  return jsonb_build_object(
+    'state', 'open',
+    'link_id', v_link.id,
+    'expires_at', v_link.expires_at,
+    'clinic_id', v_clinic.id,
+    'clinic_name', v_clinic.name,
+    'calendar_id', v_clinic.calendar_id,
+    'time_zone', v_clinic.time_zone,
+    'connection', (
+      select jsonb_build_object('status', k.status, 'google_account', k.google_account,
+                                'connected_at', k.connected_at, 'last_error', k.last_error,
+                                'refresh_token_expires_at', k.refresh_token_expires_at)
+      from public.calendar_connections k where k.clinic_id = v_clinic.id),
+    'upcoming', coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'starts_at', a.starts_at, 'local_start', to_char(a.starts_at at time zone v_clinic.time_zone,
+                                                                'Dy DD Mon YYYY HH24:MI'),
+               'reference', a.reference, 'service', a.service, 'patient_name', a.patient ->> 'name',
+               'status', a.status, 'sync_state', a.sync_state, 'reason', coalesce(a.last_sync_error, a.change_reason))
+             order by a.starts_at)
+      from (select * from public.appointments
+            where clinic_id = v_clinic.id and ends_at > now()
+            order by starts_at limit 200) a), '[]'::jsonb),
+    'failures', coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'starts_at', a.starts_at, 'local_start', to_char(a.starts_at at time zone v_clinic.time_zone,
+                                                                'Dy DD Mon YYYY HH24:MI'),
+               'reference', a.reference, 'service', a.service, 'patient_name', a.patient ->> 'name',
+               'status', a.status, 'sync_state', a.sync_state, 'reason', a.last_sync_error)
+             order by a.starts_at)
+      from (select * from public.appointments
+            where clinic_id = v_clinic.id and sync_state in ('failed', 'parked')
+            order by starts_at desc limit 100) a), '[]'::jsonb));
 end
 $$;
 
@@ -2325,6 +2490,79 @@ begin
   left join done d on d.id = i.id
   order by i.n;
 end
+$$;
+
+
+--
+-- Name: complete_connect_consent(text, text, text, text[], text, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text DEFAULT NULL::text, p_access_token_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone, p_refresh_token_expires_at timestamp with time zone DEFAULT NULL::timestamp with time zone) RETURNS text
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_link public.clinic_links;
+begin
+  select * into v_link from public.clinic_links
+   where state_hash = private.clinic_link_hash(p_state) and purpose = 'connect'
+   for update;
+  if not found then
+    return 'unknown';
+  end if;
+  if private.clinic_link_state(v_link) <> 'open' then
+    return private.clinic_link_state(v_link);
+  end if;
+  update public.clinic_links
+     set used_at = now(), code_verifier_encrypted = null
+   where id = v_link.id;
+  perform public.save_calendar_connection(
+    v_link.clinic_id, p_google_account, p_refresh_token_encrypted, p_scopes, p_access_token_encrypted,
+    p_access_token_expires_at, p_refresh_token_expires_at);
+  return 'open';
+end
+$$;
+
+
+--
+-- Name: connect_consent(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.connect_consent(p_state text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(
+    (select case when private.clinic_link_state(l) = 'open' then
+               jsonb_build_object('state', 'open', 'link_id', l.id, 'clinic_id', c.id, 'clinic_name', c.name,
+                                  'calendar_id', c.calendar_id, 'time_zone', c.time_zone,
+                                  'expires_at', l.expires_at, 'code_verifier_encrypted', l.code_verifier_encrypted)
+             else jsonb_build_object('state', private.clinic_link_state(l)) end
+     from public.clinic_links l join public.clinics c on c.id = l.clinic_id
+     where l.state_hash = private.clinic_link_hash(p_state) and l.purpose = 'connect'),
+    jsonb_build_object('state', 'unknown'))
+$$;
+
+
+--
+-- Name: connect_readiness(); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.connect_readiness() RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select jsonb_build_object(
+    'never_connected', coalesce((
+      select jsonb_agg(jsonb_build_object('clinic_id', c.id, 'clinic_name', c.name) order by c.name, c.id)
+      from public.clinics c
+      where not exists (select from public.calendar_connections k where k.clinic_id = c.id)), '[]'::jsonb),
+    'open_links', coalesce((
+      select jsonb_agg(jsonb_build_object('link_id', l.id, 'clinic_id', l.clinic_id, 'clinic_name', c.name,
+                                          'purpose', l.purpose, 'expires_at', l.expires_at)
+                       order by l.expires_at)
+      from public.clinic_links l join public.clinics c on c.id = l.clinic_id
+      where private.clinic_link_state(l) = 'open'), '[]'::jsonb))
 $$;
 
 
@@ -2533,6 +2771,40 @@ $$;
 
 
 --
+-- Name: issue_clinic_link(uuid, text, interval); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) RETURNS TABLE(id uuid, secret text, expires_at timestamp with time zone)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_secret text;
+  v_id uuid;
+  v_expires timestamptz;
+begin
+  if p_purpose is null or p_purpose not in ('connect', 'status') then
+    raise exception 'A link is for connect or status, not %', coalesce(p_purpose, 'nothing') using errcode = 'P0001';
+  end if;
+  if p_valid_for is null or p_valid_for < interval '5 minutes' or p_valid_for > interval '90 days' then
+    raise exception 'A link lasts from 5 minutes to 90 days, not %', coalesce(p_valid_for::text, 'forever')
+      using errcode = 'P0001';
+  end if;
+  if not exists (select from public.clinics c where c.id = p_clinic_id) then
+    raise exception 'No clinic with id %', p_clinic_id using errcode = 'P0002';
+  end if;
+  v_secret := pg_catalog.rtrim(pg_catalog.translate(pg_catalog.encode(
+                pg_catalog.uuid_send(gen_random_uuid()) || pg_catalog.uuid_send(gen_random_uuid()),
+                'base64'), '+/', '-_'), '=');
+  insert into public.clinic_links (clinic_id, purpose, secret_hash, expires_at)
+  values (p_clinic_id, p_purpose, private.clinic_link_hash(v_secret), now() + p_valid_for)
+  returning clinic_links.id, clinic_links.expires_at into v_id, v_expires;
+  return query select v_id, v_secret, v_expires;
+end
+$$;
+
+
+--
 -- Name: next_event_generation(uuid, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2550,6 +2822,26 @@ begin
   returning event_generation into v_generation;
   return v_generation;
 end
+$$;
+
+
+--
+-- Name: open_clinic_link(text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.open_clinic_link(p_secret text, p_purpose text) RETURNS jsonb
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(
+    (select case when private.clinic_link_state(l) = 'open' then
+               jsonb_build_object('state', 'open', 'link_id', l.id, 'clinic_id', c.id, 'clinic_name', c.name,
+                                  'calendar_id', c.calendar_id, 'time_zone', c.time_zone,
+                                  'expires_at', l.expires_at)
+             else jsonb_build_object('state', private.clinic_link_state(l)) end
+     from public.clinic_links l join public.clinics c on c.id = l.clinic_id
+     where l.secret_hash = private.clinic_link_hash(p_secret) and l.purpose = p_purpose),
+    jsonb_build_object('state', 'unknown'))
 $$;
 
 
@@ -2620,6 +2912,27 @@ begin
       select from pg_catalog.pg_publication_tables
       where pubname = 'supabase_realtime' and schemaname = 'public' and tablename = 'appointments'),
     'applied_migrations', v_migrations);
+end
+$$;
+
+
+--
+-- Name: reconnect_link(text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.reconnect_link(p_status_secret text) RETURNS TABLE(id uuid, secret text, expires_at timestamp with time zone)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_link public.clinic_links;
+begin
+  select * into v_link from public.clinic_links
+   where secret_hash = private.clinic_link_hash(p_status_secret) and purpose = 'status';
+  if not found or private.clinic_link_state(v_link) <> 'open' then
+    return;
+  end if;
+  return query select * from public.issue_clinic_link(v_link.clinic_id, 'connect', interval '1 hour');
 end
 $$;
 
@@ -2868,6 +3181,25 @@ begin
    where id = p_key_id;
   if not found then
     raise exception 'No clinic key with id %', p_key_id using errcode = 'P0002';
+  end if;
+end
+$$;
+
+
+--
+-- Name: revoke_clinic_link(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.revoke_clinic_link(p_link_id uuid) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+begin
+  update public.clinic_links
+     set revoked_at = coalesce(revoked_at, now()), code_verifier_encrypted = null
+   where id = p_link_id;
+  if not found then
+    raise exception 'No clinic link with id %', p_link_id using errcode = 'P0002';
   end if;
 end
 $$;
@@ -3348,6 +3680,30 @@ ALTER TABLE ONLY public.clinic_api_keys
 
 
 --
+-- Name: clinic_links clinic_links_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_pkey PRIMARY KEY (id);
+
+
+--
+-- Name: clinic_links clinic_links_secret_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_secret_hash_key UNIQUE (secret_hash);
+
+
+--
+-- Name: clinic_links clinic_links_state_hash_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_state_hash_key UNIQUE (state_hash);
+
+
+--
 -- Name: clinic_members clinic_members_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -3464,6 +3820,13 @@ CREATE INDEX calendar_channels_live ON public.calendar_channels USING btree (cli
 --
 
 CREATE INDEX clinic_api_keys_clinic ON public.clinic_api_keys USING btree (clinic_id);
+
+
+--
+-- Name: clinic_links_clinic; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX clinic_links_clinic ON public.clinic_links USING btree (clinic_id, created_at DESC);
 
 
 --
@@ -3607,6 +3970,14 @@ ALTER TABLE ONLY public.clinic_api_keys
 
 
 --
+-- Name: clinic_links clinic_links_clinic_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
+
+
+--
 -- Name: clinic_members clinic_members_clinic_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -3689,6 +4060,12 @@ ALTER TABLE public.calendar_mirrors ENABLE ROW LEVEL SECURITY;
 --
 
 ALTER TABLE public.clinic_api_keys ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: clinic_links; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.clinic_links ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: clinic_members; Type: ROW SECURITY; Schema: public; Owner: -
@@ -4001,6 +4378,29 @@ GRANT ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_starts t
 
 REVOKE ALL ON FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) TO service_role;
+
+
+--
+-- Name: FUNCTION clinic_link_hash(p_secret text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.clinic_link_hash(p_secret text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.clinic_link_hash(p_secret text) TO service_role;
+
+
+--
+-- Name: TABLE clinic_links; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.clinic_links TO service_role;
+
+
+--
+-- Name: FUNCTION clinic_link_state(p_link public.clinic_links); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.clinic_link_state(p_link public.clinic_links) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.clinic_link_state(p_link public.clinic_links) TO service_role;
 
 
 --
@@ -4469,6 +4869,16 @@ GRANT ALL ON FUNCTION public.begin_calendar_channel(p_clinic_id uuid, p_channel_
 
 
 --
+-- Name: FUNCTION begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) TO anon;
+GRANT ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) TO authenticated;
+GRANT ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) TO service_role;
+
+
+--
 -- Name: FUNCTION calendar_channel_stopped(p_channel_id text); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4541,11 +4951,31 @@ GRANT ALL ON FUNCTION public.clinic_keys(p_clinic_id uuid) TO service_role;
 
 
 --
+-- Name: FUNCTION clinic_links(p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO anon;
+GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION clinic_profile(p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.clinic_profile(p_clinic_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.clinic_profile(p_clinic_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION clinic_status_page(p_secret text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.clinic_status_page(p_secret text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.clinic_status_page(p_secret text) TO anon;
+GRANT ALL ON FUNCTION public.clinic_status_page(p_secret text) TO authenticated;
+GRANT ALL ON FUNCTION public.clinic_status_page(p_secret text) TO service_role;
 
 
 --
@@ -4562,6 +4992,36 @@ GRANT ALL ON FUNCTION public.complete_appointment_sync(p_appointment_id uuid, p_
 
 REVOKE ALL ON FUNCTION public.complete_appointment_syncs(p_completions jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.complete_appointment_syncs(p_completions jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) TO anon;
+GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) TO authenticated;
+GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION connect_consent(p_state text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.connect_consent(p_state text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO anon;
+GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO authenticated;
+GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO service_role;
+
+
+--
+-- Name: FUNCTION connect_readiness(); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.connect_readiness() FROM PUBLIC;
+GRANT ALL ON FUNCTION public.connect_readiness() TO anon;
+GRANT ALL ON FUNCTION public.connect_readiness() TO authenticated;
+GRANT ALL ON FUNCTION public.connect_readiness() TO service_role;
 
 
 --
@@ -4605,11 +5065,31 @@ GRANT ALL ON FUNCTION public.issue_clinic_key(p_clinic_id uuid, p_label text) TO
 
 
 --
+-- Name: FUNCTION issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) TO anon;
+GRANT ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) TO authenticated;
+GRANT ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) TO service_role;
+
+
+--
 -- Name: FUNCTION next_event_generation(p_appointment_id uuid, p_owner text); Type: ACL; Schema: public; Owner: -
 --
 
 REVOKE ALL ON FUNCTION public.next_event_generation(p_appointment_id uuid, p_owner text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.next_event_generation(p_appointment_id uuid, p_owner text) TO service_role;
+
+
+--
+-- Name: FUNCTION open_clinic_link(p_secret text, p_purpose text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) TO anon;
+GRANT ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) TO authenticated;
+GRANT ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) TO service_role;
 
 
 --
@@ -4626,6 +5106,16 @@ GRANT ALL ON FUNCTION public.purge_vapi_tool_calls(p_older_than interval, p_limi
 
 REVOKE ALL ON FUNCTION public.readiness_facts() FROM PUBLIC;
 GRANT ALL ON FUNCTION public.readiness_facts() TO service_role;
+
+
+--
+-- Name: FUNCTION reconnect_link(p_status_secret text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.reconnect_link(p_status_secret text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.reconnect_link(p_status_secret text) TO anon;
+GRANT ALL ON FUNCTION public.reconnect_link(p_status_secret text) TO authenticated;
+GRANT ALL ON FUNCTION public.reconnect_link(p_status_secret text) TO service_role;
 
 
 --
@@ -4706,6 +5196,16 @@ GRANT ALL ON FUNCTION public.retry_failed_appointments(p_clinic_id uuid, p_appoi
 
 REVOKE ALL ON FUNCTION public.revoke_clinic_key(p_key_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.revoke_clinic_key(p_key_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION revoke_clinic_link(p_link_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) TO anon;
+GRANT ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) TO authenticated;
+GRANT ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) TO service_role;
 
 
 --

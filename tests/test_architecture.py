@@ -19,8 +19,9 @@ LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"config", "store", "calendar", "metrics", "feed", "vapi_tools"}),  # one outside system each
     frozenset({"tokens", "writeback", "budget", "migrations"}),
     frozenset({"sync", "mirror", "channels", "wiring"}),  # the loops, and the parts built from settings
-    frozenset({"public"}),  # the public listener
-    frozenset({"app", "admin", "google_connect", "verify"}),  # the main loop and the operator actions
+    frozenset({"public", "google_connect"}),  # the public listener; connecting Google (CLI and web)
+    frozenset({"connect_web"}),  # the clinic pages on the public listener
+    frozenset({"app", "admin", "verify"}),  # the main loop and the operator actions
     frozenset({"cli"}),  # the command line
     frozenset({"__main__"}),
 )

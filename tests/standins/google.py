@@ -23,8 +23,13 @@ What it imitates (Google's documented behaviour; error bodies in Google's JSON s
   first), access tokens that expire after `access_token_lifetime` seconds; `invalid_client`, `invalid_grant`.
 - The authorization-code flow of a desktop ("installed") client: loopback redirect URIs on any port, PKCE,
   single-use codes that expire, refresh tokens only for offline access when the consent screen was shown,
-  ID tokens for `openid`, 7-day refresh tokens for a project in "Testing". There is no browser: the test decides
-  who signs in and whether they approve (consent(), deny_consent()).
+  ID tokens for `openid`, 7-day refresh tokens for a project in "Testing". The test decides who signs in and
+  whether they approve (consent(), deny_consent()); without a browser the decision is applied at once.
+- A "Web application" client instead (make_web_client(redirect_uris)): only the registered redirect URIs,
+  matched exactly (a loopback address too, port included), else Google's `redirect_uri_mismatch` error page.
+  With `consent_screen` on, the decided visit shows a consent page (the account, the app's requested access, an
+  "Allow" and a "Cancel" button posting to APPROVAL_PATH) that a real browser answers; Cancel redirects with
+  `error=access_denied`, as Google does.
 - Scopes: "email"/"profile" are answered as their userinfo URLs plus "openid", as Google does; calendar calls
   need a calendar scope (403 `insufficientPermissions`).
 - Calendar: Bearer auth (401 `authError`), sliding 60 s windows per account (403 `userRateLimitExceeded`) and
@@ -118,6 +123,7 @@ USERINFO_PROFILE_SCOPE = "https://www.googleapis.com/auth/userinfo.profile"
 API_PATH = "/calendar/v3/"
 TOKEN_PATH = "/token"
 AUTH_PATH = "/o/oauth2/auth"
+APPROVAL_PATH = "/o/oauth2/approval"
 DEFAULT_TIME_ZONE = "Europe/London"
 ID_TOKEN_ISSUER = "https://accounts.google.com"
 # RFC 6749 recommends at most 10 minutes for an authorization code; Google keeps to it.
@@ -744,6 +750,11 @@ class GoogleStandIn(LocalService):
         self._pages: dict[str, _Page] = {}
         self._codes: dict[str, _AuthorizationCode] = {}
         self._decision: _Decision | None = None
+        #: The registered redirect URIs of a Web application client; None: a desktop client (loopback, any port).
+        self.web_redirect_uris: frozenset[str] | None = None
+        #: Show a consent page (Allow / Cancel) on the decided visit instead of redirecting at once; settable.
+        self.consent_screen = False
+        self._screens: dict[str, tuple[_AuthorizationRequest, _Decision]] = {}
         self._faults: list[_PendingFault] = []
         self._chaos: _Chaos | None = None
         self._records: list[_Record] = []
@@ -868,6 +879,12 @@ class GoogleStandIn(LocalService):
         with self._lock:
             self._account(account)
             self._decision = _Decision(account, testing_mode)
+
+    def make_web_client(self, redirect_uris: Iterable[str], *, consent_screen: bool = True) -> None:
+        """The OAuth client becomes a "Web application" client with these registered redirect URIs."""
+        with self._lock:
+            self.web_redirect_uris = frozenset(redirect_uris)
+            self.consent_screen = consent_screen
 
     def deny_consent(self) -> None:
         """The next valid visit to `auth_uri` is the user pressing Cancel: the browser is redirected to the
@@ -1060,6 +1077,9 @@ class GoogleStandIn(LocalService):
         if path == AUTH_PATH:
             self._answer(handler, record, self._authorization_endpoint(method, split.query, record))
             return
+        if path == APPROVAL_PATH:
+            self._answer(handler, record, self._approval(method, body, record))
+            return
         if not path.startswith(API_PATH):
             self._answer(handler, record, _ApiError(404, "notFound", "Not Found").reply())
             return
@@ -1130,20 +1150,43 @@ class GoogleStandIn(LocalService):
                 return _sign_in_page(request.login_hint)
             if decision.account is None:
                 return _redirect(request.redirect_uri, [("error", "access_denied"), ("state", request.state)])
-            account = self._account(decision.account)
-            record.account = account.email
-            # Google shows the consent screen when asked to, or when a scope has not been granted before; only
-            # then does offline access come with a refresh token.
-            consent_shown = "consent" in request.prompts or not set(request.scopes) <= account.granted
-            account.granted.update(request.scopes)
-            code = _new_authorization_code()
-            self._codes[code] = _AuthorizationCode(
-                request,
-                account.email,
-                with_refresh_token=request.offline and consent_shown,
-                testing_mode=decision.testing_mode,
-                expires_at=time.monotonic() + self.authorization_code_lifetime,
-            )
+            if self.consent_screen:
+                screen = secrets.token_urlsafe(16)
+                self._screens[screen] = (request, decision)
+                return _consent_page(screen, decision.account, request.scopes)
+            return self._grant_code(request, decision, record)
+
+    def _approval(self, method: str, body: bytes, record: _Record) -> _Reply:
+        """The consent page's answer: Allow redirects with a code, Cancel with error=access_denied."""
+        if method != "POST":
+            return _page(405, "Error 405", ["Method not allowed."])
+        form = {k: v[0] for k, v in urllib.parse.parse_qs(body.decode("utf-8", "replace")).items()}
+        with self._lock:
+            screen = self._screens.pop(form.get("screen", ""), None)
+            if screen is None:
+                return _page(400, "Error 400", ["This consent page has expired. Go back and try again."])
+            request, decision = screen
+            if form.get("action") != "allow":
+                return _redirect(request.redirect_uri, [("error", "access_denied"), ("state", request.state)])
+            return self._grant_code(request, decision, record)
+
+    def _grant_code(self, request: _AuthorizationRequest, decision: _Decision, record: _Record) -> _Reply:
+        """The user approved: a code for the client (called under the lock)."""
+        assert decision.account is not None
+        account = self._account(decision.account)
+        record.account = account.email
+        # Google shows the consent screen when asked to, or when a scope has not been granted before; only
+        # then does offline access come with a refresh token.
+        consent_shown = "consent" in request.prompts or not set(request.scopes) <= account.granted
+        account.granted.update(request.scopes)
+        code = _new_authorization_code()
+        self._codes[code] = _AuthorizationCode(
+            request,
+            account.email,
+            with_refresh_token=request.offline and consent_shown,
+            testing_mode=decision.testing_mode,
+            expires_at=time.monotonic() + self.authorization_code_lifetime,
+        )
         return _redirect(
             request.redirect_uri,
             [
@@ -1176,7 +1219,16 @@ class GoogleStandIn(LocalService):
                 "invalid_request",
                 "The out-of-band (OOB) flow has been blocked in order to keep users secure.",
             )
-        if not _is_loopback_redirect(redirect_uri):
+        if self.web_redirect_uris is not None:
+            if redirect_uri not in self.web_redirect_uris:
+                raise _AuthorizationPageError(
+                    400,
+                    "redirect_uri_mismatch",
+                    f"You can't sign in to this app because it doesn't comply with Google's OAuth 2.0 policy. If"
+                    f" you're the app developer, register the redirect URI in the Google Cloud Console."
+                    f" Request details: redirect_uri={redirect_uri}",
+                )
+        elif not _is_loopback_redirect(redirect_uri):
             raise _AuthorizationPageError(
                 400,
                 "redirect_uri_mismatch",
@@ -1972,6 +2024,20 @@ def _page(status: int, title: str, paragraphs: Iterable[str]) -> _Reply:
         f"<body>{body}</body></html>"
     )
     return _Reply(status, document, {"Cache-Control": "no-cache, no-store"}, content_type="text/html; charset=utf-8")
+
+
+def _consent_page(screen: str, account: str, scopes: Iterable[str]) -> _Reply:
+    """Google's consent screen: who is signed in, what the app asks for, Allow and Cancel."""
+    items = "".join(f"<li>{html.escape(scope)}</li>" for scope in scopes)
+    document = (
+        "<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>Sign in - Google Accounts</title></head><body>"
+        f"<h1>The app wants access to your Google Account</h1><p id=account>{html.escape(account)}</p>"
+        f"<p>This will allow the app to:</p><ul id=scopes>{items}</ul>"
+        f"<form method=post action={APPROVAL_PATH}><input type=hidden name=screen value={html.escape(screen)}>"
+        "<button name=action value=deny>Cancel</button> <button name=action value=allow>Allow</button></form>"
+        "</body></html>"
+    )
+    return _Reply(200, document, {"Cache-Control": "no-cache, no-store"}, content_type="text/html; charset=utf-8")
 
 
 def _sign_in_page(login_hint: str | None) -> _Reply:
