@@ -4,10 +4,12 @@
    (`clinic-sync migrate`).
 2. Local stand-ins for Supabase's REST gateway and Realtime, and for Google Calendar + OAuth,
    start on 127.0.0.1.
-3. `clinic-sync add-clinic` creates a demo clinic and its key; `connect-google` runs the OAuth
-   consent flow (copy-paste mode, with this script playing the person at the browser);
-   `vapi-tools` prints the tool definitions Vapi would be given.
-4. The sync daemon runs on the Supabase path (REST gateway + Realtime doorbell).
+3. `clinic-sync add-clinic` creates a demo clinic and its key. The sync daemon starts on the Supabase
+   path (REST gateway + Realtime doorbell), its public listener behind a local TLS terminator;
+   `clinic-sync connect-link` prints the link the clinic's manager would be sent, and this script
+   plays the manager's browser: the connect page, Google's consent, the page saying what was
+   connected. `vapi-tools` prints the tool definitions Vapi would be given.
+4. The daemon syncs; `clinic-sync status-link` gives the clinic its status page.
 5. The receptionist blocks a lunch hour straight in Google Calendar; the daemon's busy mirror
    reads it back, so the assistant will not offer it.
 6. A scripted phone conversation calls those tools exactly as Vapi would (HTTP POST to the
@@ -23,14 +25,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import io
 import json
 import os
 import re
+import socket
 import statistics
 import sys
 import time
-import uuid
 from collections.abc import Iterator
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -46,6 +49,7 @@ from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, ThrowawayPostgres
 from tests.standins.realtime import RealtimeStandIn
 from tests.standins.receptionist import Receptionist
 from tests.standins.supabase_rest import SupabaseRestStandIn
+from tests.standins.tls_terminator import TlsTerminator
 from tests.standins.vapi import VapiCall, tool_call
 
 LONDON = ZoneInfo("Europe/London")
@@ -235,59 +239,84 @@ def run(google: GoogleStandIn, admin: psycopg.Connection, backend: Backend) -> N
     clinic_id = re.findall(r"clinic id:\s+(\S+)", created)[0]
     key = re.findall(r"clinic key:\s+(\S+)", created)[0]
 
-    heading("Its Google Calendar (OAuth consent; this script plays the receptionist at the browser)")
-    google.add_account(ACCOUNT)
-    google.consent(ACCOUNT)
-    connect(google, uuid.UUID(clinic_id))
+    public_port = free_port()
+    with TlsTerminator(public_port) as tls:
+        public_url = f"https://127.0.0.1:{tls.port}"
+        google.make_web_client([f"{public_url}/connect/callback"], consent_screen=False)
+        settings = make_settings(
+            backend,
+            google,
+            sync_poll_seconds=30,
+            public_url=public_url,
+            public_host="127.0.0.1",
+            public_port=public_port,
+            mirror_safety_net_seconds=1,
+        )
+        with environment({"PUBLIC_URL": public_url}), running(settings) as runner:
+            wait_until(lambda: runner.daemon.feed is not None and runner.daemon.feed.subscriptions > 0, what="Realtime")
+            heading("Its Google Calendar: a link for the clinic's manager (this script plays the manager's browser)")
+            google.add_account(ACCOUNT)
+            google.consent(ACCOUNT)
+            connect_through_link(clinic_id)
+            heading("The tools to paste into Vapi")
+            tools = json.loads(command("vapi-tools", "--clinic", clinic_id, "--clinic-key", key))
+            for tool in tools:
+                parameters = tool["function"]["parameters"]
+                print(
+                    f"    {tool['function']['name']}({', '.join(parameters['properties'])})"
+                    f" -> POST {tool['server']['url']}"
+                )
+            live(google, admin, tools)
+            heading("The clinic's status page")
+            status = command("status-link", "--clinic", clinic_id, "--expires", "30d").strip()
+            print(f"    {status}")
+            page = httpx.get(status, verify=False, timeout=10).text
+            for row in re.findall(r"<tr><td>(.*?)</td><td>(.*?)</td>\s*<td>(.*?)</td></tr>", page, re.S):
+                print("    " + " | ".join(html.unescape(cell) for cell in row))
 
-    heading("The tools to paste into Vapi")
-    tools = json.loads(command("vapi-tools", "--clinic", clinic_id, "--clinic-key", key))
-    for tool in tools:
-        parameters = tool["function"]["parameters"]
-        print(f"    {tool['function']['name']}({', '.join(parameters['properties'])}) -> POST {tool['server']['url']}")
 
-    settings = make_settings(backend, google, sync_poll_seconds=30, mirror_interval_seconds=1)
-    with running(settings) as runner:
-        wait_until(lambda: runner.daemon.feed is not None and runner.daemon.feed.subscriptions > 0, what="Realtime")
-        heading("The receptionist blocks Dr Patel's lunch straight in Google Calendar")
-        receptionist = Receptionist(google, ACCOUNT)
-        try:
-            receptionist.add(next_tuesday(), "12:00", "13:00")
-        finally:
-            receptionist.close()
-        wait_until(lambda: admin.execute("select count(*) from public.calendar_busy").fetchone() == (1,), what="mirror")
-        print(f"  {next_tuesday():%A} 12:00-13:00 is busy in the clinic's calendar; the mirror has read it back.")
-        heading("The daemon is running (Supabase path, Realtime doorbell); the phone rings")
-        latencies = conversation(tools, admin)
-        show_calendar(google)
-        show_latencies(latencies)
-        heading("Readiness report")
-        print("  $ clinic-sync verify")
-        clinic_sync(["verify"])
+def live(google: GoogleStandIn, admin: psycopg.Connection, tools: list[dict[str, Any]]) -> None:
+    heading("The receptionist blocks Dr Patel's lunch straight in Google Calendar")
+    receptionist = Receptionist(google, ACCOUNT)
+    try:
+        receptionist.add(next_tuesday(), "12:00", "13:00")
+    finally:
+        receptionist.close()
+    wait_until(lambda: admin.execute("select count(*) from public.calendar_busy").fetchone() == (1,), what="mirror")
+    print(f"  {next_tuesday():%A} 12:00-13:00 is busy in the clinic's calendar; the mirror has read it back.")
+    heading("The daemon is running (Supabase path, Realtime doorbell); the phone rings")
+    latencies = conversation(tools, admin)
+    show_calendar(google)
+    show_latencies(latencies)
+    heading("Readiness report")
+    print("  $ clinic-sync verify")
+    clinic_sync(["verify"])
 
 
-def connect(google: GoogleStandIn, clinic_id: uuid.UUID) -> None:
-    """`connect-google --copy-paste`, answering its prompt the way a person would."""
-    import asyncio
+def connect_through_link(clinic_id: str) -> None:
+    """`connect-link`, then the manager's browser: the connect page, its button, Google, the answer page."""
+    url = command("connect-link", "--clinic", clinic_id).strip()
+    print(f"    {url}")
+    # The local TLS terminator's certificate is self-signed.
+    with httpx.Client(verify=False, timeout=10, follow_redirects=True) as browser:
+        page = browser.get(url)
+        print(f"  The manager opens it: {heading_of(page.text)}")
+        token = re.findall(r'name="form_token" value="([0-9a-f]+)"', page.text)[0]
+        answer = browser.post(url, data={"form_token": token})  # Continue to Google; Google's consent; back
+        print(f"  Continue to Google -> the manager allows access -> {heading_of(answer.text)}")
+        for label, value in re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", answer.text):
+            print(f"    {html.unescape(label)}: {html.unescape(value)}")
 
-    from daemon.config import Settings
-    from daemon.google_connect import ConnectOptions, connect_google
 
-    printed: list[str] = []
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
-    def browser(prompt: str) -> str:
-        url = re.findall(r"http://127\.0\.0\.1:\d+/o/oauth2/auth\?\S+", printed[-1])[0]
-        location = httpx.get(url, follow_redirects=False, timeout=5).headers["location"]
-        print(f"  {prompt}{location[:60]}...")
-        return str(location)
 
-    def show(text: str) -> None:
-        printed.append(text)
-        echo(text.replace("\n\n", "\n"), lines=3)
-
-    print(f"  $ clinic-sync connect-google --clinic {clinic_id} --copy-paste")
-    result = asyncio.run(connect_google(Settings(), clinic_id, ConnectOptions(copy_paste=True, show=show, ask=browser)))
-    print(f"    {result.summary()}")
+def heading_of(page: str) -> str:
+    found = re.findall(r"<h1>(.*?)</h1>", page, re.S)
+    return html.unescape(re.sub(r"<[^>]+>", "", found[0])) if found else "(no heading)"
 
 
 if __name__ == "__main__":
