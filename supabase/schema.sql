@@ -4873,8 +4873,6 @@ GRANT ALL ON FUNCTION public.begin_calendar_channel(p_clinic_id uuid, p_channel_
 --
 
 REVOKE ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) TO anon;
-GRANT ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) TO authenticated;
 GRANT ALL ON FUNCTION public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) TO service_role;
 
 
@@ -4955,8 +4953,6 @@ GRANT ALL ON FUNCTION public.clinic_keys(p_clinic_id uuid) TO service_role;
 --
 
 REVOKE ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO anon;
-GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO authenticated;
 GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO service_role;
 
 
@@ -4973,8 +4969,6 @@ GRANT ALL ON FUNCTION public.clinic_profile(p_clinic_id uuid) TO service_role;
 --
 
 REVOKE ALL ON FUNCTION public.clinic_status_page(p_secret text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.clinic_status_page(p_secret text) TO anon;
-GRANT ALL ON FUNCTION public.clinic_status_page(p_secret text) TO authenticated;
 GRANT ALL ON FUNCTION public.clinic_status_page(p_secret text) TO service_role;
 
 
@@ -4999,8 +4993,6 @@ GRANT ALL ON FUNCTION public.complete_appointment_syncs(p_completions jsonb) TO 
 --
 
 REVOKE ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) TO anon;
-GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) TO authenticated;
 GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) TO service_role;
 
 
@@ -5009,8 +5001,6 @@ GRANT ALL ON FUNCTION public.complete_connect_consent(p_state text, p_google_acc
 --
 
 REVOKE ALL ON FUNCTION public.connect_consent(p_state text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO anon;
-GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO authenticated;
 GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO service_role;
 
 
@@ -5019,8 +5009,6 @@ GRANT ALL ON FUNCTION public.connect_consent(p_state text) TO service_role;
 --
 
 REVOKE ALL ON FUNCTION public.connect_readiness() FROM PUBLIC;
-GRANT ALL ON FUNCTION public.connect_readiness() TO anon;
-GRANT ALL ON FUNCTION public.connect_readiness() TO authenticated;
 GRANT ALL ON FUNCTION public.connect_readiness() TO service_role;
 
 
@@ -5069,8 +5057,6 @@ GRANT ALL ON FUNCTION public.issue_clinic_key(p_clinic_id uuid, p_label text) TO
 --
 
 REVOKE ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) TO anon;
-GRANT ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) TO authenticated;
 GRANT ALL ON FUNCTION public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) TO service_role;
 
 
@@ -5087,8 +5073,6 @@ GRANT ALL ON FUNCTION public.next_event_generation(p_appointment_id uuid, p_owne
 --
 
 REVOKE ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) TO anon;
-GRANT ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) TO authenticated;
 GRANT ALL ON FUNCTION public.open_clinic_link(p_secret text, p_purpose text) TO service_role;
 
 
@@ -5113,8 +5097,6 @@ GRANT ALL ON FUNCTION public.readiness_facts() TO service_role;
 --
 
 REVOKE ALL ON FUNCTION public.reconnect_link(p_status_secret text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.reconnect_link(p_status_secret text) TO anon;
-GRANT ALL ON FUNCTION public.reconnect_link(p_status_secret text) TO authenticated;
 GRANT ALL ON FUNCTION public.reconnect_link(p_status_secret text) TO service_role;
 
 
@@ -5203,8 +5185,6 @@ GRANT ALL ON FUNCTION public.revoke_clinic_key(p_key_id uuid) TO service_role;
 --
 
 REVOKE ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) TO anon;
-GRANT ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) TO authenticated;
 GRANT ALL ON FUNCTION public.revoke_clinic_link(p_link_id uuid) TO service_role;
 
 
