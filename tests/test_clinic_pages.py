@@ -40,7 +40,8 @@ from tests.daemon_harness import (
 from tests.dates import upcoming
 from tests.standins.clinics import create_clinic
 from tests.standins.google import GoogleStandIn
-from tests.standins.postgres import MIGRATOR, scalar
+from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
+from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.tls_terminator import TlsTerminator
 from tests.standins.vapi import Assistant
 from tests.test_push_notifications import free_port
@@ -74,7 +75,18 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
 
 @pytest.fixture
 def backend(database: Database) -> Backend:
+    """The direct path: the refusals and the status page do not depend on the database path."""
     return Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
+
+
+@pytest.fixture(params=["supabase", "postgres"])
+def either_backend(request: pytest.FixtureRequest, database: Database) -> Iterator[Backend]:
+    """Each database path in turn (the store's link calls through Supabase's REST gateway too)."""
+    if request.param == "postgres":
+        yield Backend("postgres", {"DATABASE_URL": database.dsn(MIGRATOR)})
+        return
+    with SupabaseRestStandIn(database.dsn(AUTHENTICATOR)) as rest:
+        yield Backend("supabase", {"SUPABASE_URL": rest.url, "SUPABASE_SERVICE_ROLE_KEY": rest.service_role_key})
 
 
 class Site:
@@ -168,9 +180,10 @@ def fits_a_phone(page: Page) -> bool:
 
 
 def test_a_clinic_connects_its_calendar_through_a_link(
-    chromium: Browser, backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, clinic: Clinic,
+    chromium: Browser, either_backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, clinic: Clinic,
     assistant: Assistant, capsys: pytest.CaptureFixture[str], cli_env: Any,
 ) -> None:  # fmt: skip
+    backend = either_backend
     google.add_account(ACCOUNT)
     with site(chromium, backend, google) as web:
         cli_env(backend, google, web)
