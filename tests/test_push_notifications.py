@@ -236,3 +236,19 @@ def test_an_expired_channel_is_replaced_and_its_notifications_refused(
             timeout=5,
         )
         assert answer.status_code == 404
+
+
+def test_a_public_port_that_is_taken_stops_the_daemon_with_the_reason(
+    backend: Backend, google: GoogleStandIn, admin: psycopg.Connection, clinic: Clinic, account: str
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        settings = make_settings(
+            backend, google, public_url=f"https://127.0.0.1:{port}", public_host="127.0.0.1", public_port=port
+        )
+        runner = DaemonThread(settings).start()
+        wait_until(lambda: runner.error is not None, what="the daemon to give up")
+        with pytest.raises(OSError, match=f"cannot listen on 127.0.0.1:{port}"):
+            runner.stop()
