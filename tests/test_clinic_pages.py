@@ -59,15 +59,17 @@ def loopback_token_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("OAUTHLIB_INSECURE_TRANSPORT", "1")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Module-scoped, not session-scoped: Playwright's sync API keeps an event loop running in this thread while
+    it is open, and the other modules' asyncio.run() calls must not find one."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium(playwright: Playwright) -> Iterator[Browser]:
-    """One headless Debian Chromium for the whole session (Playwright's own browser download is not used)."""
+    """One headless Debian Chromium for all the browser tests (Playwright's own browser download is not used)."""
     browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
     yield browser
     browser.close()
