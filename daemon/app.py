@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from loguru import logger
 
+from daemon.budget import GoogleBudget
 from daemon.calendar import GoogleCalendar
 from daemon.channels import ChannelKeeper
 from daemon.config import Settings
@@ -103,75 +104,11 @@ class Daemon:
         executor = ThreadPoolExecutor(max_workers=settings.sync_workers + 2, thread_name_prefix="google")
         tokens = token_manager(settings, store, executor, self.metrics)
         calendar, budget = google_calendar(settings, store)
-        self._sync = SyncLoop(
-            store,
-            calendar,
-            tokens,
-            executor,
-            SyncOptions(
-                owner=self.owner,
-                batch_size=settings.sync_batch_size,
-                per_clinic_batch=settings.sync_per_clinic_batch,
-                max_in_flight=settings.sync_workers,
-                lease_seconds=settings.sync_lease_seconds,
-                poll_seconds=settings.sync_poll_seconds,
-                max_attempts=settings.sync_max_attempts,
-                shutdown_grace_seconds=settings.sync_shutdown_grace_seconds,
-                backoff_base_seconds=settings.sync_backoff_base_seconds,
-                backoff_cap_seconds=settings.sync_backoff_cap_seconds,
-                coalesce_seconds=settings.sync_coalesce_seconds,
-            ),
-            self.metrics,
-            on_synced=self._mirror_pushed,
-            budget=budget,
-        )
-        self.mirror = (
-            CalendarMirror(
-                store,
-                calendar,
-                tokens,
-                executor,
-                owner=self.owner,
-                # With push notifications a slow safety net; without, the polling period.
-                interval_seconds=(
-                    settings.mirror_safety_net_seconds if settings.push_enabled else settings.mirror_interval_seconds
-                ),
-                page_size=settings.mirror_page_size,
-                after_push_delay_seconds=settings.mirror_after_push_seconds,
-                metrics=self.metrics,
-            )
-            if settings.mirror_enabled
-            else None
-        )
+        self._sync = self._sync_loop(store, calendar, tokens, executor, budget)
+        self.mirror = self._calendar_mirror(store, calendar, tokens, executor) if settings.mirror_enabled else None
         if self._stop_requested:
             self._sync.stop()
-        scheduler = AsyncIOScheduler()
-        scheduler.add_job(
-            tokens.refresh_due,
-            "interval",
-            args=[settings.token_refresh_margin_seconds],
-            seconds=settings.token_refresh_interval_seconds,
-            max_instances=1,
-            coalesce=True,
-        )
-        scheduler.add_job(
-            self._snapshot_backlog,
-            "interval",
-            args=[store],
-            seconds=settings.backlog_metrics_seconds,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=dt.datetime.now(dt.UTC),
-        )
-        scheduler.add_job(
-            self._purge_vapi_tool_calls,
-            "interval",
-            args=[store],
-            hours=1,
-            max_instances=1,
-            coalesce=True,
-            next_run_time=dt.datetime.now(dt.UTC),
-        )
+        scheduler = self._scheduler(store, tokens)
         scheduler.start()
         self.feed = make_feed(settings) if settings.feed_enabled else None
         self.metrics.feed_state(self.feed.state if self.feed else None)
@@ -201,6 +138,83 @@ class Daemon:
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
             calendar.close()
             logger.info("daemon {} stopped", self.owner)
+
+    def _sync_loop(
+        self,
+        store: Store,
+        calendar: GoogleCalendar,
+        tokens: TokenManager,
+        executor: ThreadPoolExecutor,
+        budget: GoogleBudget,
+    ) -> SyncLoop:
+        settings = self.settings
+        options = SyncOptions(
+            owner=self.owner,
+            batch_size=settings.sync_batch_size,
+            per_clinic_batch=settings.sync_per_clinic_batch,
+            max_in_flight=settings.sync_workers,
+            lease_seconds=settings.sync_lease_seconds,
+            poll_seconds=settings.sync_poll_seconds,
+            max_attempts=settings.sync_max_attempts,
+            shutdown_grace_seconds=settings.sync_shutdown_grace_seconds,
+            backoff_base_seconds=settings.sync_backoff_base_seconds,
+            backoff_cap_seconds=settings.sync_backoff_cap_seconds,
+            coalesce_seconds=settings.sync_coalesce_seconds,
+        )
+        return SyncLoop(
+            store, calendar, tokens, executor, options, self.metrics, on_synced=self._mirror_pushed, budget=budget
+        )
+
+    def _calendar_mirror(
+        self, store: Store, calendar: GoogleCalendar, tokens: TokenManager, executor: ThreadPoolExecutor
+    ) -> CalendarMirror:
+        settings = self.settings
+        return CalendarMirror(
+            store,
+            calendar,
+            tokens,
+            executor,
+            owner=self.owner,
+            # With push notifications a slow safety net; without, the polling period.
+            interval_seconds=(
+                settings.mirror_safety_net_seconds if settings.push_enabled else settings.mirror_interval_seconds
+            ),
+            page_size=settings.mirror_page_size,
+            after_push_delay_seconds=settings.mirror_after_push_seconds,
+            metrics=self.metrics,
+        )
+
+    def _scheduler(self, store: Store, tokens: TokenManager) -> AsyncIOScheduler:
+        """The periodic jobs: token refresh, the backlog snapshot for metrics, the tool-call retention."""
+        settings = self.settings
+        scheduler = AsyncIOScheduler()
+        scheduler.add_job(
+            tokens.refresh_due,
+            "interval",
+            args=[settings.token_refresh_margin_seconds],
+            seconds=settings.token_refresh_interval_seconds,
+            max_instances=1,
+            coalesce=True,
+        )
+        scheduler.add_job(
+            self._snapshot_backlog,
+            "interval",
+            args=[store],
+            seconds=settings.backlog_metrics_seconds,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
+        scheduler.add_job(
+            self._purge_vapi_tool_calls,
+            "interval",
+            args=[store],
+            hours=1,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
+        return scheduler
 
     async def _start_push(
         self, store: Store, calendar: GoogleCalendar, tokens: TokenManager, executor: ThreadPoolExecutor
