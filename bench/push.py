@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import sys
 import threading
 import time
@@ -32,23 +31,17 @@ from typing import Any
 import psycopg
 
 from bench.quota import fresh_database, percentile, production, replicas
-from daemon.config import Settings
-from tests.daemon_harness import Backend, DaemonThread, connect_google, make_settings, wait_until
+from tests.daemon_harness import Backend, connect_google, make_settings, wait_until
 from tests.dates import upcoming
 from tests.standins.clinics import create_clinic, issue_key
 from tests.standins.google import API_PATH, GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, ThrowawayPostgres, scalar
 from tests.standins.receptionist import Receptionist
+from tests.standins.service import free_port
 from tests.standins.vapi import Assistant
 from tests.test_busy_mirror import free_times
 
 COMPRESSION = 60  # push runs: the safety net and channel lifetimes this many times shorter
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def push_settings(compressed: bool) -> dict[str, Any]:
@@ -87,16 +80,6 @@ def settled(admin: psycopg.Connection, count: int, push: bool) -> bool:
     return bool(listed == count and live == count)
 
 
-@contextlib.contextmanager
-def replicas_of(settings: Sequence[Settings]) -> Iterator[list[DaemonThread]]:
-    runners = [DaemonThread(one, owner=f"bench-replica-{n}").start() for n, one in enumerate(settings)]
-    try:
-        yield runners
-    finally:
-        for runner in runners:
-            runner.stop(timeout=60)
-
-
 def calendar_requests(google: GoogleStandIn, since: float) -> int:
     return sum(1 for r in google.requests() if r.path.startswith(API_PATH) and r.at >= since)
 
@@ -110,7 +93,7 @@ def idle_cost(pg: ThrowawayPostgres, count: int, push: bool, replica_count: int,
             settings,
             *(settings.model_copy(update={"public_port": free_port()}) for _ in range(replica_count - 1)),
         ]
-        with replicas_of(everyone):
+        with replicas(everyone):
             wait_until(lambda: settled(admin, count, push), timeout=120, what="the daemon settled")
             started = time.monotonic()
             time.sleep(window)

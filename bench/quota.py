@@ -97,8 +97,10 @@ def synced(admin: psycopg.Connection, clinic_id: uuid.UUID | None = None) -> int
 
 
 @contextlib.contextmanager
-def replicas(settings: Settings, count: int) -> Iterator[list[DaemonThread]]:
-    runners = [DaemonThread(settings, owner=f"bench-replica-{n}").start() for n in range(count)]
+def replicas(settings: Settings | Sequence[Settings], count: int = 1) -> Iterator[list[DaemonThread]]:
+    """`count` daemons with the same settings, or one per given settings."""
+    each = [settings] * count if isinstance(settings, Settings) else list(settings)
+    runners = [DaemonThread(one, owner=f"bench-replica-{n}").start() for n, one in enumerate(each)]
     try:
         yield runners
     finally:

@@ -30,7 +30,6 @@ import io
 import json
 import os
 import re
-import socket
 import statistics
 import sys
 import time
@@ -48,6 +47,7 @@ from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, ThrowawayPostgres
 from tests.standins.realtime import RealtimeStandIn
 from tests.standins.receptionist import Receptionist
+from tests.standins.service import free_port
 from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.tls_terminator import TlsTerminator
 from tests.standins.vapi import VapiCall, tool_call
@@ -306,12 +306,6 @@ def connect_through_link(clinic_id: str) -> None:
         print(f"  Continue to Google -> the manager allows access -> {heading_of(answer.text)}")
         for label, value in re.findall(r"<dt>(.*?)</dt><dd[^>]*>(.*?)</dd>", answer.text):
             print(f"    {html.unescape(label)}: {html.unescape(value)}")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def heading_of(page: str) -> str:

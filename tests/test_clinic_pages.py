@@ -41,10 +41,10 @@ from tests.dates import upcoming
 from tests.standins.clinics import create_clinic
 from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
+from tests.standins.service import free_port
 from tests.standins.supabase_rest import SupabaseRestStandIn
 from tests.standins.tls_terminator import TlsTerminator
 from tests.standins.vapi import Assistant
-from tests.test_push_notifications import free_port
 
 ACCOUNT = "manager@riverside.example"
 CHROMIUM = "/usr/bin/chromium"

@@ -25,21 +25,16 @@ from tests.daemon_harness import (
     wait_until,
 )
 from tests.dates import upcoming
-from tests.standins.google import GoogleStandIn
+from tests.standins.google import Channel, GoogleStandIn
 from tests.standins.postgres import scalar
 from tests.standins.receptionist import Receptionist
+from tests.standins.service import free_port
 from tests.standins.vapi import Assistant
 from tests.test_busy_mirror import TUESDAY, account, free_times, mirrored_at, receptionist
 
 __all__ = ["account", "receptionist"]  # the busy mirror's fixtures, used here too
 
 NOTIFICATIONS = "/google/calendar-notifications"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
@@ -57,6 +52,21 @@ def pushing(backend: Backend, google: GoogleStandIn, **overrides: Any) -> Iterat
     )
     with running(settings) as runner:
         yield runner
+
+
+def notify_as_google(runner: DaemonThread, channel: Channel, message_number: str, **headers: str) -> int:
+    """POST to the daemon's listener what Google sends for a change on `channel` (`headers` replace parts)."""
+    assert runner.daemon.public is not None
+    sent = {
+        "X-Goog-Channel-ID": channel.id,
+        "X-Goog-Resource-ID": channel.resource_id,
+        "X-Goog-Resource-State": "exists",
+        "X-Goog-Message-Number": message_number,
+        "X-Goog-Channel-Token": channel.token or "",
+        **headers,
+    }
+    url = f"http://127.0.0.1:{runner.daemon.public.port}{NOTIFICATIONS}"
+    return httpx.post(url, headers=sent, timeout=5).status_code
 
 
 def live_channels(admin: psycopg.Connection) -> list[tuple[str, str, Any]]:
@@ -106,15 +116,7 @@ def test_forged_replayed_and_stale_notifications_change_nothing(
         url = f"http://127.0.0.1:{runner.daemon.public.port}{NOTIFICATIONS}"
 
         def notify(**headers: str) -> int:
-            sent = {
-                "X-Goog-Channel-ID": channel.id,
-                "X-Goog-Resource-ID": channel.resource_id,
-                "X-Goog-Resource-State": "exists",
-                "X-Goog-Message-Number": "1000",
-                "X-Goog-Channel-Token": channel.token or "",
-                **headers,
-            }
-            return httpx.post(url, headers=sent, timeout=5).status_code
+            return notify_as_google(runner, channel, "1000", **headers)
 
         def notified_at() -> Any:
             return scalar(admin, "select notified_at from public.calendar_mirrors where clinic_id = %s", (clinic.id,))
@@ -223,19 +225,7 @@ def test_an_expired_channel_is_replaced_and_its_notifications_refused(
         google.expire_channels([first.id])
         admin.execute("update public.calendar_channels set expires_at = now() - interval '1 second'")
         wait_until(lambda: len(google.channels()) == 2 and confirmed(admin), what="a new channel")
-        assert runner.daemon.public is not None
-        answer = httpx.post(
-            f"http://127.0.0.1:{runner.daemon.public.port}{NOTIFICATIONS}",
-            headers={
-                "X-Goog-Channel-ID": first.id,
-                "X-Goog-Resource-ID": first.resource_id,
-                "X-Goog-Resource-State": "exists",
-                "X-Goog-Message-Number": "99",
-                "X-Goog-Channel-Token": first.token or "",
-            },
-            timeout=5,
-        )
-        assert answer.status_code == 404
+        assert notify_as_google(runner, first, "99") == 404
 
 
 def test_a_public_port_that_is_taken_stops_the_daemon_with_the_reason(

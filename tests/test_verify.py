@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -33,6 +32,7 @@ from tests.standins.clinics import create_clinic
 from tests.standins.google import GoogleStandIn
 from tests.standins.postgres import MIGRATOR, scalar
 from tests.standins.realtime import RealtimeStandIn
+from tests.standins.service import free_port
 from tests.standins.supabase_rest import SupabaseRestStandIn
 
 QUICK = VerifyOptions(feed_timeout_seconds=5.0)
@@ -85,12 +85,6 @@ def statuses(report: Report) -> dict[str, Status]:
 def the(report: Report, name: str) -> Any:
     [check] = [c for c in report.checks if c.name == name]
     return check
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_a_ready_deployment_passes(backend: Backend, google: GoogleStandIn, connected: str) -> None:

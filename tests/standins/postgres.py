@@ -16,7 +16,6 @@ import contextlib
 import os
 import pwd
 import secrets
-import socket
 import subprocess
 import tempfile
 import warnings
@@ -28,7 +27,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from tests.standins.service import LocalService
+from tests.standins.service import LocalService, free_port
 
 BOOTSTRAP_SQL = Path(__file__).with_name("supabase_bootstrap.sql")
 SUPERUSER = "postgres"
@@ -77,12 +76,6 @@ def _wheel_bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 class ThrowawayPostgres(LocalService):
     """A private cluster in a temporary directory, removed again on exit."""
 
@@ -128,7 +121,7 @@ class ThrowawayPostgres(LocalService):
             timeout=120,
         )
         for attempt in range(5):  # another process may take the free port before the server binds it
-            self._port = _free_port()
+            self._port = free_port()
             try:
                 self.start_server()
                 return

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import socket
 from abc import ABC, abstractmethod
 from types import TracebackType
 from typing import Self
+
+
+def free_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 class LocalService(ABC):
