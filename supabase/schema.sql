@@ -496,6 +496,22 @@ $$;
 
 
 --
+-- Name: ensure_mirror_rows(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.ensure_mirror_rows(p_clinic_id uuid) RETURNS void
+    LANGUAGE sql
+    SET search_path TO ''
+    AS $$
+  insert into public.calendar_mirrors (clinic_id)
+  select k.clinic_id from public.calendar_connections k
+  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
+    and not exists (select from public.calendar_mirrors m where m.clinic_id = k.clinic_id)
+  on conflict (clinic_id) do nothing
+$$;
+
+
+--
 -- Name: event_instant(jsonb, text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -2021,9 +2037,7 @@ begin
      set retired_at = now(), retired_because = 'lost: Google never confirmed it'
    where c.retired_at is null and c.confirmed_at is null
      and c.created_at < now() - make_interval(secs => p_confirm_within_seconds);
-  insert into public.calendar_mirrors (clinic_id)
-  select k.clinic_id from public.calendar_connections k where k.status = 'active'
-  on conflict on constraint calendar_mirrors_pkey do nothing;
+  perform private.ensure_mirror_rows(null);
   return query
   with needing as (
     select m.clinic_id
@@ -2273,10 +2287,7 @@ begin
   perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
   perform private.require(p_interval_seconds between 0.1 and 86400, 'interval must be 0.1 to 86400 seconds');
   perform private.require(p_limit between 1 and 10000, 'limit must be 1 to 10000');
-  insert into public.calendar_mirrors (clinic_id)
-  select k.clinic_id from public.calendar_connections k
-  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
-  on conflict on constraint calendar_mirrors_pkey do nothing;
+  perform private.ensure_mirror_rows(p_clinic_id);
   return query
   with due as (
     select m.clinic_id
@@ -4401,6 +4412,14 @@ GRANT ALL ON TABLE public.clinic_links TO service_role;
 
 REVOKE ALL ON FUNCTION private.clinic_link_state(p_link public.clinic_links) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.clinic_link_state(p_link public.clinic_links) TO service_role;
+
+
+--
+-- Name: FUNCTION ensure_mirror_rows(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.ensure_mirror_rows(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.ensure_mirror_rows(p_clinic_id uuid) TO service_role;
 
 
 --

@@ -292,6 +292,22 @@ grant execute on function private.apply_appointment_event(uuid, jsonb, text) to 
 
 drop function public.calendar_mirror_targets(uuid);
 
+-- A calendar_mirrors row for every active connection (or p_clinic_id's) that has none yet: where the
+-- mirror's and the channels' leases live. Only the missing rows are inserted, not every one tried again.
+create function private.ensure_mirror_rows(p_clinic_id uuid) returns void
+language sql volatile
+set search_path = ''
+as $$
+  insert into public.calendar_mirrors (clinic_id)
+  select k.clinic_id from public.calendar_connections k
+  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
+    and not exists (select from public.calendar_mirrors m where m.clinic_id = k.clinic_id)
+  on conflict (clinic_id) do nothing
+$$;
+
+revoke execute on function private.ensure_mirror_rows(uuid) from public;
+grant execute on function private.ensure_mirror_rows(uuid) to service_role;
+
 -- Lease the calendars that are due for a listing to p_owner (at most p_limit): never listed, listed
 -- longer than p_interval_seconds ago, or notified of a change since their last listing began; and
 -- not leased by another replica. p_clinic_id: only that clinic's, and due regardless of the interval
@@ -309,10 +325,7 @@ begin
   perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
   perform private.require(p_interval_seconds between 0.1 and 86400, 'interval must be 0.1 to 86400 seconds');
   perform private.require(p_limit between 1 and 10000, 'limit must be 1 to 10000');
-  insert into public.calendar_mirrors (clinic_id)
-  select k.clinic_id from public.calendar_connections k
-  where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
-  on conflict on constraint calendar_mirrors_pkey do nothing;
+  perform private.ensure_mirror_rows(p_clinic_id);
   return query
   with due as (
     select m.clinic_id
@@ -569,9 +582,7 @@ begin
      set retired_at = now(), retired_because = 'lost: Google never confirmed it'
    where c.retired_at is null and c.confirmed_at is null
      and c.created_at < now() - make_interval(secs => p_confirm_within_seconds);
-  insert into public.calendar_mirrors (clinic_id)
-  select k.clinic_id from public.calendar_connections k where k.status = 'active'
-  on conflict on constraint calendar_mirrors_pkey do nothing;
+  perform private.ensure_mirror_rows(null);
   return query
   with needing as (
     select m.clinic_id
