@@ -9,7 +9,8 @@ sent is given back with the next claim.
 
 `spend` is called by the worker threads right before each request (GoogleCalendar's single point of
 sending): from the reservations held, else by a reservation on demand made through the event loop
-(a database round trip, off the hot path: the claim's own reservation covers a row's first request).
+for that request alone (a database round trip, off the hot path: the claim's own reservation covers a
+row's first request).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from loguru import logger
 
 from daemon.calendar import QUOTA_REASONS
-from daemon.domain import BudgetExhausted, BudgetLimits, BudgetReturn, Claim
+from daemon.domain import BudgetExhausted, BudgetGrant, BudgetLimits, BudgetReturn, Claim
 from daemon.store import Store, StoreError
 
 # How long a worker waits for a reservation on demand before giving up on the request.
@@ -90,15 +91,20 @@ class GoogleBudget:
         if _running_loop() is self._loop:
             raise RuntimeError("GoogleBudget.spend blocks: call it from a worker thread, not the event loop")
         started = self._clock()
-        future = asyncio.run_coroutine_threadsafe(self._reserve(clinic_id, started), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self._reserve(clinic_id), self._loop)
         try:
-            retry_after = future.result(timeout=RESERVE_TIMEOUT_SECONDS)
+            grant = future.result(timeout=RESERVE_TIMEOUT_SECONDS)
         except TimeoutError:
             future.cancel()
             raise BudgetExhausted(UNREACHABLE_RETRY_SECONDS) from None
-        if retry_after is not None:
-            raise BudgetExhausted(retry_after)
-        if not self._take(clinic_id):  # the hold ran out while the reservation was on its way back
+        if grant.granted == 0:
+            raise BudgetExhausted(grant.retry_after_seconds)
+        # The request granted is this thread's own (never pooled, where another thread could take it first),
+        # unless its hold ran out while the grant was on its way back.
+        if self._clock() > self._usable_until(started):
+            if grant.entry is not None:
+                with self._lock:
+                    self._unsent[grant.entry] = self._unsent.get(grant.entry, 0) + grant.granted
             raise BudgetExhausted(0.0)
 
     def throttled(self, clinic_id: uuid.UUID, reason: str) -> None:
@@ -112,20 +118,13 @@ class GoogleBudget:
             hold, maximum = self._rate_limit_hold, max(self._rate_limit_hold, RATE_LIMIT_MAX_HOLD_SECONDS)
         asyncio.run_coroutine_threadsafe(self._throttle(clinic_id, hold, maximum, reason), self._loop)
 
-    async def _reserve(self, clinic_id: uuid.UUID, started: float) -> float | None:
-        """Reserve one request; None when granted (held for the clinic), else seconds to wait."""
+    async def _reserve(self, clinic_id: uuid.UUID) -> BudgetGrant:
+        """Reserve one request (none granted, and when to ask again, when the database cannot be asked)."""
         try:
-            grant = await self._store.reserve_google_requests(clinic_id, 1, self.limits, self.returns())
+            return await self._store.reserve_google_requests(clinic_id, 1, self.limits, self.returns())
         except StoreError as error:
             logger.warning("could not reserve a Google request for clinic {}: {}", clinic_id, error)
-            return UNREACHABLE_RETRY_SECONDS
-        if grant.granted == 0:
-            return grant.retry_after_seconds
-        with self._lock:
-            self._held.setdefault(clinic_id, deque()).append(
-                _Reservation(grant.entry, grant.granted, self._usable_until(started))
-            )
-        return None
+            return BudgetGrant(0, None, UNREACHABLE_RETRY_SECONDS)
 
     async def _throttle(self, clinic_id: uuid.UUID, seconds: float, maximum: float, reason: str) -> None:
         try:

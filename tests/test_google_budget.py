@@ -3,9 +3,11 @@ calls it: as the service role, through PostgREST's request context."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import uuid
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import psycopg
@@ -13,9 +15,12 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
+from daemon.budget import GoogleBudget
+from daemon.domain import BudgetExhausted, BudgetLimits
+from daemon.store import PostgresStore
 from tests.conftest import Clinic, Database
 from tests.standins.clinics import create_clinic
-from tests.standins.postgres import AUTHENTICATOR, scalar
+from tests.standins.postgres import AUTHENTICATOR, MIGRATOR, scalar
 from tests.standins.postgrest import set_request_context
 from tests.test_sync_queue import add_appointments, as_service, connect_google
 
@@ -289,3 +294,34 @@ def test_refusals_that_keep_coming_double_the_accounts_hold(
         as_service(
             service, "throttle_google_requests", p_clinic_id=limited, p_seconds=20, p_max_seconds=12, p_reason="x"
         )
+
+
+def test_requests_reserved_on_demand_from_many_threads_each_go_to_the_thread_that_asked(
+    database: Database, admin: psycopg.Connection
+) -> None:
+    """Worker threads spending for one clinic at once: each reservation serves the thread that made it (one
+    thread must not take another's on its way back), and every request is counted once."""
+    clinic_id = clinic_with_backlog(admin, "Clinic", 0, account="busy@example.com")
+    refused: list[BudgetExhausted] = []
+
+    async def scenario() -> None:
+        store = PostgresStore(database.dsn(MIGRATOR))
+        await store.open()
+        budget = GoogleBudget(store, BudgetLimits(1000, 1000), asyncio.get_running_loop())
+
+        def worker() -> None:
+            for _ in range(25):
+                try:
+                    budget.spend(clinic_id)
+                except BudgetExhausted as error:
+                    refused.append(error)
+
+        try:
+            with ThreadPoolExecutor(max_workers=8) as pool:
+                await asyncio.gather(*(asyncio.get_running_loop().run_in_executor(pool, worker) for _ in range(8)))
+        finally:
+            await store.close()
+
+    asyncio.run(scenario())
+    assert refused == []
+    assert spent(admin, "busy@example.com") == 200
