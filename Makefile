@@ -14,7 +14,8 @@ PG15_TESTS := tests/test_migrations.py tests/test_supabase_cli.py tests/test_vap
 	tests/test_sync_queue.py tests/test_time_zones.py tests/test_concurrency.py tests/test_busy_mirror.py \
 	tests/test_claim_performance.py tests/test_appointment_rows.py tests/test_bad_input_properties.py \
 	tests/test_supabase_rest_standin.py tests/test_realtime_standin.py tests/test_clinic_links.py \
-	tests/test_google_budget.py tests/test_calendar_truth.py tests/test_advisor.py tests/test_retention.py
+	tests/test_google_budget.py tests/test_calendar_truth.py tests/test_advisor.py tests/test_retention.py \
+	tests/test_practitioners.py tests/test_practitioner_calendars.py
 
 .PHONY: demo test test-pg15 check schema lock postgres15 supabase-cli chromium
 

@@ -1,17 +1,23 @@
 """Operator actions on clinics and their keys, over either database path.
 
 The database validates everything (`create_clinic` refuses a bad time zone, overlapping hours,
-a second default service ...); this module only turns the command line's compact notation
-("mon-fri 09:00-17:00", "Check-up=30") into the JSON those functions take.
+a second default service ...; `add_practitioner` a service the clinic does not have, a name it already
+has ...); this module only turns the command line's compact notation ("mon-fri 09:00-17:00",
+"Check-up=30", "Check-up, Hygiene") into the JSON those functions take, and back.
 """
 
 from __future__ import annotations
 
+import datetime as dt
+import itertools
 import re
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from zoneinfo import ZoneInfo
 
+from daemon.domain import OpeningPeriod, Practitioner, PractitionerBooking, PractitionerChanges
 from daemon.store import Store
 
 WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}
@@ -23,6 +29,11 @@ DEFAULT_SERVICES = ("Appointment=30",)
 
 class UsageError(ValueError):
     """The command line could not be understood; nothing was changed."""
+
+
+class Refused(Exception):
+    """The request does not fit what the database holds (e.g. a practitioner of another clinic); nothing was
+    changed."""
 
 
 def parse_days(days: str) -> list[int]:
@@ -65,6 +76,34 @@ def parse_services(specs: list[str]) -> list[dict[str, Any]]:
     return services
 
 
+def format_hours(periods: Sequence[OpeningPeriod]) -> list[str]:
+    """The notation `parse_hours` reads, from periods: days with the same hours together, e.g.
+    ['mon-fri 09:00-17:00', 'sat 09:00-12:00']."""
+    days_by_hours: dict[tuple[str, str], list[int]] = {}
+    for period in sorted(periods, key=lambda p: (p.weekday, p.opens)):
+        days_by_hours.setdefault((period.opens, period.closes), []).append(period.weekday)
+    ordered = sorted(days_by_hours.items(), key=lambda item: (item[1][0], item[0]))
+    return [f"{_format_days(days)} {opens}-{closes}" for (opens, closes), days in ordered]
+
+
+def _format_days(days: list[int]) -> str:
+    names = {number: name for name, number in WEEKDAYS.items()}
+    runs = []
+    for _, run in itertools.groupby(enumerate(days), key=lambda pair: pair[1] - pair[0]):
+        consecutive = [day for _, day in run]
+        first, last = names[consecutive[0]], names[consecutive[-1]]
+        runs.append(first if first == last else f"{first}-{last}")
+    return ",".join(runs)
+
+
+def parse_service_names(spec: str) -> tuple[str, ...]:
+    """'Check-up, Hygiene' as ('Check-up', 'Hygiene'); the database checks that the clinic offers each."""
+    names = tuple(name.strip() for name in spec.split(","))
+    if any(not name for name in names):
+        raise UsageError(f"services {spec!r} are not like 'Check-up, Hygiene' (the clinic's service names)")
+    return names
+
+
 def _zero_pad(clock: str) -> str:
     hours, minutes = clock.split(":")
     return f"{int(hours):02d}:{minutes}"
@@ -102,3 +141,89 @@ async def rotate_key(store: Store, clinic_id: uuid.UUID, label: str, grace_minut
     if grace_minutes < 0:
         raise UsageError("the grace period cannot be negative")
     return await store.rotate_key(clinic_id, label, grace_minutes)
+
+
+# --- practitioners ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NewPractitioner:
+    clinic_id: uuid.UUID
+    name: str
+    services: str | None = None  # 'Check-up, Hygiene'; None: every service of the clinic
+    hours: list[str] | None = None  # ['mon-fri 09:00-17:00']; None: the clinic's opening hours
+    calendar_id: str | None = None  # None: the clinic's calendar
+
+
+def practitioner_changes(
+    *,
+    name: str | None = None,
+    services: str | None = None,
+    all_services: bool = False,
+    hours: list[str] | None = None,
+    clinic_hours: bool = False,
+    calendar_id: str | None = None,
+    clinic_calendar: bool = False,
+    reactivate: bool = False,
+) -> PractitionerChanges:
+    """The command line's changes, checked for notation; refuses a change of nothing."""
+    try:
+        changes = PractitionerChanges(
+            name=name,
+            services=None if services is None else parse_service_names(services),
+            all_services=all_services,
+            opening_hours=None if hours is None else tuple(parse_hours(hours)),
+            clinic_hours=clinic_hours,
+            calendar_id=calendar_id,
+            clinic_calendar=clinic_calendar,
+            reactivate=reactivate,
+        )
+    except ValueError as error:
+        raise UsageError(str(error)) from error
+    if not changes.to_json():
+        raise UsageError(
+            "nothing to change: give --name, --services/--all-services, --hours/--clinic-hours,"
+            " --calendar-id/--clinic-calendar or --reactivate"
+        )
+    return changes
+
+
+async def add_practitioner(store: Store, practitioner: NewPractitioner) -> uuid.UUID:
+    return await store.add_practitioner(
+        practitioner.clinic_id,
+        practitioner.name,
+        None if practitioner.services is None else parse_service_names(practitioner.services),
+        None if practitioner.hours is None else parse_hours(practitioner.hours),
+        practitioner.calendar_id,
+    )
+
+
+@dataclass(frozen=True)
+class Deactivation:
+    """A deactivated practitioner and each of their bookings ahead, kept with them or moved to a colleague."""
+
+    practitioner: Practitioner
+    time_zone: str  # the clinic's: the bookings' local times
+    bookings: list[PractitionerBooking]
+
+    def local_start(self, booking: PractitionerBooking) -> dt.datetime:
+        return booking.starts_at.astimezone(ZoneInfo(self.time_zone))
+
+
+async def find_practitioner(store: Store, clinic_id: uuid.UUID, practitioner_id: uuid.UUID) -> Practitioner:
+    """The clinic's practitioner with this id; refuses an id the clinic does not have."""
+    for practitioner in await store.clinic_practitioners(clinic_id):
+        if practitioner.id == practitioner_id:
+            return practitioner
+    raise Refused(f"the clinic {clinic_id} has no practitioner with id {practitioner_id}")
+
+
+async def deactivate_practitioner(
+    store: Store, clinic_id: uuid.UUID, practitioner_id: uuid.UUID, reassign: bool
+) -> Deactivation:
+    """Stop the clinic's practitioner taking bookings (checked to be the clinic's first: an id of another clinic
+    changes nothing) and say what became of each of their bookings ahead."""
+    profile = await store.clinic_profile(clinic_id)
+    practitioner = await find_practitioner(store, clinic_id, practitioner_id)
+    bookings = await store.deactivate_practitioner(practitioner_id, reassign)
+    return Deactivation(practitioner, profile.time_zone, bookings)

@@ -250,10 +250,10 @@ class Daemon:
         )
         return Push(self.public, keeper, asyncio.create_task(keeper.run()))
 
-    def _mirror_pushed(self, clinic_id: uuid.UUID) -> None:
+    def _mirror_pushed(self, clinic_id: uuid.UUID, calendar_id: str) -> None:
         # With push notifications Google announces our own changes like anyone's.
         if self.mirror is not None and not self.settings.push_enabled:
-            self.mirror.pushed(clinic_id)
+            self.mirror.pushed(clinic_id, calendar_id)
 
     async def _snapshot_backlog(self, store: Store) -> None:
         try:

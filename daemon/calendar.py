@@ -11,6 +11,7 @@ gets its own Http and its own client.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import enum
 import json
@@ -57,7 +58,10 @@ def event_body(claim: Claim) -> dict[str, Any]:
     lines = [f"Patient: {name}"]
     if phone:
         lines.append(f"Phone: {phone}")
-    lines += [f"Service: {claim.service}", f"Reference: {claim.reference}"]
+    lines.append(f"Service: {claim.service}")
+    if claim.practitioner_name:
+        lines.append(f"With: {claim.practitioner_name}")
+    lines.append(f"Reference: {claim.reference}")
     if claim.notes:
         lines.append(f"Notes: {claim.notes}")
     lines.append("Booked by the clinic's phone assistant.")
@@ -244,10 +248,19 @@ class GoogleCalendar:
             raise
 
     def push(self, claim: Claim, access_token: str) -> PushResult:
-        """Make Google's calendar match the claimed revision. Runs in a worker thread."""
+        """Make Google's calendar match the claimed revision. Runs in a worker thread.
+
+        An event that must change calendars (its booking moved to another practitioner) is put into the
+        new calendar first and only then deleted from the old one: a crash or a failure between the two
+        leaves it in both for a moment (the mirror ignores the copy), never in neither, and the repeat
+        of either step is harmless (the same id: 409 on insert, 404/410 on delete)."""
         try:
             if claim.status == "cancelled":
                 return self._remove(claim, access_token)
+            if claim.moving:
+                result = self._put(dataclasses.replace(claim, calendar_event_id=None), access_token)
+                self._delete_moved(claim, access_token)
+                return result
             return self._put(claim, access_token)
         except HttpError as error:
             return classify(error, what="calendar request failed")
@@ -367,9 +380,19 @@ class GoogleCalendar:
 
     def _remove(self, claim: Claim, token: str) -> PushResult:
         event_id = event_id_for(claim.appointment_id, claim.event_generation)
+        self._delete(claim.clinic_id, claim.calendar_id, event_id, token)
+        if claim.moving:  # cancelled in the middle of a move: the event may be in either calendar
+            self._delete_moved(claim, token)
+        return PushResult(Verdict.SYNCED, event_id)
+
+    def _delete_moved(self, claim: Claim, token: str) -> None:
+        assert claim.event_calendar_id is not None
+        event_id = claim.calendar_event_id or event_id_for(claim.appointment_id, claim.event_generation)
+        self._delete(claim.clinic_id, claim.event_calendar_id, event_id, token)
+
+    def _delete(self, clinic_id: uuid.UUID, calendar_id: str, event_id: str, token: str) -> None:
         try:
-            self._run(self._events().delete(calendarId=claim.calendar_id, eventId=event_id), token, claim.clinic_id)
+            self._run(self._events().delete(calendarId=calendar_id, eventId=event_id), token, clinic_id)
         except HttpError as error:
             if error.status_code not in (404, 410):  # never created, or already deleted: done
                 raise
-        return PushResult(Verdict.SYNCED, event_id)

@@ -9,6 +9,8 @@
     clinic-sync connect-link --clinic ID [--expires 72h]     a link the clinic opens to connect Google itself
     clinic-sync status-link --clinic ID [--expires 30d]      a link to the clinic's status page
     clinic-sync links --clinic ID | revoke-link LINK_ID
+    clinic-sync practitioners --clinic ID                    the clinic's practitioners (diaries)
+    clinic-sync add-practitioner|change-practitioner|deactivate-practitioner ...
     clinic-sync vapi-tools --clinic ID [--clinic-key KEY | --issue-key]
     clinic-sync retry-failed [--clinic ID] [--appointment ID]
 
@@ -31,9 +33,9 @@ from loguru import logger
 from pydantic import ValidationError
 
 from daemon import admin
-from daemon.admin import NewClinic, UsageError
+from daemon.admin import Deactivation, NewClinic, NewPractitioner, Refused, UsageError
 from daemon.config import DatabaseSettings, Settings, StoreSettings
-from daemon.domain import ClinicProfile
+from daemon.domain import ClinicProfile, Practitioner
 from daemon.google_connect import ConnectError, ConnectOptions, connect_google
 from daemon.logs import LogSettings, configure_logging
 from daemon.store import Store, StoreError
@@ -225,6 +227,118 @@ def _revoke_link(args: argparse.Namespace) -> int:
     return 0
 
 
+INDENT = " " * 38  # under a practitioner's id
+
+
+def _practitioners(args: argparse.Namespace) -> int:
+    async def gather(store: Store) -> tuple[ClinicProfile, list[Practitioner]]:
+        return await store.clinic_profile(args.clinic), await store.clinic_practitioners(args.clinic)
+
+    profile, practitioners = asyncio.run(with_store(load(StoreSettings), gather))
+    for practitioner in practitioners:
+        _print_practitioner(practitioner)
+    if not practitioners:
+        print(f"no practitioners: {profile.name} books as one diary")
+    return 0
+
+
+def _print_practitioner(practitioner: Practitioner) -> None:
+    state = "active" if practitioner.active else "deactivated"
+    print(f"{practitioner.id}  {practitioner.name}  {state}  {practitioner.upcoming_bookings} booking(s) ahead")
+    services = ", ".join(practitioner.services) if practitioner.services else "all of the clinic's"
+    hours = ", ".join(admin.format_hours(practitioner.opening_hours)) if practitioner.opening_hours else "the clinic's"
+    print(f"{INDENT}services: {services}")
+    print(f"{INDENT}hours:    {hours}")
+    calendar = practitioner.calendar_id or "the clinic's"
+    print(f"{INDENT}calendar: {calendar}")
+
+
+def _add_practitioner(args: argparse.Namespace) -> int:
+    new = NewPractitioner(args.clinic, args.name, args.services, args.hours, args.calendar_id)
+    if new.hours is not None:
+        admin.parse_hours(new.hours)  # refuse bad notation before touching the database
+    if new.services is not None:
+        admin.parse_service_names(new.services)
+    practitioner_id = asyncio.run(with_store(load(StoreSettings), lambda store: admin.add_practitioner(store, new)))
+    logger.info("added practitioner {} to clinic {}", practitioner_id, args.clinic)
+    print(f"practitioner id: {practitioner_id}")
+    if new.calendar_id is not None:
+        print(_CALENDAR_NOTE.format(calendar=new.calendar_id))
+    print(_tools_note(args.clinic))
+    return 0
+
+
+_CALENDAR_NOTE = (
+    "The clinic's connected Google account must be able to make changes to events in {calendar}"
+    " (e.g. that calendar shared with it, 'Make changes to events')."
+)
+
+
+def _tools_note(clinic: uuid.UUID | None) -> str:
+    command = f"clinic-sync vapi-tools --clinic {clinic or 'ID'}"
+    return f"The assistant's tool descriptions name the practitioners: print them again ({command}) and update Vapi."
+
+
+def _change_practitioner(args: argparse.Namespace) -> int:
+    changes = admin.practitioner_changes(
+        name=args.name,
+        services=args.services,
+        all_services=args.all_services,
+        hours=args.hours,
+        clinic_hours=args.clinic_hours,
+        calendar_id=args.calendar_id,
+        clinic_calendar=args.clinic_calendar,
+        reactivate=args.reactivate,
+    )
+    asyncio.run(with_store(load(StoreSettings), lambda store: store.change_practitioner(args.practitioner_id, changes)))
+    logger.info("changed practitioner {}: {}", args.practitioner_id, ", ".join(changes.to_json()))
+    print(f"practitioner {args.practitioner_id} changed: {', '.join(changes.to_json())}")
+    if changes.calendar_id is not None:
+        print(_CALENDAR_NOTE.format(calendar=changes.calendar_id))
+    if {"name", "services", "active"} & set(changes.to_json()):
+        print(_tools_note(None))
+    return 0
+
+
+def _deactivate_practitioner(args: argparse.Namespace) -> int:
+    done = asyncio.run(
+        with_store(
+            load(StoreSettings),
+            lambda store: admin.deactivate_practitioner(store, args.clinic, args.practitioner_id, args.reassign),
+        )
+    )
+    logger.info("deactivated practitioner {} ({} booking(s) ahead)", args.practitioner_id, len(done.bookings))
+    _print_deactivation(done, args)
+    return 0
+
+
+def _print_deactivation(done: Deactivation, args: argparse.Namespace) -> None:
+    name = done.practitioner.name
+    print(f"{name} no longer takes bookings.")
+    if not done.bookings:
+        print("No bookings ahead.")
+    else:
+        print(f"Bookings ahead ({done.time_zone} time):")
+        for booking in done.bookings:
+            print(
+                f"  {booking.reference}  {done.local_start(booking):%a %d %b %Y %H:%M}  {booking.service}"
+                f"  with {booking.practitioner_name}  {booking.outcome}"
+            )
+        kept = sum(booking.outcome == "kept" for booking in done.bookings)
+        print(f"{len(done.bookings) - kept} moved to a colleague free at that time, {kept} kept with {name}.")
+        if kept:
+            print(
+                f"Kept bookings stay with {name}: the clinic must move or cancel them"
+                " (their calendar is still synced while they have any)."
+            )
+        if kept and not args.reassign:
+            print(
+                "To move those a colleague can take: clinic-sync deactivate-practitioner"
+                f" {args.practitioner_id} --clinic {args.clinic} --reassign"
+            )
+    print(_tools_note(args.clinic))
+
+
 def _vapi_tools(args: argparse.Namespace) -> int:
     settings = load(StoreSettings)
     if settings.supabase_url is None:
@@ -330,6 +444,8 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_link = command("revoke-link", _revoke_link, "revoke a connect or status link now (ids from `links`)")
     revoke_link.add_argument("link_id", type=uuid.UUID)
 
+    _practitioner_commands(command)
+
     tools = command("vapi-tools", _vapi_tools, "print the clinic's Vapi tool definitions (JSON)")
     tools.add_argument("--clinic", type=uuid.UUID, required=True)
     which_key = tools.add_mutually_exclusive_group()
@@ -340,6 +456,43 @@ def build_parser() -> argparse.ArgumentParser:
     retry.add_argument("--clinic", type=uuid.UUID, help="only this clinic's")
     retry.add_argument("--appointment", type=uuid.UUID, help="only this appointment")
     return parser
+
+
+def _practitioner_commands(command: Callable[[str, Handler, str], argparse.ArgumentParser]) -> None:
+    hours_help = "their own hours, repeatable, as add-clinic's --hours: 'mon-fri 09:00-17:00'"
+    services_help = "the clinic's services they offer, comma-separated: 'Check-up, Hygiene'"
+    listing = command("practitioners", _practitioners, "list a clinic's practitioners (deactivated ones too)")
+    listing.add_argument("--clinic", type=uuid.UUID, required=True)
+
+    add = command("add-practitioner", _add_practitioner, "add a practitioner (a diary of their own) to a clinic")
+    add.add_argument("--clinic", type=uuid.UUID, required=True)
+    add.add_argument("--name", required=True, help="as callers say it, unique in the clinic: 'Dr Anika Patel'")
+    add.add_argument("--services", help=services_help + " (default: all of them)")
+    add.add_argument("--hours", action="append", help=hours_help + " (default: the clinic's)")
+    add.add_argument("--calendar-id", help="their own Google calendar (default: the clinic's)")
+
+    change = command("change-practitioner", _change_practitioner, "change a practitioner; give only what changes")
+    change.add_argument("practitioner_id", type=uuid.UUID)
+    change.add_argument("--name")
+    services = change.add_mutually_exclusive_group()
+    services.add_argument("--services", help=services_help)
+    services.add_argument("--all-services", action="store_true", help="every service of the clinic")
+    hours = change.add_mutually_exclusive_group()
+    hours.add_argument("--hours", action="append", help=hours_help + " (replaces their hours)")
+    hours.add_argument("--clinic-hours", action="store_true", help="the clinic's opening hours")
+    calendar = change.add_mutually_exclusive_group()
+    calendar.add_argument("--calendar-id", help="their own Google calendar")
+    calendar.add_argument("--clinic-calendar", action="store_true", help="the clinic's calendar")
+    change.add_argument("--reactivate", action="store_true", help="take a deactivated practitioner back")
+
+    deactivate = command(
+        "deactivate-practitioner", _deactivate_practitioner, "stop a practitioner taking bookings; lists theirs ahead"
+    )
+    deactivate.add_argument("practitioner_id", type=uuid.UUID)
+    deactivate.add_argument("--clinic", type=uuid.UUID, required=True, help="their clinic (checked; its time zone)")
+    deactivate.add_argument(
+        "--reassign", action="store_true", help="move each booking ahead to a colleague free at that time"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -355,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(log_format, f"configuration error: {error}", 2)
     except UsageError as error:
         return _fail(log_format, f"error: {error}", 2)
-    except (StoreError, ConnectError) as error:
+    except (StoreError, ConnectError, Refused) as error:
         return _fail(log_format, f"error: {error}", 1)
 
 

@@ -48,6 +48,12 @@ def _uuid(value: object) -> uuid.UUID:
     return uuid.UUID(str(value))
 
 
+def _moving_from(claim_row: Mapping[str, Any]) -> str | None:
+    """The calendar a claimed appointment's event must leave, or None when it is where it belongs."""
+    holder = claim_row.get("event_calendar_id")
+    return None if holder is None or holder == claim_row["calendar_id"] else str(holder)
+
+
 def number(name: str, value: object) -> float:
     """A finite, non-negative number from a JSON value: int, float or a numeral string."""
     # bool is an int to Python, but true/false in a count means the query is wrong.
@@ -94,6 +100,10 @@ class Claim:
     budget_key: str | None = None  # whose Google budget its requests come out of
     budget_entry: int | None = None  # the reservation the claim made for its first request (None: no budget)
     event_generation: int = 0  # which of the appointment's event ids is current (a new one after a refused restore)
+    # The calendar holding the appointment's event now, when that is not `calendar_id` (where it belongs: its
+    # practitioner's): the event moves there. None: no event yet, or already in the right calendar.
+    event_calendar_id: str | None = None
+    practitioner_name: str | None = None
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> Claim:
@@ -117,7 +127,14 @@ class Claim:
             budget_key=row.get("budget_key"),
             budget_entry=None if row.get("budget_entry") is None else int(row["budget_entry"]),
             event_generation=int(row.get("event_generation") or 0),
+            event_calendar_id=_moving_from(row),
+            practitioner_name=row.get("practitioner_name"),
         )
+
+    @property
+    def moving(self) -> bool:
+        """The event is in another calendar than its practitioner's: it moves."""
+        return self.event_calendar_id is not None
 
 
 @dataclass(frozen=True)
@@ -204,6 +221,7 @@ class Completion:
     revision: int
     event_id: str
     event_link: str | None
+    calendar_id: str | None = None  # the calendar the event was written to
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -212,6 +230,7 @@ class Completion:
             "revision": self.revision,
             "event_id": self.event_id,
             "event_link": self.event_link,
+            "calendar_id": self.calendar_id,
         }
 
 
@@ -302,6 +321,26 @@ class ConnectionState:
 
 
 @dataclass(frozen=True)
+class BookablePractitioner:
+    """A practitioner the assistant can book, as `clinic_profile(id)` names them: every service they offer
+    (spelt as the clinic spells them) and their own calendar (None: the clinic's)."""
+
+    id: uuid.UUID
+    name: str
+    services: tuple[str, ...]
+    calendar_id: str | None
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> BookablePractitioner:
+        return cls(
+            id=_uuid(row["id"]),
+            name=str(row["name"]),
+            services=tuple(str(s) for s in row.get("services") or ()),
+            calendar_id=row.get("calendar_id"),
+        )
+
+
+@dataclass(frozen=True)
 class ClinicProfile:
     """`clinic_profile(id)`: a clinic's settings, services, hours and connection state."""
 
@@ -314,6 +353,7 @@ class ClinicProfile:
     services: tuple[ClinicService, ...]
     opening_hours: tuple[OpeningPeriod, ...]
     connection: ConnectionState | None
+    practitioners: tuple[BookablePractitioner, ...] = ()  # active ones only; none: the clinic is one diary
 
     @classmethod
     def from_json(cls, row: Mapping[str, Any]) -> ClinicProfile:
@@ -340,6 +380,7 @@ class ClinicProfile:
                 last_error=connection.get("last_error"),
                 refresh_token_expires_at=_optional_timestamp(connection.get("refresh_token_expires_at")),
             ),
+            practitioners=tuple(BookablePractitioner.from_json(p) for p in row.get("practitioners") or ()),
         )
 
 
@@ -520,6 +561,103 @@ class SyncStatus:
             last_sync_error=row["last_sync_error"],
             revision=int(row["revision"]),
             synced_revision=None if synced is None else int(synced),
+        )
+
+
+# --- practitioners (operator commands) -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Practitioner:
+    """One of a clinic's practitioners as `clinic_practitioners(id)` lists them, deactivated ones too."""
+
+    id: uuid.UUID
+    name: str
+    services: tuple[str, ...] | None  # None: every service of the clinic
+    calendar_id: str | None  # None: the clinic's calendar
+    active: bool
+    opening_hours: tuple[OpeningPeriod, ...] | None  # None: the clinic's opening hours
+    upcoming_bookings: int  # booked and not yet over
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> Practitioner:
+        services, hours = row["services"], row["opening_hours"]
+        return cls(
+            id=_uuid(row["id"]),
+            name=str(row["name"]),
+            services=None if services is None else tuple(str(s) for s in services),
+            calendar_id=row["calendar_id"],
+            active=bool(row["active"]),
+            opening_hours=None
+            if hours is None
+            else tuple(OpeningPeriod(int(h["weekday"]), str(h["opens"]), str(h["closes"])) for h in hours),
+            upcoming_bookings=count("upcoming_bookings", row["upcoming_bookings"]),
+        )
+
+
+@dataclass(frozen=True)
+class PractitionerChanges:
+    """What `change_practitioner` changes: a field left None stays as it is. `all_services`, `clinic_hours` and
+    `clinic_calendar` put the practitioner back on the clinic's; `reactivate` takes a deactivated one back."""
+
+    name: str | None = None
+    services: tuple[str, ...] | None = None
+    all_services: bool = False
+    opening_hours: tuple[Mapping[str, Any], ...] | None = None  # [{"weekday", "opens", "closes"}, ...]
+    clinic_hours: bool = False
+    calendar_id: str | None = None
+    clinic_calendar: bool = False
+    reactivate: bool = False
+
+    def __post_init__(self) -> None:
+        for given, reset, what in (
+            (self.services, self.all_services, "services"),
+            (self.opening_hours, self.clinic_hours, "opening hours"),
+            (self.calendar_id, self.clinic_calendar, "calendar"),
+        ):
+            if given is not None and reset:
+                raise ValueError(f"{what}: give new ones or the clinic's, not both")
+
+    def to_json(self) -> dict[str, Any]:
+        """Only the keys that change (JSON null: back to the clinic's)."""
+        changes: dict[str, Any] = {}
+        if self.name is not None:
+            changes["name"] = self.name
+        if self.services is not None or self.all_services:
+            changes["services"] = None if self.services is None else list(self.services)
+        if self.opening_hours is not None or self.clinic_hours:
+            changes["opening_hours"] = None if self.opening_hours is None else [dict(p) for p in self.opening_hours]
+        if self.calendar_id is not None or self.clinic_calendar:
+            changes["calendar_id"] = self.calendar_id
+        if self.reactivate:
+            changes["active"] = True
+        return changes
+
+
+@dataclass(frozen=True)
+class PractitionerBooking:
+    """A booking ahead of a deactivated practitioner and what `deactivate_practitioner` did with it: `kept`
+    (still theirs: the clinic moves or cancels it) or `moved` (to `practitioner_name`, a colleague free then)."""
+
+    appointment_id: uuid.UUID
+    reference: str
+    starts_at: dt.datetime
+    service: str
+    practitioner_name: str  # who the patient sees now
+    outcome: Literal["kept", "moved"]
+
+    @classmethod
+    def from_json(cls, row: Mapping[str, Any]) -> PractitionerBooking:
+        outcome = row["outcome"]
+        if outcome not in ("kept", "moved"):
+            raise ValueError(f"outcome: expected kept or moved, got {outcome!r}")
+        return cls(
+            appointment_id=_uuid(row["appointment_id"]),
+            reference=str(row["reference"]),
+            starts_at=_timestamp(row["starts_at"]),
+            service=str(row["service"]),
+            practitioner_name=str(row["practitioner_name"]),
+            outcome=outcome,
         )
 
 

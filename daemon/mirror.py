@@ -86,19 +86,19 @@ class CalendarMirror:
         self._delay = after_push_delay_seconds
         self._lease = lease_seconds
         self._metrics = metrics or Metrics()
-        self._pushed: set[uuid.UUID] = set()
+        self._pushed: set[tuple[uuid.UUID, str]] = set()
         self._notified: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._locks: dict[uuid.UUID, asyncio.Lock] = {}
+        self._locks: dict[tuple[uuid.UUID, str], asyncio.Lock] = {}
 
-    def pushed(self, clinic_id: uuid.UUID) -> None:
-        """The sync loop changed this clinic's calendar (without push notifications): list it soon."""
-        self._pushed.add(clinic_id)
+    def pushed(self, clinic_id: uuid.UUID, calendar_id: str) -> None:
+        """The sync loop changed one of this clinic's calendars (without push notifications): list it soon."""
+        self._pushed.add((clinic_id, calendar_id))
         self._wake.set()
 
     def notified(self, clinic_id: uuid.UUID) -> None:
-        """Google notified a change of this clinic's calendar: list it now."""
+        """Google notified a change of one of this clinic's calendars (the database knows which): list it now."""
         self._notified.add(clinic_id)
         self._wake.set()
 
@@ -121,7 +121,7 @@ class CalendarMirror:
             if self._notified:
                 notified, self._notified = self._notified, set()
                 for clinic_id in notified:
-                    await self.mirror_clinic(clinic_id)
+                    await self._mirror_all(await self._targets(clinic_id, only_due=True))
             elif loop.time() >= next_check:
                 await self.mirror_due()
                 next_check = loop.time() + self._check
@@ -129,59 +129,71 @@ class CalendarMirror:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), timeout=self._delay)
                 pushed, self._pushed = self._pushed, set()
-                for clinic_id in pushed:
-                    await self.mirror_clinic(clinic_id)
+                for clinic_id, calendar_id in pushed:
+                    await self._mirror_all(await self._targets(clinic_id, calendar_id))
 
     async def mirror_due(self) -> None:
         """List every calendar that is due and that no other replica is listing."""
-        for target in await self._targets(None):
+        await self._mirror_all(await self._targets(None))
+
+    async def mirror_clinic(self, clinic_id: uuid.UUID) -> None:
+        """List each of one clinic's calendars now, unless another replica is listing it (it then lists it again)."""
+        await self._mirror_all(await self._targets(clinic_id))
+
+    async def _mirror_all(self, targets: list[MirrorTarget]) -> None:
+        for target in targets:
             if self._stopping.is_set():
                 return
             await self._mirror(target)
 
-    async def mirror_clinic(self, clinic_id: uuid.UUID) -> None:
-        """List one clinic's calendar now, unless another replica is listing it (it then lists it again)."""
-        for target in await self._targets(clinic_id):
-            await self._mirror(target)
-
-    async def _targets(self, clinic_id: uuid.UUID | None) -> list[MirrorTarget]:
+    async def _targets(
+        self, clinic_id: uuid.UUID | None, calendar_id: str | None = None, *, only_due: bool = False
+    ) -> list[MirrorTarget]:
         """The calendars leased to this replica for a listing (none when the database cannot say)."""
         try:
-            return await self._store.claim_mirror_targets(self._owner, self._lease, self._interval, clinic_id=clinic_id)
+            return await self._store.claim_mirror_targets(
+                self._owner,
+                self._lease,
+                self._interval,
+                clinic_id=clinic_id,
+                calendar_id=calendar_id,
+                only_due=only_due,
+            )
         except StoreError as error:
             logger.warning("calendar mirror: could not lease the calendars due: {}", error)
             return []
 
     async def _mirror(self, target: MirrorTarget) -> None:
-        clinic_id = target.clinic_id
-        async with self._locks.setdefault(clinic_id, asyncio.Lock()):
+        clinic_id, calendar_id = target.clinic_id, target.calendar_id
+        async with self._locks.setdefault((clinic_id, calendar_id), asyncio.Lock()):
             try:
-                listing = await self._list(clinic_id, target.calendar_id, target.sync_token)
+                listing = await self._list(clinic_id, calendar_id, target.sync_token)
                 summary = await self._store.apply_calendar_changes(
                     clinic_id,
                     [compact(event) for event in listing.events],
                     listing.next_sync_token,
                     listing.full,
                     self._owner,
+                    calendar_id,
                 )
             except (NeedsReauth, TokenUnavailable) as error:
-                await self._failed(clinic_id, f"no Google access: {error}")
+                await self._failed(target, f"no Google access: {error}")
                 return
             except BudgetExhausted as error:
-                await self._failed(clinic_id, f"not listed: {error}")
+                await self._failed(target, f"not listed: {error}")
                 return
             except HttpError as error:
-                await self._failed(clinic_id, classify(error, what="calendar listing failed").error or "HTTP error")
+                await self._failed(target, classify(error, what="calendar listing failed").error or "HTTP error")
                 return
             except (TimeoutError, OSError, httplib2.HttpLib2Error) as error:
-                await self._failed(clinic_id, f"Google unreachable: {type(error).__name__}")
+                await self._failed(target, f"Google unreachable: {type(error).__name__}")
                 return
             except StoreError as error:
                 logger.warning("calendar mirror of clinic {}: could not record the listing: {}", clinic_id, error)
                 return
             except Exception as error:  # a bug must not stop the mirror of every clinic: report it, go on
                 logger.exception("calendar mirror of clinic {}: unexpected error", clinic_id)
-                await self._failed(clinic_id, f"internal error: {type(error).__name__}")
+                await self._failed(target, f"internal error: {type(error).__name__}")
                 return
         self._metrics.mirrored("full" if listing.full else "incremental", summary)
         if summary.cancelled or summary.moved or summary.restored:
@@ -216,10 +228,11 @@ class CalendarMirror:
             self._executor, self._calendar.changes, clinic_id, calendar_id, token, sync_token, since, self._page_size
         )
 
-    async def _failed(self, clinic_id: uuid.UUID, error: str) -> None:
+    async def _failed(self, target: MirrorTarget, error: str) -> None:
+        clinic_id = target.clinic_id
         self._metrics.mirrored("error")
         logger.warning("calendar mirror of clinic {} failed: {}", clinic_id, error)
         try:
-            await self._store.record_mirror_failure(clinic_id, error, self._owner)
+            await self._store.record_mirror_failure(clinic_id, error, self._owner, target.calendar_id)
         except StoreError as store_error:
             logger.warning("calendar mirror of clinic {}: could not record the failure: {}", clinic_id, store_error)

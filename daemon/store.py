@@ -44,6 +44,9 @@ from daemon.domain import (
     MirrorFreshness,
     MirrorSummary,
     MirrorTarget,
+    Practitioner,
+    PractitionerBooking,
+    PractitionerChanges,
     ReadinessFacts,
     StatusPage,
     SyncStatus,
@@ -144,17 +147,7 @@ class Store(ABC):
         return {uuid.UUID(str(row["appointment_id"])): row["state"] for row in rows}
 
     async def complete_sync(self, completion: Completion) -> LeaseResult:
-        result: LeaseResult = await self.call(
-            "complete_appointment_sync",
-            {
-                "p_appointment_id": completion.appointment_id,
-                "p_owner": completion.owner,
-                "p_revision": completion.revision,
-                "p_event_id": completion.event_id,
-                "p_event_link": completion.event_link,
-            },
-        )
-        return result
+        return (await self.complete_syncs([completion]))[completion.appointment_id]
 
     async def end_attempt(
         self,
@@ -298,8 +291,11 @@ class Store(ABC):
         interval_seconds: float,
         limit: int = 100,
         clinic_id: uuid.UUID | None = None,
+        calendar_id: str | None = None,
+        only_due: bool = False,
     ) -> list[MirrorTarget]:
-        """Lease the calendars due for a listing (or `clinic_id`'s, due or not) to this replica."""
+        """Lease the calendars due for a listing to this replica; or `clinic_id`'s (each, or `calendar_id`),
+        due or not; or with `only_due`, those of `clinic_id`'s that are due (notified)."""
         rows = await self.call_rows(
             "claim_mirror_targets",
             {
@@ -308,6 +304,8 @@ class Store(ABC):
                 "p_interval_seconds": interval_seconds,
                 "p_limit": limit,
                 "p_clinic_id": clinic_id,
+                "p_calendar_id": calendar_id,
+                "p_only_due": only_due,
             },
         )
         return [MirrorTarget.from_json(row) for row in rows]
@@ -319,7 +317,9 @@ class Store(ABC):
         sync_token: str | None,
         full: bool,
         owner: str | None = None,
+        calendar_id: str | None = None,
     ) -> MirrorSummary:
+        """Record a listing of one of the clinic's calendars (None: the clinic's own)."""
         summary = await self.call(
             "apply_calendar_changes",
             {
@@ -328,12 +328,18 @@ class Store(ABC):
                 "p_sync_token": sync_token,
                 "p_full": full,
                 "p_owner": owner,
+                "p_calendar_id": calendar_id,
             },
         )
         return MirrorSummary.from_json(summary)
 
-    async def record_mirror_failure(self, clinic_id: uuid.UUID, error: str, owner: str | None = None) -> None:
-        await self.call("record_mirror_failure", {"p_clinic_id": clinic_id, "p_error": error, "p_owner": owner})
+    async def record_mirror_failure(
+        self, clinic_id: uuid.UUID, error: str, owner: str | None = None, calendar_id: str | None = None
+    ) -> None:
+        await self.call(
+            "record_mirror_failure",
+            {"p_clinic_id": clinic_id, "p_error": error, "p_owner": owner, "p_calendar_id": calendar_id},
+        )
 
     # --- push notifications ---------------------------------------------------------------------------
 
@@ -448,6 +454,50 @@ class Store(ABC):
         return int(
             await self.call("purge_vapi_tool_calls", {"p_older_than": f"{older_than_days} days", "p_limit": limit})
         )
+
+    # --- practitioners (operator commands) ------------------------------------------------------------------
+
+    async def add_practitioner(
+        self,
+        clinic_id: uuid.UUID,
+        name: str,
+        services: Sequence[str] | None = None,
+        opening_hours: Sequence[Mapping[str, Any]] | None = None,
+        calendar_id: str | None = None,
+    ) -> uuid.UUID:
+        """The new practitioner's id. None: every service, the clinic's hours, the clinic's calendar. The database
+        refuses a service the clinic does not have, a name the clinic already has, bad hours, ..."""
+        practitioner_id = await self.call(
+            "add_practitioner",
+            {
+                "p_clinic_id": clinic_id,
+                "p_name": name,
+                "p_services": None if services is None else Json(list(services)),
+                "p_opening_hours": None if opening_hours is None else Json(list(opening_hours)),
+                "p_calendar_id": calendar_id,
+            },
+        )
+        return uuid.UUID(str(practitioner_id))
+
+    async def change_practitioner(self, practitioner_id: uuid.UUID, changes: PractitionerChanges) -> None:
+        await self.call(
+            "change_practitioner", {"p_practitioner_id": practitioner_id, "p_changes": Json(changes.to_json())}
+        )
+
+    async def deactivate_practitioner(
+        self, practitioner_id: uuid.UUID, reassign: bool = False
+    ) -> list[PractitionerBooking]:
+        """Stop the practitioner taking bookings; each booking of theirs ahead and whether it was kept with them
+        or (with `reassign`) moved to a colleague free at that time."""
+        rows = await self.call_rows(
+            "deactivate_practitioner", {"p_practitioner_id": practitioner_id, "p_reassign": reassign}
+        )
+        return [PractitionerBooking.from_json(row) for row in rows]
+
+    async def clinic_practitioners(self, clinic_id: uuid.UUID) -> list[Practitioner]:
+        """Every practitioner of the clinic, active ones first."""
+        rows = await self.call_rows("clinic_practitioners", {"p_clinic_id": clinic_id})
+        return [Practitioner.from_json(row) for row in rows]
 
     # --- clinic links: the clinic-facing pages ------------------------------------------------------------
 

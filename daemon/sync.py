@@ -58,13 +58,13 @@ class SyncLoop:
         executor: Executor,
         options: SyncOptions,
         metrics: Metrics | None = None,
-        on_synced: Callable[[uuid.UUID], None] | None = None,
+        on_synced: Callable[[uuid.UUID, str], None] | None = None,
         budget: GoogleBudget | None = None,
     ) -> None:
         self._store = store
         self._completions = CompletionWriter(store)
         self._metrics = metrics or Metrics()
-        self._on_synced = on_synced  # told the clinic whose calendar changed (the busy mirror)
+        self._on_synced = on_synced  # told each calendar that changed (the busy mirror)
         self._calendar = calendar
         self._tokens = tokens
         self._executor = executor
@@ -220,7 +220,9 @@ class SyncLoop:
             claim.appointment_id,
             generation,
         )
-        return dataclasses.replace(claim, event_generation=generation, calendar_event_id=None)
+        # A moving event keeps its old id: that is the event to delete from the calendar it leaves.
+        event_id = claim.calendar_event_id if claim.moving else None
+        return dataclasses.replace(claim, event_generation=generation, calendar_event_id=event_id)
 
     async def _push(self, claim: Claim) -> PushResult:
         try:
@@ -251,13 +253,17 @@ class SyncLoop:
         where = f"appointment {claim.appointment_id} clinic {claim.clinic_id}"
         if result.verdict is Verdict.SYNCED:
             assert result.event_id is not None
-            state = await self._completions.complete(claim, owner, result.event_id, result.event_link)
+            state = await self._completions.complete(
+                claim, owner, result.event_id, result.event_link, claim.calendar_id
+            )
             if state == "lease_lost":
                 await self._store.resync(claim.appointment_id)
             else:
                 self._metrics.synced(_action(claim), _latency(claim))
                 if self._on_synced is not None:
-                    self._on_synced(claim.clinic_id)
+                    self._on_synced(claim.clinic_id, claim.calendar_id)
+                    if claim.event_calendar_id is not None:  # the calendar it left changed too
+                        self._on_synced(claim.clinic_id, claim.event_calendar_id)
             log.bind(outcome=state).info("{}: {} (revision {})", where, state, claim.revision)
         elif result.verdict is Verdict.UNAUTHORIZED:
             await self._store.end_attempt(claim, owner, "parked", result.error or "needs re-authorisation")

@@ -2,7 +2,8 @@
 
 The argument names and which are required mirror what `public.vapi_tool_call` accepts (the
 tests hold the two together); the descriptions are what the model reads, so they name the
-clinic's time zone and services.
+clinic's time zone and services, and its practitioners with theirs. A clinic without practitioners gets
+no `practitioner` argument (the RPC takes one from every clinic, but only "anyone" means anything there).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from daemon.domain import ClinicProfile
+from daemon.domain import BookablePractitioner, ClinicProfile
 
 RPC_PATH = "/rest/v1/rpc/vapi_tool_call"
 CLINIC_KEY_PLACEHOLDER = "<the clinic key printed by add-clinic or rotate-key>"
@@ -91,9 +92,48 @@ def tool_definitions(
             "Moving that for you now.",
         ),
     ]
+    if profile.practitioners:
+        _offer_practitioners(tools, profile.practitioners)
     for tool in tools:
         tool["server"] = server
     return tools
+
+
+# What each tool says about practitioners, after the clinic's roster; and its `practitioner` argument.
+_PRACTITIONER_USE = {
+    "check_availability": (
+        "Name one for their times only; leave practitioner out for the times of everyone offering the service.",
+        "The practitioner the caller asks for, by name; leave out for everyone's times.",
+    ),
+    "book_appointment": (
+        "Leave practitioner out for whoever is free.",
+        "The practitioner the caller asks for, by name; leave out for whoever is free.",
+    ),
+    "reschedule_appointment": (
+        "The booking stays with its practitioner unless one is named ('anyone' for whoever is free); "
+        "with a practitioner and no new_start it moves to them at the same time.",
+        "The practitioner to move the booking to, by name, or 'anyone'; leave out to keep theirs.",
+    ),
+}
+
+
+def _offer_practitioners(tools: list[dict[str, Any]], practitioners: Sequence[BookablePractitioner]) -> None:
+    """Name the practitioners and their services, and add the optional `practitioner` argument; a reschedule
+    may then change only the practitioner (new_start no longer required)."""
+    roster = "; ".join(f"{p.name} ({', '.join(p.services)})" for p in practitioners)
+    for tool in tools:
+        function = tool["function"]
+        use = _PRACTITIONER_USE.get(function["name"])
+        if use is None:
+            continue
+        sentence, argument = use
+        function["description"] += f" Practitioners: {roster}. {sentence}"
+        function["parameters"]["properties"]["practitioner"] = {"type": "string", "description": argument}
+        if function["name"] == "reschedule_appointment":
+            function["parameters"]["required"] = []
+            function["parameters"]["properties"]["new_start"]["description"] += (
+                " Leave out to keep the time and change only the practitioner."
+            )
 
 
 def _service_property(services: Sequence[str]) -> dict[str, Any]:

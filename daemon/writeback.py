@@ -29,10 +29,14 @@ class CompletionWriter:
         self._waiting: list[tuple[Completion, asyncio.Future[LeaseResult]]] = []
         self._writer: asyncio.Task[None] | None = None
 
-    async def complete(self, claim: Claim, owner: str, event_id: str, event_link: str | None) -> LeaseResult:
+    async def complete(
+        self, claim: Claim, owner: str, event_id: str, event_link: str | None, calendar_id: str | None = None
+    ) -> LeaseResult:
         """Google confirmed the claimed revision: record it (raises StoreError when it could not be)."""
         future: asyncio.Future[LeaseResult] = asyncio.get_running_loop().create_future()
-        self._waiting.append((Completion(claim.appointment_id, owner, claim.revision, event_id, event_link), future))
+        self._waiting.append(
+            (Completion(claim.appointment_id, owner, claim.revision, event_id, event_link, calendar_id), future)
+        )
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._write())
         return await future

@@ -125,6 +125,7 @@ begin
   new.lease_expires_at := null;
   new.calendar_event_id := null;
   new.calendar_event_link := null;
+  new.event_calendar_id := null;
   new.last_sync_error := null;
   new.synced_at := null;
   new.synced_revision := null;
@@ -142,9 +143,9 @@ CREATE FUNCTION private.appointments_track_changes() RETURNS trigger
     SET search_path TO ''
     AS $$
 begin
-  if (new.starts_at, new.ends_at, new.status, new.patient, new.service, new.notes)
+  if (new.starts_at, new.ends_at, new.status, new.patient, new.service, new.notes, new.practitioner_id)
      is distinct from
-     (old.starts_at, old.ends_at, old.status, old.patient, old.service, old.notes)
+     (old.starts_at, old.ends_at, old.status, old.patient, old.service, old.notes, old.practitioner_id)
   then
     -- updated_at is when the appointment changed, not when the daemon last touched the row.
     new.updated_at := now();
@@ -376,10 +377,10 @@ COMMENT ON COLUMN public.clinics.mirror_max_age_minutes IS 'How old the mirror o
 
 
 --
--- Name: check_bookable(public.clinics, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+-- Name: check_bookable(public.clinics, uuid, timestamp with time zone, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.check_bookable(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone) RETURNS void
+CREATE FUNCTION private.check_bookable(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
@@ -397,18 +398,23 @@ begin
   if p_starts > now() + make_interval(days => p_clinic.booking_horizon_days) then
     perform private.refuse(format('Bookings can be made at most %s days ahead', p_clinic.booking_horizon_days));
   end if;
-  perform private.refuse_if_closed(p_clinic.id, v_start::date);
-  if not exists (select from public.clinic_opening_hours
-                 where clinic_id = p_clinic.id and weekday = v_weekday
-                   and v_start >= v_start::date + opens and v_end <= v_start::date + closes) then
-    perform private.refuse(format('That time is outside opening hours (%s: %s)',
-                                  to_char(v_start, 'FMDay'), private.opening_hours_text(p_clinic.id, v_weekday)));
+  if not exists (select from private.diary_hours(p_clinic.id, p_practitioner, v_weekday)) then
+    perform private.refuse(case when p_practitioner is null
+                                then format('The clinic is closed on %ss', to_char(v_start, 'FMDay'))
+                                else format('%s does not see patients on %ss', private.practitioner_name(p_practitioner),
+                                            to_char(v_start, 'FMDay')) end);
   end if;
-  perform private.refuse_if_mirror_stale(p_clinic);
-  if exists (select from public.calendar_busy b
-             where b.clinic_id = p_clinic.id
-               and tstzrange(b.starts_at, b.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)')) then
-    perform private.slot_taken(p_clinic, p_starts, (extract(epoch from p_ends - p_starts) / 60)::integer);
+  if not exists (select from private.diary_hours(p_clinic.id, p_practitioner, v_weekday) h
+                 where v_start >= v_start::date + h.opens and v_end <= v_start::date + h.closes) then
+    perform private.refuse(format('That time is outside %s (%s: %s)',
+                                  coalesce(private.practitioner_name(p_practitioner) || '''s hours', 'opening hours'),
+                                  to_char(v_start, 'FMDay'),
+                                  private.diary_hours_text(p_clinic.id, p_practitioner, v_weekday)));
+  end if;
+  perform private.refuse_if_diary_stale(p_clinic, p_practitioner);
+  if private.diary_busy(p_clinic, p_practitioner, p_starts, p_ends) then
+    perform private.slot_taken(p_clinic, p_starts, (extract(epoch from p_ends - p_starts) / 60)::integer, p_ignore,
+                               array[p_practitioner]);
   end if;
 end
 $$;
@@ -431,6 +437,122 @@ begin
                           'give both the per-account and the per-project limit, or neither');
   perform private.require(p_hold_seconds between 0.1 and 60, 'the hold must be 0.1 to 60 seconds');
 end
+$$;
+
+
+--
+-- Name: check_calendar_id(text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_calendar_id(p_calendar_id text) RETURNS text
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require(p_calendar_id is null or length(btrim(p_calendar_id)) between 1 and 1024,
+                          'The calendar id must be 1 to 1024 characters');
+  return nullif(btrim(p_calendar_id), '');
+end
+$$;
+
+
+--
+-- Name: check_diary(public.clinics, uuid, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_diary(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_ends timestamptz := p_starts + make_interval(mins => p_minutes);
+begin
+  perform private.check_bookable(p_clinic, p_practitioner, p_starts, v_ends, p_ignore);
+  perform private.refuse_off_grid(p_clinic, p_practitioner, p_starts, p_minutes, p_ignore);
+  perform private.refuse_if_taken(p_clinic, p_practitioner, p_starts, v_ends, p_ignore);
+end
+$$;
+
+
+--
+-- Name: check_practitioner_name(uuid, text, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.check_practitioner_name(p_clinic_id uuid, p_name text, p_except uuid) RETURNS text
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  perform private.require(length(btrim(coalesce(p_name, ''))) between 1 and 100 and p_name !~ '[[:cntrl:]]',
+                          'A practitioner''s name must be 1 to 100 printable characters');
+  perform private.require(
+    not exists (select from public.practitioners p
+                where p.clinic_id = p_clinic_id and lower(btrim(p.name)) = lower(btrim(p_name))
+                  and p.id is distinct from p_except),
+    format('The clinic already has a practitioner called "%s"', btrim(p_name)));
+  return btrim(p_name);
+end
+$$;
+
+
+--
+-- Name: choose_practitioner(public.clinics, text, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.choose_practitioner(p_clinic public.clinics, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) RETURNS uuid
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  with day as (
+    select (p_starts at time zone p_clinic.time_zone)::date as local_day
+  ),
+  bounds as (
+    select (local_day::timestamp at time zone p_clinic.time_zone) as day_from,
+           ((local_day + 1)::timestamp at time zone p_clinic.time_zone) as day_to,
+           local_day
+    from day
+  )
+  select f.practitioner_id
+  from bounds b
+  cross join lateral private.diary_free_slots(p_clinic, b.local_day, p_minutes,
+                                              private.offering_practitioners(p_clinic, p_service), p_ignore) as f
+  join public.practitioners p on p.id = f.practitioner_id
+  where f.instant = p_starts and not private.diary_mirror_stale(p_clinic, p.id)
+  order by (select count(*) from public.appointments a
+             where a.practitioner_id = p.id and a.status = 'booked' and a.id is distinct from p_ignore
+               and a.starts_at >= b.day_from and a.starts_at < b.day_to),
+           (select max(a.created_at) from public.appointments a where a.practitioner_id = p.id) nulls first,
+           lower(p.name), p.id
+  limit 1
+$$;
+
+
+--
+-- Name: clinic_calendars(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.clinic_calendars(p_clinic_id uuid) RETURNS SETOF text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select c.calendar_id from public.clinics c where c.id = p_clinic_id
+  union
+  select p.calendar_id from public.practitioners p
+  where p.clinic_id = p_clinic_id and p.calendar_id is not null
+    and (p.active or exists (select from public.appointments a
+                             where a.practitioner_id = p.id and a.status = 'booked' and a.ends_at > now()))
+$$;
+
+
+--
+-- Name: clinic_has_practitioners(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.clinic_has_practitioners(p_clinic_id uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select exists (select from public.practitioners where clinic_id = p_clinic_id and active)
 $$;
 
 
@@ -496,18 +618,190 @@ $$;
 
 
 --
+-- Name: diary_busy(public.clinics, uuid, timestamp with time zone, timestamp with time zone); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_busy(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select exists (
+    select from public.calendar_busy b
+    where b.clinic_id = p_clinic.id
+      and (p_practitioner is null or b.calendar_id = p_clinic.calendar_id
+           or b.calendar_id = (select p.calendar_id from public.practitioners p where p.id = p_practitioner))
+      and tstzrange(b.starts_at, b.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)'))
+$$;
+
+
+--
+-- Name: diary_for_booking(public.clinics, uuid, boolean, text, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_for_booking(p_clinic public.clinics, p_named uuid, p_anyone boolean, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) RETURNS uuid
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_chosen uuid;
+  v_offering uuid[];
+begin
+  if not p_anyone then
+    if p_named is not null then
+      perform private.refuse_unless_offered(p_named, p_service);
+    end if;
+    perform private.check_diary(p_clinic, p_named, p_starts, p_minutes, p_ignore);
+    return p_named;
+  end if;
+  v_offering := private.offering_practitioners(p_clinic, p_service);
+  if cardinality(v_offering) = 0 then
+    perform private.refuse(format('No practitioner here offers %s. The practitioners are: %s',
+                                  p_service, private.practitioner_roster(p_clinic.id)));
+  end if;
+  v_chosen := private.choose_practitioner(p_clinic, p_service, p_starts, p_minutes, p_ignore);
+  if v_chosen is not null then
+    return v_chosen;
+  end if;
+  -- No one: the first practitioner's refusal says why when it is the same for everyone (passed,
+  -- notice, horizon); otherwise the time is not free with anyone.
+  if p_starts <= now() + make_interval(mins => p_clinic.min_notice_minutes)
+     or p_starts > now() + make_interval(days => p_clinic.booking_horizon_days) then
+    perform private.check_bookable(p_clinic, v_offering[1], p_starts, p_starts + make_interval(mins => p_minutes), p_ignore);
+  end if;
+  if (select bool_and(private.diary_mirror_stale(p_clinic, d)) from unnest(v_offering) d) then
+    perform private.refuse_if_diary_stale(p_clinic, v_offering[1]);
+  end if;
+  perform private.slot_taken(p_clinic, p_starts, p_minutes, p_ignore, v_offering);
+  return null;
+end
+$$;
+
+
+--
+-- Name: diary_free_slots(public.clinics, date, integer, uuid[], uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_diaries uuid[], p_ignore uuid DEFAULT NULL::uuid) RETURNS TABLE(practitioner_id uuid, instant timestamp with time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select d.practitioner_id, slot.instant
+  from unnest(p_diaries) as d(practitioner_id)
+  cross join lateral private.diary_hours(p_clinic.id, d.practitioner_id, extract(isodow from p_day)::integer) as h
+  cross join lateral generate_series(
+    p_day + h.opens,
+    p_day + h.closes - make_interval(mins => p_minutes),
+    make_interval(mins => p_clinic.slot_minutes)) as local_start
+  cross join lateral private.local_to_instant(local_start, p_clinic.time_zone) as slot
+  where slot.instant >= now() + make_interval(mins => p_clinic.min_notice_minutes)
+    and slot.instant <= now() + make_interval(days => p_clinic.booking_horizon_days)
+    and not private.diary_taken(p_clinic.id, d.practitioner_id, slot.instant,
+                                slot.instant + make_interval(mins => p_minutes), p_ignore)
+    and not private.diary_busy(p_clinic, d.practitioner_id, slot.instant, slot.instant + make_interval(mins => p_minutes))
+  order by slot.instant, d.practitioner_id
+$$;
+
+
+--
+-- Name: diary_hours(uuid, uuid, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_hours(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) RETURNS TABLE(opens time without time zone, closes time without time zone)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select h.opens, h.closes from public.practitioner_hours h
+  where p_practitioner is not null and h.practitioner_id = p_practitioner and h.weekday = p_weekday
+  union all
+  select h.opens, h.closes from public.clinic_opening_hours h
+  where h.clinic_id = p_clinic_id and h.weekday = p_weekday
+    and (p_practitioner is null
+         or not exists (select from public.practitioner_hours x where x.practitioner_id = p_practitioner))
+$$;
+
+
+--
+-- Name: diary_hours_text(uuid, uuid, integer); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_hours_text(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select string_agg(to_char(opens, 'HH24:MI') || '-' ||
+                    case when closes = time '24:00' then '24:00' else to_char(closes, 'HH24:MI') end,
+                    ', ' order by opens)
+  from private.diary_hours(p_clinic_id, p_practitioner, p_weekday)
+$$;
+
+
+--
+-- Name: diary_mirror_stale(public.clinics, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_mirror_stale(p_clinic public.clinics, p_practitioner uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select exists (
+    select from public.calendar_mirrors m
+    where m.clinic_id = p_clinic.id
+      and (p_practitioner is null or m.calendar_id = p_clinic.calendar_id
+           or m.calendar_id = (select p.calendar_id from public.practitioners p where p.id = p_practitioner))
+      and (m.last_synced_at < now() - make_interval(mins => p_clinic.mirror_max_age_minutes)
+           or (m.last_synced_at is null and m.last_error is not null and m.calendar_id <> p_clinic.calendar_id)))
+$$;
+
+
+--
+-- Name: diary_taken(uuid, uuid, timestamp with time zone, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.diary_taken(p_clinic_id uuid, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) RETURNS boolean
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select exists (
+    select from public.appointments a
+    where a.clinic_id = p_clinic_id and a.status = 'booked' and a.id is distinct from p_ignore
+      and (p_practitioner is null or a.practitioner_id is null or a.practitioner_id = p_practitioner)
+      and tstzrange(a.starts_at, a.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)'))
+$$;
+
+
+--
 -- Name: ensure_mirror_rows(uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
 CREATE FUNCTION private.ensure_mirror_rows(p_clinic_id uuid) RETURNS void
-    LANGUAGE sql
+    LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
-  insert into public.calendar_mirrors (clinic_id)
-  select k.clinic_id from public.calendar_connections k
+begin
+  insert into public.calendar_mirrors (clinic_id, calendar_id)
+  select k.clinic_id, cal.calendar_id
+  from public.calendar_connections k
+  cross join lateral private.clinic_calendars(k.clinic_id) as cal(calendar_id)
   where k.status = 'active' and (p_clinic_id is null or k.clinic_id = p_clinic_id)
-    and not exists (select from public.calendar_mirrors m where m.clinic_id = k.clinic_id)
-  on conflict (clinic_id) do nothing
+    and not exists (select from public.calendar_mirrors m
+                    where m.clinic_id = k.clinic_id and m.calendar_id = cal.calendar_id)
+  on conflict (clinic_id, calendar_id) do nothing;
+  -- A calendar no longer used (a practitioner moved to another, or left with nothing booked ahead).
+  with gone as (
+    delete from public.calendar_mirrors m
+    where (p_clinic_id is null or m.clinic_id = p_clinic_id)
+      and m.calendar_id not in (select private.clinic_calendars(m.clinic_id))
+    returning m.clinic_id, m.calendar_id
+  ),
+  unbusy as (
+    delete from public.calendar_busy b using gone g
+    where b.clinic_id = g.clinic_id and b.calendar_id = g.calendar_id
+  )
+  update public.calendar_channels c
+     set retired_at = now(), retired_because = 'the calendar is no longer used'
+    from gone g
+   where c.clinic_id = g.clinic_id and c.calendar_id = g.calendar_id and c.retired_at is null;
+end
 $$;
 
 
@@ -557,12 +851,15 @@ CREATE TABLE public.appointments (
     synced_revision integer,
     change_reason text,
     event_generation integer DEFAULT 0 NOT NULL,
+    practitioner_id uuid,
+    event_calendar_id text,
     CONSTRAINT appointments_calendar_event_id_check CHECK (((calendar_event_id ~ '^[a-v0-9]{5,}$'::text) AND (length(calendar_event_id) <= 1024))),
     CONSTRAINT appointments_change_reason_check CHECK ((length(change_reason) <= 200)),
     CONSTRAINT appointments_check CHECK ((ends_at > starts_at)),
     CONSTRAINT appointments_check1 CHECK (((status = 'cancelled'::text) = (cancelled_at IS NOT NULL))),
     CONSTRAINT appointments_check2 CHECK (((sync_state = 'in_flight'::text) = ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
     CONSTRAINT appointments_check3 CHECK (((sync_state <> 'synced'::text) OR (synced_revision IS NOT NULL))),
+    CONSTRAINT appointments_event_calendar_id_check CHECK (((length(event_calendar_id) >= 1) AND (length(event_calendar_id) <= 1024))),
     CONSTRAINT appointments_event_generation_check CHECK (((event_generation >= 0) AND (event_generation <= 1000))),
     CONSTRAINT appointments_notes_check CHECK ((length(notes) <= 1000)),
     CONSTRAINT appointments_patient_check CHECK (((jsonb_typeof(patient) = 'object'::text) AND (NOT (jsonb_typeof((patient -> 'name'::text)) IS DISTINCT FROM 'string'::text)) AND ((length((patient ->> 'name'::text)) >= 1) AND (length((patient ->> 'name'::text)) <= 200)))),
@@ -596,6 +893,20 @@ COMMENT ON COLUMN public.appointments.change_reason IS 'Why the appointment last
 --
 
 COMMENT ON COLUMN public.appointments.event_generation IS 'Which of the appointment''s event ids is current: 0 is base32hex of its id, g > 0 the same followed by g (a new id, after Google refused to restore a deleted event).';
+
+
+--
+-- Name: COLUMN appointments.practitioner_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.appointments.practitioner_id IS 'Who the patient sees; null: the clinic as a whole (a booking without a practitioner blocks every practitioner).';
+
+
+--
+-- Name: COLUMN appointments.event_calendar_id; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON COLUMN public.appointments.event_calendar_id IS 'The calendar that holds calendar_event_id (null: the clinic''s calendar).';
 
 
 --
@@ -659,45 +970,6 @@ begin
     perform private.refuse(format('The booking %s has already started or taken place', v_found.reference));
   end if;
   return v_found;
-end
-$$;
-
-
---
--- Name: free_slots(public.clinics, date, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
---
-
-CREATE FUNCTION private.free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_ignore uuid DEFAULT NULL::uuid) RETURNS SETOF timestamp with time zone
-    LANGUAGE plpgsql STABLE
-    SET search_path TO ''
-    AS $$
-begin
-  perform private.refuse_if_mirror_stale(p_clinic);
-  return query
-  select slot.instant
-  from public.clinic_opening_hours h
-  cross join lateral generate_series(
-    p_day + h.opens,
-    p_day + h.closes - make_interval(mins => p_minutes),
-    make_interval(mins => p_clinic.slot_minutes)) as local_start
-  cross join lateral private.local_to_instant(local_start, p_clinic.time_zone) as slot
-  where h.clinic_id = p_clinic.id
-    and h.weekday = extract(isodow from p_day)
-    and slot.instant >= now() + make_interval(mins => p_clinic.min_notice_minutes)
-    and slot.instant <= now() + make_interval(days => p_clinic.booking_horizon_days)
-    and not exists (
-      select from public.appointments a
-      where a.clinic_id = p_clinic.id
-        and a.status = 'booked'
-        and a.id is distinct from p_ignore
-        and tstzrange(a.starts_at, a.ends_at, '[)')
-            && tstzrange(slot.instant, slot.instant + make_interval(mins => p_minutes), '[)'))
-    and not exists (
-      select from public.calendar_busy b
-      where b.clinic_id = p_clinic.id
-        and tstzrange(b.starts_at, b.ends_at, '[)')
-            && tstzrange(slot.instant, slot.instant + make_interval(mins => p_minutes), '[)'))
-  order by slot.instant;
 end
 $$;
 
@@ -842,31 +1114,62 @@ $$;
 
 
 --
--- Name: mirror_notified_since_listing(uuid); Type: FUNCTION; Schema: private; Owner: -
+-- Name: means_anyone(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid) RETURNS boolean
+CREATE FUNCTION private.means_anyone(p_name text) RETURNS boolean
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+  select p_name is null
+      or private.name_words(p_name) ~ '^(any|anyone|anybody|either|whoever|whichever|no preference|first available|no one in particular|nobody in particular|not fussy|don t mind|doesn t matter|does not matter)( |$)'
+$_$;
+
+
+--
+-- Name: mirror_notified_since_listing(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid, p_calendar_id text) RETURNS boolean
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$
   select coalesce((select m.notified_at > coalesce(m.listing_started_at, '-infinity')
-                   from public.calendar_mirrors m where m.clinic_id = p_clinic_id), false)
+                   from public.calendar_mirrors m
+                   where m.clinic_id = p_clinic_id and m.calendar_id = p_calendar_id), false)
 $$;
 
 
 --
--- Name: nearest_free_times(public.clinics, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+-- Name: name_words(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid DEFAULT NULL::uuid) RETURNS text
+CREATE FUNCTION private.name_words(p_name text) RETURNS text
+    LANGUAGE sql IMMUTABLE
+    SET search_path TO ''
+    AS $$
+  select btrim(regexp_replace(
+    regexp_replace(regexp_replace(lower(coalesce(p_name, '')), '[^[:alnum:]]+', ' ', 'g'),
+                   '\m(dr|doctor|mr|mrs|ms|miss|mx|prof|professor)\M', ' ', 'g'),
+    ' +', ' ', 'g'))
+$$;
+
+
+--
+-- Name: nearest_free_times(public.clinics, timestamp with time zone, integer, uuid, uuid[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) RETURNS text
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$
   select coalesce('Nearest free times that day: ' || string_agg(private.local_clock(s, p_clinic.time_zone), ', ' order by s),
                   'There are no other free times that day')
-  from (select s
-        from private.free_slots(p_clinic, (p_wanted at time zone p_clinic.time_zone)::date, p_minutes, p_ignore) as s
-        order by abs(extract(epoch from s - p_wanted)) limit 6) as nearest
+  from (select f.instant as s
+        from private.diary_free_slots(p_clinic, (p_wanted at time zone p_clinic.time_zone)::date, p_minutes,
+                                      p_diaries, p_ignore) as f
+        group by f.instant
+        order by abs(extract(epoch from f.instant - p_wanted)) limit 6) as nearest
 $$;
 
 
@@ -939,6 +1242,21 @@ $$;
 
 
 --
+-- Name: offering_practitioners(public.clinics, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.offering_practitioners(p_clinic public.clinics, p_service text) RETURNS uuid[]
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(array_agg(p.id order by lower(p.name), p.id), '{}')
+  from public.practitioners p
+  where p.clinic_id = p_clinic.id and p.active
+    and (p.services is null or p_service = any (p.services))
+$$;
+
+
+--
 -- Name: opening_hours_text(uuid, integer); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1007,6 +1325,40 @@ $_$;
 
 
 --
+-- Name: parse_opening_hours(jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.parse_opening_hours(p_hours jsonb) RETURNS TABLE(weekday smallint, opens time without time zone, closes time without time zone)
+    LANGUAGE plpgsql IMMUTABLE
+    SET search_path TO ''
+    AS $_$
+declare
+  v_entry jsonb;
+begin
+  perform private.require(jsonb_typeof(p_hours) = 'array' and jsonb_array_length(p_hours) > 0,
+                          'Give at least one period of opening hours');
+  for v_entry in select value from jsonb_array_elements(p_hours) loop
+    perform private.require(jsonb_typeof(v_entry) = 'object', 'Each period of opening hours is an object');
+    perform private.require(
+      jsonb_typeof(v_entry -> 'weekday') = 'number' and (v_entry ->> 'weekday') ~ '^[1-7]$',
+      format('Opening hours: weekday must be 1 (Monday) to 7 (Sunday), not %s', coalesce(v_entry ->> 'weekday', 'missing')));
+    perform private.require(
+      coalesce(v_entry ->> 'opens', '') ~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
+        and coalesce(v_entry ->> 'closes', '') ~ '^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$',
+      'Opening hours: times are HH:MM, 24-hour clock');
+    perform private.require((v_entry ->> 'closes') > (v_entry ->> 'opens'),
+      format('Opening hours: day %s closes (%s) before it opens (%s)',
+             v_entry ->> 'weekday', v_entry ->> 'closes', v_entry ->> 'opens'));
+    weekday := (v_entry ->> 'weekday')::smallint;
+    opens := (v_entry ->> 'opens')::time;
+    closes := (v_entry ->> 'closes')::time;
+    return next;
+  end loop;
+end
+$_$;
+
+
+--
 -- Name: patient_phone(public.clinics, jsonb, jsonb); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1027,6 +1379,56 @@ begin
     v_phone := private.normalise_phone(p_ctx ->> 'caller_number', p_clinic.phone_country_code);
   end if;
   return v_phone;
+end
+$$;
+
+
+--
+-- Name: pick_practitioner(public.clinics, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.pick_practitioner(p_clinic public.clinics, p_name text) RETURNS uuid
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_words text := private.name_words(p_name);
+  v_found uuid[];
+  v_names text;
+begin
+  if private.means_anyone(p_name) then
+    return null;
+  end if;
+  if not private.clinic_has_practitioners(p_clinic.id) then
+    perform private.refuse('This clinic does not book with a particular practitioner: leave practitioner out');
+  end if;
+  if v_words <> '' then
+    select array_agg(p.id order by p.id) into v_found from public.practitioners p
+     where p.clinic_id = p_clinic.id and p.active and private.name_words(p.name) = v_words;
+    if v_found is null then
+      select array_agg(p.id order by p.id) into v_found from public.practitioners p
+       where p.clinic_id = p_clinic.id and p.active
+         and string_to_array(v_words, ' ') <@ string_to_array(private.name_words(p.name), ' ');
+    end if;
+  end if;
+  if cardinality(v_found) = 1 then
+    return v_found[1];
+  end if;
+  if cardinality(v_found) > 1 then
+    select string_agg(p.name, ', ' order by lower(p.name)) into v_names
+      from public.practitioners p where p.id = any (v_found);
+    perform private.refuse(format('"%s" could be %s. Which one?', private.printable(p_name), v_names));
+  end if;
+  select string_agg(p.name, ', ' order by lower(p.name)) into v_names from public.practitioners p
+   where p.clinic_id = p_clinic.id and not p.active and v_words <> ''
+     and string_to_array(v_words, ' ') <@ string_to_array(private.name_words(p.name), ' ');
+  if v_names is not null then
+    perform private.refuse(format('%s no longer takes bookings. The practitioners are: %s',
+                                  v_names, private.practitioner_roster(p_clinic.id)));
+  end if;
+  perform private.refuse(format('No practitioner here is called "%s". The practitioners are: %s',
+                                private.printable(p_name), private.practitioner_roster(p_clinic.id)));
+  return null;
 end
 $$;
 
@@ -1088,6 +1490,67 @@ $$;
 
 
 --
+-- Name: practitioner_name(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.practitioner_name(p_practitioner uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select name from public.practitioners where id = p_practitioner
+$$;
+
+
+--
+-- Name: practitioner_roster(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.practitioner_roster(p_clinic_id uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select string_agg(p.name || coalesce(' (' || array_to_string(p.services, ', ') || ')', ''), '; '
+                    order by lower(p.name), p.id)
+  from public.practitioners p where p.clinic_id = p_clinic_id and p.active
+$$;
+
+
+--
+-- Name: practitioner_services(uuid, jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.practitioner_services(p_clinic_id uuid, p_services jsonb) RETURNS text[]
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_wanted text;
+  v_name text;
+  v_names text[] := '{}';
+begin
+  if p_services is null or jsonb_typeof(p_services) = 'null' then
+    return null;
+  end if;
+  perform private.require(jsonb_typeof(p_services) = 'array' and jsonb_array_length(p_services) between 1 and 100,
+                          'services must be a list of 1 to 100 of the clinic''s services (or null for all of them)');
+  for v_wanted in select value #>> '{}' from jsonb_array_elements(p_services) loop
+    select s.name into v_name from public.clinic_services s
+     where s.clinic_id = p_clinic_id and lower(s.name) = lower(btrim(coalesce(v_wanted, '')));
+    if v_name is null then
+      raise exception using errcode = 'P0001', message = format(
+        'The clinic has no service "%s". Its services: %s', private.printable(coalesce(v_wanted, ''), 80),
+        (select string_agg(s.name, ', ' order by s.name) from public.clinic_services s where s.clinic_id = p_clinic_id));
+    end if;
+    if not v_name = any (v_names) then
+      v_names := v_names || v_name;
+    end if;
+  end loop;
+  return v_names;
+end
+$$;
+
+
+--
 -- Name: printable(text, integer); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1132,6 +1595,23 @@ $$;
 
 
 --
+-- Name: refuse_if_diary_stale(public.clinics, uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.refuse_if_diary_stale(p_clinic public.clinics, p_practitioner uuid) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+begin
+  if private.diary_mirror_stale(p_clinic, p_practitioner) then
+    perform private.refuse('The clinic''s calendar cannot be checked right now, so no time can be confirmed. '
+                           'Please take the caller''s name and number and the clinic will call back');
+  end if;
+end
+$$;
+
+
+--
 -- Name: refuse_if_mirror_stale(public.clinics); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1151,30 +1631,27 @@ $$;
 
 
 --
--- Name: refuse_if_taken(public.clinics, timestamp with time zone, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
+-- Name: refuse_if_taken(public.clinics, uuid, timestamp with time zone, timestamp with time zone, uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid DEFAULT NULL::uuid) RETURNS void
+CREATE FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
 begin
-  if exists (select from public.appointments a
-             where a.clinic_id = p_clinic.id
-               and a.status = 'booked'
-               and a.id is distinct from p_ignore
-               and tstzrange(a.starts_at, a.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)')) then
-    perform private.slot_taken(p_clinic, p_starts, (extract(epoch from p_ends - p_starts) / 60)::integer, p_ignore);
+  if private.diary_taken(p_clinic.id, p_practitioner, p_starts, p_ends, p_ignore) then
+    perform private.slot_taken(p_clinic, p_starts, (extract(epoch from p_ends - p_starts) / 60)::integer, p_ignore,
+                               array[p_practitioner]);
   end if;
 end
 $$;
 
 
 --
--- Name: refuse_off_grid(public.clinics, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+-- Name: refuse_off_grid(public.clinics, uuid, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid DEFAULT NULL::uuid) RETURNS void
+CREATE FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
@@ -1182,14 +1659,32 @@ declare
   v_local timestamp := p_starts at time zone p_clinic.time_zone;
 begin
   if not exists (
-    select from public.clinic_opening_hours h
-    where h.clinic_id = p_clinic.id
-      and h.weekday = extract(isodow from v_local)
-      and v_local >= v_local::date + h.opens and v_local < v_local::date + h.closes
+    select from private.diary_hours(p_clinic.id, p_practitioner, extract(isodow from v_local)::integer) h
+    where v_local >= v_local::date + h.opens and v_local < v_local::date + h.closes
       and extract(epoch from v_local - (v_local::date + h.opens))::bigint % (p_clinic.slot_minutes * 60) = 0) then
     perform private.refuse(format('%s on %s is not a start time the clinic offers (appointments start every %s minutes). %s',
       private.local_clock(p_starts, p_clinic.time_zone), private.local_day(p_starts, p_clinic.time_zone),
-      p_clinic.slot_minutes, private.nearest_free_times(p_clinic, p_starts, p_minutes, p_ignore)));
+      p_clinic.slot_minutes, private.nearest_free_times(p_clinic, p_starts, p_minutes, p_ignore, array[p_practitioner])));
+  end if;
+end
+$$;
+
+
+--
+-- Name: refuse_unless_offered(uuid, text); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.refuse_unless_offered(p_practitioner uuid, p_service text) RETURNS void
+    LANGUAGE plpgsql STABLE
+    SET search_path TO ''
+    AS $$
+declare
+  v_practitioner public.practitioners;
+begin
+  select * into v_practitioner from public.practitioners where id = p_practitioner;
+  if v_practitioner.services is not null and not p_service = any (v_practitioner.services) then
+    perform private.refuse(format('%s does not offer %s. %s offers: %s', v_practitioner.name, p_service,
+                                  v_practitioner.name, array_to_string(v_practitioner.services, ', ')));
   end if;
 end
 $$;
@@ -1259,18 +1754,19 @@ $$;
 
 
 --
--- Name: retire_channel_that_missed_changes(uuid, jsonb); Type: FUNCTION; Schema: private; Owner: -
+-- Name: retire_channel_that_missed_changes(uuid, text, jsonb); Type: FUNCTION; Schema: private; Owner: -
 --
 
-CREATE FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb) RETURNS void
+CREATE FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_calendar_id text, p_events jsonb) RETURNS void
     LANGUAGE sql
     SET search_path TO ''
     AS $$
   update public.calendar_channels c
      set retired_at = now(), retired_because = 'lost: the calendar changed without a notification'
     from public.calendar_mirrors m
-   where c.clinic_id = p_clinic_id and c.retired_at is null and c.confirmed_at is not null
-     and m.clinic_id = p_clinic_id
+   where c.clinic_id = p_clinic_id and c.calendar_id = p_calendar_id
+     and c.retired_at is null and c.confirmed_at is not null
+     and m.clinic_id = p_clinic_id and m.calendar_id = p_calendar_id
      and coalesce(m.notified_at, '-infinity') < coalesce(m.last_synced_at, '-infinity')
      and exists (select from jsonb_array_elements(p_events) e
                  where e ->> 'updated' is not null and (e ->> 'updated')::timestamptz > c.confirmed_at)
@@ -1363,17 +1859,74 @@ $$;
 
 
 --
--- Name: slot_taken(public.clinics, timestamp with time zone, integer, uuid); Type: FUNCTION; Schema: private; Owner: -
+-- Name: practitioners; Type: TABLE; Schema: public; Owner: -
 --
 
-CREATE FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid DEFAULT NULL::uuid) RETURNS void
+CREATE TABLE public.practitioners (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    clinic_id uuid NOT NULL,
+    name text NOT NULL,
+    services text[],
+    calendar_id text,
+    active boolean DEFAULT true NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    deactivated_at timestamp with time zone,
+    CONSTRAINT practitioners_calendar_id_check CHECK (((length(calendar_id) >= 1) AND (length(calendar_id) <= 1024))),
+    CONSTRAINT practitioners_check CHECK ((active = (deactivated_at IS NULL))),
+    CONSTRAINT practitioners_name_check CHECK ((((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 100)) AND (name !~ '[[:cntrl:]]'::text))),
+    CONSTRAINT practitioners_services_check CHECK (((cardinality(services) >= 1) AND (cardinality(services) <= 100)))
+);
+
+
+--
+-- Name: TABLE practitioners; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.practitioners IS 'The people a clinic books patients with. services null: every service of the clinic; calendar_id null: the clinic''s calendar; no practitioner_hours: the clinic''s opening hours.';
+
+
+--
+-- Name: set_practitioner_hours(public.practitioners, jsonb); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.set_practitioner_hours(p_practitioner public.practitioners, p_hours jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_period record;
+begin
+  delete from public.practitioner_hours where practitioner_id = p_practitioner.id;
+  if p_hours is null or jsonb_typeof(p_hours) = 'null' then
+    return;  -- the clinic's hours
+  end if;
+  for v_period in select * from private.parse_opening_hours(p_hours) loop
+    begin
+      insert into public.practitioner_hours (clinic_id, practitioner_id, weekday, opens, closes)
+      values (p_practitioner.clinic_id, p_practitioner.id, v_period.weekday, v_period.opens, v_period.closes);
+    exception when exclusion_violation then
+      raise exception using errcode = 'P0001',
+        message = format('Opening hours: two periods overlap on day %s', v_period.weekday);
+    end;
+  end loop;
+end
+$$;
+
+
+--
+-- Name: slot_taken(public.clinics, timestamp with time zone, integer, uuid, uuid[]); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) RETURNS void
     LANGUAGE plpgsql STABLE
     SET search_path TO ''
     AS $$
 begin
-  perform private.refuse(format('%s on %s is not available. %s',
+  perform private.refuse(format('%s on %s is not available%s. %s',
     private.local_clock(p_wanted, p_clinic.time_zone), private.local_day(p_wanted, p_clinic.time_zone),
-    private.nearest_free_times(p_clinic, p_wanted, p_minutes, p_ignore)));
+    case when cardinality(p_diaries) = 1 then private.with_whom(p_diaries[1])
+         else ' with anyone' end,
+    private.nearest_free_times(p_clinic, p_wanted, p_minutes, p_ignore, p_diaries)));
 end
 $$;
 
@@ -1429,8 +1982,12 @@ declare
   v_start record;
   v_ends timestamptz;
   v_reference text;
+  v_named uuid;
+  v_practitioner uuid;
+  v_with_practitioners boolean;
 begin
-  perform private.check_arg_names(p_args, array['start', 'patient_name', 'patient_phone', 'service', 'notes']);
+  perform private.check_arg_names(p_args, array['start', 'patient_name', 'patient_phone', 'service', 'notes',
+                                                'practitioner']);
   v_start_text := private.required_text_arg(p_args, 'start', 40);
   v_name := private.required_text_arg(p_args, 'patient_name', 100);
   v_phone := private.patient_phone(p_clinic, p_args, p_ctx);
@@ -1439,28 +1996,30 @@ begin
   end if;
   v_notes := private.text_arg(p_args, 'notes', 500, true);
   v_service := private.pick_service(p_clinic.id, private.text_arg(p_args, 'service', 80));
+  v_named := private.pick_practitioner(p_clinic, private.text_arg(p_args, 'practitioner', 100));
   v_start := private.parse_local_start(v_start_text, p_clinic.time_zone, 'start');
   v_ends := v_start.instant + make_interval(mins => v_service.duration_minutes);
   perform private.lock_diary(p_clinic.id);
   perform set_config('lock_timeout', private.wait_left(), true);
-  perform private.check_bookable(p_clinic, v_start.instant, v_ends);
-  perform private.refuse_off_grid(p_clinic, v_start.instant, v_service.duration_minutes);
-  perform private.refuse_if_taken(p_clinic, v_start.instant, v_ends);
+  v_with_practitioners := private.clinic_has_practitioners(p_clinic.id);
+  v_practitioner := private.diary_for_booking(p_clinic, v_named, v_with_practitioners and v_named is null,
+                                              v_service.name, v_start.instant, v_service.duration_minutes, null);
   v_reference := private.new_reference(p_clinic.id);
   begin
     insert into public.appointments (
       clinic_id, reference, patient, service, notes, starts_at, ends_at, source,
-      vapi_call_id, vapi_tool_call_id)
+      vapi_call_id, vapi_tool_call_id, practitioner_id)
     values (
       p_clinic.id, v_reference, jsonb_build_object('name', v_name, 'phone', v_phone),
       v_service.name, v_notes, v_start.instant, v_ends, 'vapi',
-      p_ctx ->> 'call_id', p_ctx ->> 'tool_call_id');
+      p_ctx ->> 'call_id', p_ctx ->> 'tool_call_id', v_practitioner);
   exception
     when exclusion_violation then  -- a writer that does not hold the diary (staff, the service role)
-      perform private.slot_taken(p_clinic, v_start.instant, v_service.duration_minutes);
+      perform private.slot_taken(p_clinic, v_start.instant, v_service.duration_minutes, null, array[v_practitioner]);
   end;
-  return format('Booked: %s on %s at %s%s for %s. Reference %s.',
-                v_service.name, private.local_day(v_start.instant, p_clinic.time_zone),
+  return format('Booked: %s%s on %s at %s%s for %s. Reference %s.',
+                v_service.name, private.with_whom(v_practitioner),
+                private.local_day(v_start.instant, p_clinic.time_zone),
                 private.local_clock(v_start.instant, p_clinic.time_zone),
                 case when v_start.ambiguous
                      then ' (the first of the two times the clock shows that hour, before the clocks go back)'
@@ -1488,8 +2047,9 @@ begin
   update public.appointments
      set status = 'cancelled', cancelled_at = now()
    where id = v_appointment.id;
-  return format('Cancelled: %s on %s at %s (reference %s).',
-                v_appointment.service, private.local_day(v_appointment.starts_at, p_clinic.time_zone),
+  return format('Cancelled: %s%s on %s at %s (reference %s).',
+                v_appointment.service, private.with_whom(v_appointment.practitioner_id),
+                private.local_day(v_appointment.starts_at, p_clinic.time_zone),
                 private.local_clock(v_appointment.starts_at, p_clinic.time_zone), v_appointment.reference);
 end
 $$;
@@ -1509,27 +2069,88 @@ declare
   v_today date := (now() at time zone p_clinic.time_zone)::date;
   v_slots text;
   v_day_name text;
+  v_practitioner uuid;
+  v_diaries uuid[];
+  v_weekday integer;
 begin
-  perform private.check_arg_names(p_args, array['date', 'service']);
+  perform private.check_arg_names(p_args, array['date', 'service', 'practitioner']);
   v_day := private.parse_local_date(private.required_text_arg(p_args, 'date', 40), 'date');
   v_service := private.pick_service(p_clinic.id, private.text_arg(p_args, 'service', 80));
+  v_practitioner := private.pick_practitioner(p_clinic, private.text_arg(p_args, 'practitioner', 100));
   if v_day < v_today then
     perform private.refuse('That date has already passed');
   end if;
   if v_day > (now() at time zone p_clinic.time_zone)::date + p_clinic.booking_horizon_days then
     perform private.refuse(format('Bookings can be made at most %s days ahead', p_clinic.booking_horizon_days));
   end if;
-  perform private.refuse_if_closed(p_clinic.id, v_day);
   v_day_name := to_char(v_day, 'FMDay FMDD FMMonth YYYY');
-  select string_agg(private.local_clock(s, p_clinic.time_zone), ', ' order by s) into v_slots
-  from private.free_slots(p_clinic, v_day, v_service.duration_minutes) as s;
-  if v_slots is null then
-    return format('No free times on %s for a %s (opening hours that day: %s).',
-                  v_day_name, v_service.name, private.opening_hours_text(p_clinic.id, extract(isodow from v_day)::integer));
+  v_weekday := extract(isodow from v_day)::integer;
+
+  if not private.clinic_has_practitioners(p_clinic.id) then
+    perform private.refuse_if_closed(p_clinic.id, v_day);
+    perform private.refuse_if_mirror_stale(p_clinic);
+    select string_agg(private.local_clock(f.instant, p_clinic.time_zone), ', ' order by f.instant) into v_slots
+    from private.diary_free_slots(p_clinic, v_day, v_service.duration_minutes, array[null::uuid]) as f;
+    if v_slots is null then
+      return format('No free times on %s for a %s (opening hours that day: %s).',
+                    v_day_name, v_service.name, private.opening_hours_text(p_clinic.id, v_weekday));
+    end if;
+    return format('Free start times on %s for a %s-minute %s (%s time): %s.',
+                  v_day_name, v_service.duration_minutes, v_service.name,
+                  private.zone_place(p_clinic.time_zone), v_slots);
   end if;
-  return format('Free start times on %s for a %s-minute %s (%s time): %s.',
-                v_day_name, v_service.duration_minutes, v_service.name,
-                private.zone_place(p_clinic.time_zone), v_slots);
+
+  if v_practitioner is not null then
+    perform private.refuse_unless_offered(v_practitioner, v_service.name);
+    if not exists (select from private.diary_hours(p_clinic.id, v_practitioner, v_weekday)) then
+      perform private.refuse(format('%s does not see patients on %ss', private.practitioner_name(v_practitioner),
+                                    to_char(v_day, 'FMDay')));
+    end if;
+    perform private.refuse_if_diary_stale(p_clinic, v_practitioner);
+    select string_agg(private.local_clock(f.instant, p_clinic.time_zone), ', ' order by f.instant) into v_slots
+    from private.diary_free_slots(p_clinic, v_day, v_service.duration_minutes, array[v_practitioner]) as f;
+    if v_slots is null then
+      return format('No free times on %s for a %s with %s (their hours that day: %s).',
+                    v_day_name, v_service.name, private.practitioner_name(v_practitioner),
+                    private.diary_hours_text(p_clinic.id, v_practitioner, v_weekday));
+    end if;
+    return format('Free start times on %s for a %s-minute %s with %s (%s time): %s.',
+                  v_day_name, v_service.duration_minutes, v_service.name, private.practitioner_name(v_practitioner),
+                  private.zone_place(p_clinic.time_zone), v_slots);
+  end if;
+
+  v_diaries := private.offering_practitioners(p_clinic, v_service.name);
+  if cardinality(v_diaries) = 0 then
+    perform private.refuse(format('No practitioner here offers %s. The practitioners are: %s',
+                                  v_service.name, private.practitioner_roster(p_clinic.id)));
+  end if;
+  select coalesce(array_agg(d order by o), '{}') into v_diaries
+  from unnest(v_diaries) with ordinality as x(d, o)
+  where exists (select from private.diary_hours(p_clinic.id, d, v_weekday));
+  if cardinality(v_diaries) = 0 then
+    perform private.refuse(format('No one sees patients for a %s on %ss', v_service.name, to_char(v_day, 'FMDay')));
+  end if;
+  select coalesce(array_agg(d order by o), '{}') into v_diaries
+  from unnest(v_diaries) with ordinality as x(d, o)
+  where not private.diary_mirror_stale(p_clinic, d);
+  if cardinality(v_diaries) = 0 then
+    perform private.refuse_if_mirror_stale(p_clinic);
+  end if;
+  select string_agg(format('%s: %s', private.practitioner_name(per.practitioner_id), per.times), '; '
+                    order by per.first_free, per.o)
+    into v_slots
+  from (select f.practitioner_id, min(f.instant) as first_free,
+               min(x.o) as o,
+               string_agg(private.local_clock(f.instant, p_clinic.time_zone), ', ' order by f.instant) as times
+        from private.diary_free_slots(p_clinic, v_day, v_service.duration_minutes, v_diaries) as f
+        join unnest(v_diaries) with ordinality as x(d, o) on x.d = f.practitioner_id
+        group by f.practitioner_id) per;
+  if v_slots is null then
+    return format('No free times on %s for a %s with anyone.', v_day_name, v_service.name);
+  end if;
+  return format('Free start times on %s for a %s-minute %s (%s time), by practitioner: %s. '
+                'Book with a practitioner by name, or leave practitioner out for whoever is free.',
+                v_day_name, v_service.duration_minutes, v_service.name, private.zone_place(p_clinic.time_zone), v_slots);
 end
 $$;
 
@@ -1544,37 +2165,64 @@ CREATE FUNCTION private.tool_reschedule_appointment(p_clinic public.clinics, p_a
     AS $$
 declare
   v_new_start_text text;
+  v_practitioner_text text;
   v_appointment public.appointments;
   v_new record;
   v_length interval;
   v_minutes integer;
+  v_named uuid;
+  v_anyone boolean;
+  v_practitioner uuid;
+  v_with_practitioners boolean;
 begin
-  perform private.check_arg_names(p_args, array['reference', 'patient_phone', 'new_start']);
-  v_new_start_text := private.required_text_arg(p_args, 'new_start', 40);
+  perform private.check_arg_names(p_args, array['reference', 'patient_phone', 'new_start', 'practitioner']);
+  v_practitioner_text := private.text_arg(p_args, 'practitioner', 100);
+  if v_practitioner_text is null then
+    v_new_start_text := private.required_text_arg(p_args, 'new_start', 40);
+  else
+    v_new_start_text := private.text_arg(p_args, 'new_start', 40);
+    v_named := private.pick_practitioner(p_clinic, v_practitioner_text);
+  end if;
   perform private.lock_diary(p_clinic.id);
   perform set_config('lock_timeout', private.wait_left(), true);
   v_appointment := private.find_appointment(p_clinic, p_args, p_ctx, null);
-  v_new := private.parse_local_start(v_new_start_text, p_clinic.time_zone, 'new_start');
-  if v_new.instant = v_appointment.starts_at then
-    perform private.refuse(format('The booking %s is already at that time', v_appointment.reference));
+  if v_new_start_text is null then
+    select v_appointment.starts_at as instant, false as ambiguous into v_new;
+  else
+    v_new := private.parse_local_start(v_new_start_text, p_clinic.time_zone, 'new_start');
+  end if;
+  v_with_practitioners := private.clinic_has_practitioners(p_clinic.id);
+  if v_practitioner_text is null then
+    -- Kept, unless the practitioner no longer takes bookings: then whoever is free.
+    v_named := v_appointment.practitioner_id;
+    v_anyone := v_with_practitioners and v_named is not null
+                and not (select active from public.practitioners where id = v_named);
+  else
+    v_anyone := v_with_practitioners and v_named is null;
+  end if;
+  if v_new.instant = v_appointment.starts_at
+     and (v_named is not distinct from v_appointment.practitioner_id and not v_anyone) then
+    perform private.refuse(format('The booking %s is already at that time%s', v_appointment.reference,
+                                  private.with_whom(v_named)));
   end if;
   v_length := v_appointment.ends_at - v_appointment.starts_at;
   v_minutes := (extract(epoch from v_length) / 60)::integer;
-  perform private.check_bookable(p_clinic, v_new.instant, v_new.instant + v_length);
-  perform private.refuse_off_grid(p_clinic, v_new.instant, v_minutes, v_appointment.id);
-  perform private.refuse_if_taken(p_clinic, v_new.instant, v_new.instant + v_length, v_appointment.id);
+  v_practitioner := private.diary_for_booking(p_clinic, case when v_anyone then null else v_named end, v_anyone,
+                                              v_appointment.service, v_new.instant, v_minutes, v_appointment.id);
   begin
     update public.appointments
-       set starts_at = v_new.instant, ends_at = v_new.instant + v_length
+       set starts_at = v_new.instant, ends_at = v_new.instant + v_length, practitioner_id = v_practitioner
      where id = v_appointment.id;
   exception
     when exclusion_violation then  -- a writer that does not hold the diary (staff, the service role)
-      perform private.slot_taken(p_clinic, v_new.instant, v_minutes, v_appointment.id);
+      perform private.slot_taken(p_clinic, v_new.instant, v_minutes, v_appointment.id, array[v_practitioner]);
   end;
-  return format('Moved: %s from %s at %s to %s at %s%s (reference %s).',
-                v_appointment.service,
+  return format('Moved: %s%s from %s at %s to %s%s at %s%s (reference %s).',
+                v_appointment.service, private.with_whom(v_appointment.practitioner_id),
                 private.local_day(v_appointment.starts_at, p_clinic.time_zone),
                 private.local_clock(v_appointment.starts_at, p_clinic.time_zone),
+                case when v_practitioner is distinct from v_appointment.practitioner_id
+                     then private.practitioner_name(v_practitioner) || ' on ' else '' end,
                 private.local_day(v_new.instant, p_clinic.time_zone),
                 private.local_clock(v_new.instant, p_clinic.time_zone),
                 case when v_new.ambiguous
@@ -1845,6 +2493,18 @@ $$;
 
 
 --
+-- Name: with_whom(uuid); Type: FUNCTION; Schema: private; Owner: -
+--
+
+CREATE FUNCTION private.with_whom(p_practitioner uuid) RETURNS text
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select coalesce(' with ' || private.practitioner_name(p_practitioner), '')
+$$;
+
+
+--
 -- Name: zone_place(text); Type: FUNCTION; Schema: private; Owner: -
 --
 
@@ -1871,15 +2531,39 @@ $$;
 
 
 --
--- Name: apply_calendar_changes(uuid, jsonb, text, boolean, text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: add_practitioner(uuid, text, jsonb, jsonb, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean DEFAULT false, p_owner text DEFAULT NULL::text) RETURNS jsonb
+CREATE FUNCTION public.add_practitioner(p_clinic_id uuid, p_name text, p_services jsonb DEFAULT NULL::jsonb, p_opening_hours jsonb DEFAULT NULL::jsonb, p_calendar_id text DEFAULT NULL::text) RETURNS uuid
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
 declare
-  v_zone text;
+  v_practitioner public.practitioners;
+begin
+  perform private.require(exists (select from public.clinics where id = p_clinic_id),
+                          format('No clinic with id %s', p_clinic_id));
+  insert into public.practitioners (clinic_id, name, services, calendar_id)
+  values (p_clinic_id, private.check_practitioner_name(p_clinic_id, p_name, null),
+          private.practitioner_services(p_clinic_id, p_services), private.check_calendar_id(p_calendar_id))
+  returning * into v_practitioner;
+  perform private.set_practitioner_hours(v_practitioner, p_opening_hours);
+  return v_practitioner.id;
+end
+$$;
+
+
+--
+-- Name: apply_calendar_changes(uuid, jsonb, text, boolean, text, text); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean DEFAULT false, p_owner text DEFAULT NULL::text, p_calendar_id text DEFAULT NULL::text) RETURNS jsonb
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_clinic public.clinics;
+  v_calendar text;
   v_event jsonb;
   v_busy integer := 0;
   v_freed integer := 0;
@@ -1888,32 +2572,44 @@ declare
   v_restored integer := 0;
   v_outcome text;
   v_gone integer;
+  v_ours boolean;
 begin
-  select time_zone into v_zone from public.clinics where id = p_clinic_id;
-  perform private.require(v_zone is not null, format('No clinic with id %s', p_clinic_id));
+  select * into v_clinic from public.clinics where id = p_clinic_id;
+  perform private.require(v_clinic.id is not null, format('No clinic with id %s', p_clinic_id));
   perform private.require(jsonb_typeof(p_events) = 'array', 'p_events must be a JSON array');
+  v_calendar := coalesce(p_calendar_id, v_clinic.calendar_id);
   if not p_full and jsonb_array_length(p_events) > 0 then
-    perform private.retire_channel_that_missed_changes(p_clinic_id, p_events);
+    perform private.retire_channel_that_missed_changes(p_clinic_id, v_calendar, p_events);
   end if;
 
   for v_event in select value from jsonb_array_elements(p_events) loop
-    if v_event ->> 'appointment_id' is not null
-       and exists (select from public.appointments
-                   where id = (v_event ->> 'appointment_id')::uuid and clinic_id = p_clinic_id) then
-      v_outcome := private.apply_appointment_event(p_clinic_id, v_event, v_zone);
-      v_cancelled := v_cancelled + (v_outcome = 'cancelled')::integer;
-      v_moved := v_moved + (v_outcome = 'moved')::integer;
-      v_restored := v_restored + (v_outcome = 'restored')::integer;
-      delete from public.calendar_busy where clinic_id = p_clinic_id and event_id = v_event ->> 'id';
+    v_ours := v_event ->> 'appointment_id' is not null
+              and exists (select from public.appointments
+                          where id = (v_event ->> 'appointment_id')::uuid and clinic_id = p_clinic_id);
+    if v_ours then
+      -- Only the calendar that holds the event speaks for the appointment: a copy left behind by a
+      -- move between calendars (until the daemon deletes it) is neither a change nor busy time.
+      if exists (select from public.appointments
+                 where id = (v_event ->> 'appointment_id')::uuid
+                   and coalesce(event_calendar_id, v_clinic.calendar_id) = v_calendar) then
+        v_outcome := private.apply_appointment_event(p_clinic_id, v_event, v_clinic.time_zone);
+        v_cancelled := v_cancelled + (v_outcome = 'cancelled')::integer;
+        v_moved := v_moved + (v_outcome = 'moved')::integer;
+        v_restored := v_restored + (v_outcome = 'restored')::integer;
+      end if;
+      delete from public.calendar_busy
+       where clinic_id = p_clinic_id and calendar_id = v_calendar and event_id = v_event ->> 'id';
     elsif v_event ->> 'status' = 'cancelled' or v_event ->> 'transparency' = 'transparent'
-          or private.event_instant(v_event -> 'end', v_zone) <= private.event_instant(v_event -> 'start', v_zone) then
-      delete from public.calendar_busy where clinic_id = p_clinic_id and event_id = v_event ->> 'id';
+          or private.event_instant(v_event -> 'end', v_clinic.time_zone)
+             <= private.event_instant(v_event -> 'start', v_clinic.time_zone) then
+      delete from public.calendar_busy
+       where clinic_id = p_clinic_id and calendar_id = v_calendar and event_id = v_event ->> 'id';
       v_freed := v_freed + (case when found then 1 else 0 end);
     else
-      insert into public.calendar_busy (clinic_id, event_id, starts_at, ends_at)
-      values (p_clinic_id, v_event ->> 'id', private.event_instant(v_event -> 'start', v_zone),
-              private.event_instant(v_event -> 'end', v_zone))
-      on conflict (clinic_id, event_id) do update
+      insert into public.calendar_busy (clinic_id, calendar_id, event_id, starts_at, ends_at)
+      values (p_clinic_id, v_calendar, v_event ->> 'id', private.event_instant(v_event -> 'start', v_clinic.time_zone),
+              private.event_instant(v_event -> 'end', v_clinic.time_zone))
+      on conflict (clinic_id, calendar_id, event_id) do update
         set starts_at = excluded.starts_at, ends_at = excluded.ends_at;
       v_busy := v_busy + 1;
     end if;
@@ -1921,7 +2617,7 @@ begin
 
   if p_full then
     delete from public.calendar_busy b
-     where b.clinic_id = p_clinic_id
+     where b.clinic_id = p_clinic_id and b.calendar_id = v_calendar
        and not exists (select from jsonb_array_elements(p_events) e
                        where e ->> 'id' = b.event_id and e ->> 'status' <> 'cancelled');
     get diagnostics v_gone = row_count;
@@ -1929,20 +2625,21 @@ begin
   end if;
 
   -- Busy time long past is of no use to availability (incremental listings report old events too).
-  delete from public.calendar_busy where clinic_id = p_clinic_id and ends_at < now() - interval '1 day';
+  delete from public.calendar_busy
+   where clinic_id = p_clinic_id and calendar_id = v_calendar and ends_at < now() - interval '1 day';
 
-  insert into public.calendar_mirrors (clinic_id, sync_token, last_synced_at, last_full_sync_at, last_error, updated_at)
-  values (p_clinic_id, p_sync_token, now(), case when p_full then now() end, null, now())
-  on conflict (clinic_id) do update
+  insert into public.calendar_mirrors as m (clinic_id, calendar_id, sync_token, last_synced_at, last_full_sync_at,
+                                            last_error, updated_at)
+  values (p_clinic_id, v_calendar, p_sync_token, now(), case when p_full then now() end, null, now())
+  on conflict (clinic_id, calendar_id) do update
     set sync_token = excluded.sync_token, last_synced_at = now(),
-        last_full_sync_at = coalesce(excluded.last_full_sync_at, public.calendar_mirrors.last_full_sync_at),
+        last_full_sync_at = coalesce(excluded.last_full_sync_at, m.last_full_sync_at),
         last_error = null, updated_at = now(),
-        lease_owner = case when public.calendar_mirrors.lease_owner = p_owner then null
-                           else public.calendar_mirrors.lease_owner end,
-        lease_expires_at = case when public.calendar_mirrors.lease_owner = p_owner then null
-                                else public.calendar_mirrors.lease_expires_at end;
+        lease_owner = case when m.lease_owner = p_owner then null else m.lease_owner end,
+        lease_expires_at = case when m.lease_owner = p_owner then null else m.lease_expires_at end;
   return jsonb_build_object('busy', v_busy, 'freed', v_freed, 'cancelled', v_cancelled, 'moved', v_moved,
-                            'restored', v_restored, 'again', private.mirror_notified_since_listing(p_clinic_id));
+                            'restored', v_restored,
+                            'again', private.mirror_notified_since_listing(p_clinic_id, v_calendar));
 end
 $$;
 
@@ -2040,13 +2737,13 @@ begin
   perform private.ensure_mirror_rows(null);
   return query
   with needing as (
-    select m.clinic_id
+    select m.clinic_id, m.calendar_id
     from public.calendar_mirrors m
     join public.calendar_connections k on k.clinic_id = m.clinic_id and k.status = 'active'
     -- No channel that will do: a live one that is not close to expiring, or one waiting for Google's answer.
     -- A renewed calendar keeps its old channel until the new one is recorded (no notification falls between).
     where not exists (select from public.calendar_channels c
-                      where c.clinic_id = m.clinic_id and c.retired_at is null
+                      where c.clinic_id = m.clinic_id and c.calendar_id = m.calendar_id and c.retired_at is null
                         and (c.resource_id is null
                              or c.expires_at >= now() + make_interval(secs => p_renew_within_seconds)))
       and (m.channel_lease_expires_at is null or m.channel_lease_expires_at < now() or m.channel_lease_owner = p_owner)
@@ -2057,11 +2754,11 @@ begin
     update public.calendar_mirrors m
        set channel_lease_owner = p_owner, channel_lease_expires_at = now() + make_interval(secs => p_lease_seconds)
       from needing n
-     where m.clinic_id = n.clinic_id
-    returning m.clinic_id
+     where m.clinic_id = n.clinic_id and m.calendar_id = n.calendar_id
+    returning m.clinic_id, m.calendar_id
   )
-  select 'create', l.clinic_id, k.calendar_id, null::text, null::text
-  from leased l join public.clinics k on k.id = l.clinic_id
+  select 'create', l.clinic_id, l.calendar_id, null::text, null::text
+  from leased l
   union all
   select 'stop', c.clinic_id, c.calendar_id, c.id, c.resource_id
   from public.calendar_channels c
@@ -2130,8 +2827,62 @@ CREATE FUNCTION public.calendar_mirror_freshness() RETURNS TABLE(clinic_id uuid,
          m.last_error
   from public.calendar_connections k
   join public.clinics c on c.id = k.clinic_id
-  left join public.calendar_mirrors m on m.clinic_id = c.id
+  left join lateral (
+    select min(x.last_synced_at) as last_synced_at,
+           string_agg(x.last_error, '; ' order by x.calendar_id) as last_error
+    from public.calendar_mirrors x where x.clinic_id = c.id
+    having count(*) > 0 and count(*) = count(x.last_synced_at)
+    union all
+    select null, string_agg(x.last_error, '; ' order by x.calendar_id)
+    from public.calendar_mirrors x where x.clinic_id = c.id
+    having count(*) = 0 or count(*) <> count(x.last_synced_at)
+  ) m on true
   order by c.name, c.id
+$$;
+
+
+--
+-- Name: change_practitioner(uuid, jsonb); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.change_practitioner(p_practitioner_id uuid, p_changes jsonb) RETURNS void
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_practitioner public.practitioners;
+  v_unknown text;
+begin
+  select * into v_practitioner from public.practitioners where id = p_practitioner_id for update;
+  perform private.require(found, format('No practitioner with id %s', p_practitioner_id));
+  perform private.require(jsonb_typeof(p_changes) = 'object' and p_changes <> '{}'::jsonb, 'Nothing to change');
+  select string_agg(k, ', ') into v_unknown from jsonb_object_keys(p_changes) k
+   where k not in ('name', 'services', 'opening_hours', 'calendar_id', 'active');
+  perform private.require(v_unknown is null, format('Unknown change: %s', v_unknown));
+  if p_changes ? 'name' then
+    update public.practitioners
+       set name = private.check_practitioner_name(clinic_id, p_changes ->> 'name', id)
+     where id = p_practitioner_id;
+  end if;
+  if p_changes ? 'services' then
+    update public.practitioners
+       set services = private.practitioner_services(clinic_id, p_changes -> 'services')
+     where id = p_practitioner_id;
+  end if;
+  if p_changes ? 'calendar_id' then
+    update public.practitioners set calendar_id = private.check_calendar_id(p_changes ->> 'calendar_id')
+     where id = p_practitioner_id;
+  end if;
+  if p_changes ? 'opening_hours' then
+    perform private.set_practitioner_hours(v_practitioner, p_changes -> 'opening_hours');
+  end if;
+  if p_changes ? 'active' then
+    perform private.require(jsonb_typeof(p_changes -> 'active') = 'boolean', 'active is true or false');
+    perform private.require((p_changes ->> 'active')::boolean,
+                            'To deactivate a practitioner use deactivate_practitioner (it says what happens to their bookings)');
+    update public.practitioners set active = true, deactivated_at = null where id = p_practitioner_id;
+  end if;
+end
 $$;
 
 
@@ -2139,7 +2890,7 @@ $$;
 -- Name: claim_appointments(text, integer, integer, integer, integer, integer, double precision, jsonb); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.claim_appointments(p_owner text, p_limit integer DEFAULT 50, p_lease_seconds integer DEFAULT 120, p_per_clinic integer DEFAULT 10, p_account_limit integer DEFAULT NULL::integer, p_project_limit integer DEFAULT NULL::integer, p_hold_seconds double precision DEFAULT 2, p_returns jsonb DEFAULT NULL::jsonb) RETURNS TABLE(appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb, service text, notes text, starts_at timestamp with time zone, ends_at timestamp with time zone, calendar_event_id text, sync_attempts integer, created_at timestamp with time zone, time_zone text, calendar_id text, changed_at timestamp with time zone, budget_key text, budget_entry bigint, event_generation integer)
+CREATE FUNCTION public.claim_appointments(p_owner text, p_limit integer DEFAULT 50, p_lease_seconds integer DEFAULT 120, p_per_clinic integer DEFAULT 10, p_account_limit integer DEFAULT NULL::integer, p_project_limit integer DEFAULT NULL::integer, p_hold_seconds double precision DEFAULT 2, p_returns jsonb DEFAULT NULL::jsonb) RETURNS TABLE(appointment_id uuid, clinic_id uuid, revision integer, status text, reference text, patient jsonb, service text, notes text, starts_at timestamp with time zone, ends_at timestamp with time zone, calendar_event_id text, sync_attempts integer, created_at timestamp with time zone, time_zone text, calendar_id text, changed_at timestamp with time zone, budget_key text, budget_entry bigint, event_generation integer, event_calendar_id text, practitioner_name text)
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
@@ -2264,9 +3015,12 @@ begin
   )
   select c.id, c.clinic_id, c.revision, c.status, c.reference, c.patient, c.service, c.notes,
          c.starts_at, c.ends_at, c.calendar_event_id, c.sync_attempts, c.created_at,
-         k.time_zone, k.calendar_id, c.updated_at, r.budget_key, v.id, c.event_generation
+         k.time_zone, coalesce(p.calendar_id, k.calendar_id), c.updated_at, r.budget_key, v.id, c.event_generation,
+         case when c.calendar_event_id is not null then coalesce(c.event_calendar_id, k.calendar_id) end,
+         p.name
   from claimed c
   join public.clinics k on k.id = c.clinic_id
+  left join public.practitioners p on p.id = c.practitioner_id
   join ranked r on r.id = c.id
   left join reserved v on v.budget_key = r.budget_key
   order by c.starts_at;
@@ -2275,10 +3029,10 @@ $$;
 
 
 --
--- Name: claim_mirror_targets(text, integer, double precision, integer, uuid); Type: FUNCTION; Schema: public; Owner: -
+-- Name: claim_mirror_targets(text, integer, double precision, integer, uuid, text, boolean); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer DEFAULT 100, p_clinic_id uuid DEFAULT NULL::uuid) RETURNS TABLE(clinic_id uuid, calendar_id text, time_zone text, sync_token text, last_synced_at timestamp with time zone)
+CREATE FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer DEFAULT 100, p_clinic_id uuid DEFAULT NULL::uuid, p_calendar_id text DEFAULT NULL::text, p_only_due boolean DEFAULT false) RETURNS TABLE(clinic_id uuid, calendar_id text, time_zone text, sync_token text, last_synced_at timestamp with time zone)
     LANGUAGE plpgsql
     SET search_path TO ''
     AS $$
@@ -2287,15 +3041,17 @@ begin
   perform private.require(p_lease_seconds between 5 and 3600, 'lease must be 5 to 3600 seconds');
   perform private.require(p_interval_seconds between 0.1 and 86400, 'interval must be 0.1 to 86400 seconds');
   perform private.require(p_limit between 1 and 10000, 'limit must be 1 to 10000');
+  perform private.require(p_calendar_id is null or p_clinic_id is not null, 'a calendar is named with its clinic');
   perform private.ensure_mirror_rows(p_clinic_id);
   return query
   with due as (
-    select m.clinic_id
+    select m.clinic_id, m.calendar_id
     from public.calendar_mirrors m
     join public.calendar_connections k on k.clinic_id = m.clinic_id and k.status = 'active'
     where (p_clinic_id is null or m.clinic_id = p_clinic_id)
+      and (p_calendar_id is null or m.calendar_id = p_calendar_id)
       and (m.lease_expires_at is null or m.lease_expires_at < now() or m.lease_owner = p_owner)
-      and (p_clinic_id is not null
+      and ((p_clinic_id is not null and not p_only_due)
            or m.last_synced_at is null
            or m.last_synced_at < now() - make_interval(secs => p_interval_seconds)
            or m.notified_at > coalesce(m.listing_started_at, '-infinity'))
@@ -2308,10 +3064,10 @@ begin
        set lease_owner = p_owner, lease_expires_at = now() + make_interval(secs => p_lease_seconds),
            listing_started_at = now()
       from due
-     where m.clinic_id = due.clinic_id
-    returning m.clinic_id, m.sync_token, m.last_synced_at
+     where m.clinic_id = due.clinic_id and m.calendar_id = due.calendar_id
+    returning m.clinic_id, m.calendar_id, m.sync_token, m.last_synced_at
   )
-  select c.id, c.calendar_id, c.time_zone, l.sync_token, l.last_synced_at
+  select c.id, l.calendar_id, c.time_zone, l.sync_token, l.last_synced_at
   from leased l
   join public.clinics c on c.id = l.clinic_id
   order by l.last_synced_at nulls first;
@@ -2350,6 +3106,28 @@ $$;
 
 
 --
+-- Name: clinic_practitioners(uuid); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.clinic_practitioners(p_clinic_id uuid) RETURNS TABLE(id uuid, name text, services text[], calendar_id text, active boolean, opening_hours jsonb, upcoming_bookings integer)
+    LANGUAGE sql STABLE
+    SET search_path TO ''
+    AS $$
+  select p.id, p.name, p.services, p.calendar_id, p.active,
+         (select jsonb_agg(jsonb_build_object('weekday', h.weekday, 'opens', to_char(h.opens, 'HH24:MI'),
+                                              'closes', case when h.closes = time '24:00' then '24:00'
+                                                             else to_char(h.closes, 'HH24:MI') end)
+                           order by h.weekday, h.opens)
+            from public.practitioner_hours h where h.practitioner_id = p.id),
+         (select count(*)::integer from public.appointments a
+           where a.practitioner_id = p.id and a.status = 'booked' and a.ends_at > now())
+  from public.practitioners p
+  where p.clinic_id = p_clinic_id
+  order by p.active desc, lower(p.name), p.id
+$$;
+
+
+--
 -- Name: clinic_profile(uuid); Type: FUNCTION; Schema: public; Owner: -
 --
 
@@ -2373,6 +3151,15 @@ begin
                                                  'closes', to_char(h.closes, 'HH24:MI'))
                               order by h.weekday, h.opens)
              from public.clinic_opening_hours h where h.clinic_id = c.id), '[]'::jsonb),
+           'practitioners', coalesce((
+             select jsonb_agg(jsonb_build_object(
+                      'id', p.id, 'name', p.name,
+                      'services', coalesce(to_jsonb(p.services),
+                                           (select jsonb_agg(s.name order by s.name)
+                                              from public.clinic_services s where s.clinic_id = c.id)),
+                      'calendar_id', p.calendar_id)
+                    order by lower(p.name), p.id)
+             from public.practitioners p where p.clinic_id = c.id and p.active), '[]'::jsonb),
            'connection', (
              select jsonb_build_object('status', k.status, 'google_account', k.google_account,
                                        'last_error', k.last_error,
@@ -2481,7 +3268,7 @@ begin
   return query
   with item as (
     select (e ->> 'appointment_id')::uuid as id, e ->> 'owner' as owner, (e ->> 'revision')::integer as revision,
-           e ->> 'event_id' as event_id, e ->> 'event_link' as event_link, n
+           e ->> 'event_id' as event_id, e ->> 'event_link' as event_link, e ->> 'calendar_id' as calendar_id, n
     from jsonb_array_elements(p_completions) with ordinality as i(e, n)
   ),
   done as (
@@ -2491,6 +3278,7 @@ begin
            sync_attempts = case when a.revision = i.revision then a.sync_attempts else 0 end,
            synced_revision = i.revision, synced_at = now(),
            calendar_event_id = i.event_id, calendar_event_link = coalesce(i.event_link, a.calendar_event_link),
+           event_calendar_id = coalesce(i.calendar_id, a.event_calendar_id),
            lease_owner = null, lease_expires_at = null, last_sync_error = null
       from item i
      where a.id = i.id and a.sync_state = 'in_flight' and a.lease_owner = i.owner
@@ -2660,6 +3448,51 @@ begin
   return v_clinic_id;
 end
 $_$;
+
+
+--
+-- Name: deactivate_practitioner(uuid, boolean); Type: FUNCTION; Schema: public; Owner: -
+--
+
+CREATE FUNCTION public.deactivate_practitioner(p_practitioner_id uuid, p_reassign boolean DEFAULT false) RETURNS TABLE(appointment_id uuid, reference text, starts_at timestamp with time zone, service text, practitioner_name text, outcome text)
+    LANGUAGE plpgsql
+    SET search_path TO ''
+    AS $$
+declare
+  v_practitioner public.practitioners;
+  v_clinic public.clinics;
+  v_appointment public.appointments;
+  v_to uuid;
+begin
+  select * into v_practitioner from public.practitioners where id = p_practitioner_id;
+  perform private.require(found, format('No practitioner with id %s', p_practitioner_id));
+  select * into v_clinic from public.clinics where id = v_practitioner.clinic_id;
+  perform pg_catalog.pg_advisory_xact_lock(1147, pg_catalog.hashtext(v_clinic.id::text));  -- the diary
+  update public.practitioners set active = false, deactivated_at = coalesce(deactivated_at, now())
+   where id = p_practitioner_id;
+  for v_appointment in
+    select * from public.appointments a
+    where a.practitioner_id = p_practitioner_id and a.status = 'booked' and a.ends_at > now()
+    order by a.starts_at, a.id
+  loop
+    v_to := null;
+    if p_reassign and v_appointment.starts_at > now() then
+      v_to := private.choose_practitioner(v_clinic, v_appointment.service, v_appointment.starts_at,
+                (extract(epoch from v_appointment.ends_at - v_appointment.starts_at) / 60)::integer, v_appointment.id);
+    end if;
+    if v_to is not null then
+      update public.appointments set practitioner_id = v_to where id = v_appointment.id;
+    end if;
+    appointment_id := v_appointment.id;
+    reference := v_appointment.reference;
+    starts_at := v_appointment.starts_at;
+    service := v_appointment.service;
+    practitioner_name := private.practitioner_name(coalesce(v_to, p_practitioner_id));
+    outcome := case when v_to is not null then 'moved' else 'kept' end;
+    return next;
+  end loop;
+end
+$$;
 
 
 --
@@ -2958,21 +3791,22 @@ CREATE FUNCTION public.record_calendar_channel(p_channel_id text, p_resource_id 
     AS $$
 declare
   v_clinic uuid;
+  v_calendar text;
 begin
   perform private.require(p_expires_at > now(), 'the channel has already expired');
   update public.calendar_channels
      set resource_id = coalesce(resource_id, p_resource_id), expires_at = p_expires_at
    where id = p_channel_id and retired_at is null
-  returning clinic_id into v_clinic;
+  returning clinic_id, calendar_id into v_clinic, v_calendar;
   perform private.require(v_clinic is not null, format('No channel %s waits for Google''s answer', p_channel_id));
   update public.calendar_channels
      set retired_at = now(),
          retired_because = case when id = p_channel_id then 'Google named another resource' else 'replaced' end
-   where clinic_id = v_clinic and retired_at is null
+   where clinic_id = v_clinic and calendar_id = v_calendar and retired_at is null
      and (id <> p_channel_id or resource_id <> p_resource_id);
   update public.calendar_mirrors
      set channel_lease_owner = null, channel_lease_expires_at = null
-   where clinic_id = v_clinic and channel_lease_owner = p_owner;
+   where clinic_id = v_clinic and calendar_id = v_calendar and channel_lease_owner = p_owner;
 end
 $$;
 
@@ -2987,6 +3821,7 @@ CREATE FUNCTION public.record_calendar_notification(p_channel_id text, p_resourc
     AS $$
 declare
   v_clinic uuid;
+  v_calendar text;
 begin
   update public.calendar_channels c
      set last_message_number = p_message_number,
@@ -2997,9 +3832,10 @@ begin
      and c.token_hash = encode(sha256(convert_to(coalesce(p_token, ''), 'UTF8')), 'hex')
      and p_state in ('sync', 'exists', 'not_exists')
      and p_message_number > coalesce(c.last_message_number, 0)
-  returning c.clinic_id into v_clinic;
+  returning c.clinic_id, c.calendar_id into v_clinic, v_calendar;
   if v_clinic is not null and p_state <> 'sync' then
-    update public.calendar_mirrors set notified_at = now() where clinic_id = v_clinic;
+    update public.calendar_mirrors set notified_at = now()
+     where clinic_id = v_clinic and calendar_id = v_calendar;
   end if;
   return v_clinic;
 end
@@ -3007,21 +3843,20 @@ $$;
 
 
 --
--- Name: record_mirror_failure(uuid, text, text); Type: FUNCTION; Schema: public; Owner: -
+-- Name: record_mirror_failure(uuid, text, text, text); Type: FUNCTION; Schema: public; Owner: -
 --
 
-CREATE FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text DEFAULT NULL::text) RETURNS void
+CREATE FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text DEFAULT NULL::text, p_calendar_id text DEFAULT NULL::text) RETURNS void
     LANGUAGE sql
     SET search_path TO ''
     AS $$
-  insert into public.calendar_mirrors (clinic_id, last_error, updated_at)
-  values (p_clinic_id, left(p_error, 500), now())
-  on conflict (clinic_id) do update
+  insert into public.calendar_mirrors as m (clinic_id, calendar_id, last_error, updated_at)
+  select c.id, coalesce(p_calendar_id, c.calendar_id), left(p_error, 500), now()
+  from public.clinics c where c.id = p_clinic_id
+  on conflict (clinic_id, calendar_id) do update
     set last_error = excluded.last_error, updated_at = now(),
-        lease_owner = case when public.calendar_mirrors.lease_owner = p_owner then null
-                           else public.calendar_mirrors.lease_owner end,
-        lease_expires_at = case when public.calendar_mirrors.lease_owner = p_owner then null
-                                else public.calendar_mirrors.lease_expires_at end
+        lease_owner = case when m.lease_owner = p_owner then null else m.lease_owner end,
+        lease_expires_at = case when m.lease_owner = p_owner then null else m.lease_expires_at end
 $$;
 
 
@@ -3422,6 +4257,7 @@ CREATE TABLE public.calendar_busy (
     event_id text NOT NULL,
     starts_at timestamp with time zone NOT NULL,
     ends_at timestamp with time zone NOT NULL,
+    calendar_id text NOT NULL,
     CONSTRAINT calendar_busy_check CHECK ((ends_at > starts_at)),
     CONSTRAINT calendar_busy_event_id_check CHECK (((length(event_id) >= 1) AND (length(event_id) <= 1024)))
 );
@@ -3514,6 +4350,7 @@ CREATE TABLE public.calendar_mirrors (
     notified_at timestamp with time zone,
     channel_lease_owner text,
     channel_lease_expires_at timestamp with time zone,
+    calendar_id text NOT NULL,
     CONSTRAINT calendar_mirrors_channel_lease_owner_check CHECK ((length(channel_lease_owner) <= 200)),
     CONSTRAINT calendar_mirrors_lease_owner_check CHECK ((length(lease_owner) <= 200)),
     CONSTRAINT calendar_mirrors_sync_token_check CHECK ((length(sync_token) <= 4096))
@@ -3588,6 +4425,28 @@ CREATE TABLE public.contacts (
 
 
 --
+-- Name: practitioner_hours; Type: TABLE; Schema: public; Owner: -
+--
+
+CREATE TABLE public.practitioner_hours (
+    clinic_id uuid NOT NULL,
+    practitioner_id uuid NOT NULL,
+    weekday smallint NOT NULL,
+    opens time without time zone NOT NULL,
+    closes time without time zone NOT NULL,
+    CONSTRAINT practitioner_hours_check CHECK ((closes > opens)),
+    CONSTRAINT practitioner_hours_weekday_check CHECK (((weekday >= 1) AND (weekday <= 7)))
+);
+
+
+--
+-- Name: TABLE practitioner_hours; Type: COMMENT; Schema: public; Owner: -
+--
+
+COMMENT ON TABLE public.practitioner_hours IS 'A practitioner''s own hours, in the clinic''s time zone; a practitioner without any works the clinic''s opening hours.';
+
+
+--
 -- Name: vapi_tool_calls; Type: TABLE; Schema: public; Owner: -
 --
 
@@ -3631,7 +4490,7 @@ ALTER TABLE ONLY public.appointments
 --
 
 ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_no_overlap EXCLUDE USING gist (clinic_id WITH =, tstzrange(starts_at, ends_at, '[)'::text) WITH &&) WHERE ((status = 'booked'::text));
+    ADD CONSTRAINT appointments_no_overlap EXCLUDE USING gist (clinic_id WITH =, COALESCE(practitioner_id, '00000000-0000-0000-0000-000000000000'::uuid) WITH =, tstzrange(starts_at, ends_at, '[)'::text) WITH &&) WHERE ((status = 'booked'::text));
 
 
 --
@@ -3647,7 +4506,7 @@ ALTER TABLE ONLY public.appointments
 --
 
 ALTER TABLE ONLY public.calendar_busy
-    ADD CONSTRAINT calendar_busy_pkey PRIMARY KEY (clinic_id, event_id);
+    ADD CONSTRAINT calendar_busy_pkey PRIMARY KEY (clinic_id, calendar_id, event_id);
 
 
 --
@@ -3671,7 +4530,7 @@ ALTER TABLE ONLY public.calendar_connections
 --
 
 ALTER TABLE ONLY public.calendar_mirrors
-    ADD CONSTRAINT calendar_mirrors_pkey PRIMARY KEY (clinic_id);
+    ADD CONSTRAINT calendar_mirrors_pkey PRIMARY KEY (clinic_id, calendar_id);
 
 
 --
@@ -3763,6 +4622,30 @@ ALTER TABLE ONLY public.contacts
 
 
 --
+-- Name: practitioner_hours practitioner_hours_practitioner_id_weekday_tsrange_excl; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.practitioner_hours
+    ADD CONSTRAINT practitioner_hours_practitioner_id_weekday_tsrange_excl EXCLUDE USING gist (practitioner_id WITH =, weekday WITH =, tsrange(('2000-01-01'::date + opens), ('2000-01-01'::date + closes)) WITH &&);
+
+
+--
+-- Name: practitioners practitioners_clinic_id_id_key; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.practitioners
+    ADD CONSTRAINT practitioners_clinic_id_id_key UNIQUE (clinic_id, id);
+
+
+--
+-- Name: practitioners practitioners_pkey; Type: CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.practitioners
+    ADD CONSTRAINT practitioners_pkey PRIMARY KEY (id);
+
+
+--
 -- Name: vapi_tool_calls vapi_tool_calls_pkey; Type: CONSTRAINT; Schema: public; Owner: -
 --
 
@@ -3806,6 +4689,13 @@ CREATE INDEX appointments_lease_expiry ON public.appointments USING btree (lease
 
 
 --
+-- Name: appointments_practitioner_start; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX appointments_practitioner_start ON public.appointments USING btree (practitioner_id, starts_at) WHERE ((practitioner_id IS NOT NULL) AND (status = 'booked'::text));
+
+
+--
 -- Name: appointments_sync_queue; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -3816,14 +4706,14 @@ CREATE INDEX appointments_sync_queue ON public.appointments USING btree (next_at
 -- Name: calendar_busy_during; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX calendar_busy_during ON public.calendar_busy USING gist (clinic_id, tstzrange(starts_at, ends_at, '[)'::text));
+CREATE INDEX calendar_busy_during ON public.calendar_busy USING gist (clinic_id, calendar_id, tstzrange(starts_at, ends_at, '[)'::text));
 
 
 --
--- Name: calendar_channels_live; Type: INDEX; Schema: public; Owner: -
+-- Name: calendar_channels_live_calendar; Type: INDEX; Schema: public; Owner: -
 --
 
-CREATE INDEX calendar_channels_live ON public.calendar_channels USING btree (clinic_id) WHERE (retired_at IS NULL);
+CREATE INDEX calendar_channels_live_calendar ON public.calendar_channels USING btree (clinic_id, calendar_id) WHERE (retired_at IS NULL);
 
 
 --
@@ -3866,6 +4756,13 @@ CREATE UNIQUE INDEX clinic_services_one_default ON public.clinic_services USING 
 --
 
 CREATE INDEX contacts_clinic ON public.contacts USING btree (clinic_id);
+
+
+--
+-- Name: practitioners_name_ci; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE UNIQUE INDEX practitioners_name_ci ON public.practitioners USING btree (clinic_id, lower(btrim(name)));
 
 
 --
@@ -3938,6 +4835,14 @@ ALTER TABLE ONLY public.appointments
 
 ALTER TABLE ONLY public.appointments
     ADD CONSTRAINT appointments_contact_id_fkey FOREIGN KEY (contact_id) REFERENCES public.contacts(id) ON DELETE SET NULL;
+
+
+--
+-- Name: appointments appointments_practitioner_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.appointments
+    ADD CONSTRAINT appointments_practitioner_fkey FOREIGN KEY (clinic_id, practitioner_id) REFERENCES public.practitioners(clinic_id, id);
 
 
 --
@@ -4026,6 +4931,22 @@ ALTER TABLE ONLY public.clinic_services
 
 ALTER TABLE ONLY public.contacts
     ADD CONSTRAINT contacts_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
+
+
+--
+-- Name: practitioner_hours practitioner_hours_clinic_id_practitioner_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.practitioner_hours
+    ADD CONSTRAINT practitioner_hours_clinic_id_practitioner_id_fkey FOREIGN KEY (clinic_id, practitioner_id) REFERENCES public.practitioners(clinic_id, id) ON DELETE CASCADE;
+
+
+--
+-- Name: practitioners practitioners_clinic_id_fkey; Type: FK CONSTRAINT; Schema: public; Owner: -
+--
+
+ALTER TABLE ONLY public.practitioners
+    ADD CONSTRAINT practitioners_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
 
 
 --
@@ -4173,6 +5094,22 @@ CREATE POLICY members_read ON public.contacts FOR SELECT TO authenticated USING 
 
 
 --
+-- Name: practitioner_hours members_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY members_read ON public.practitioner_hours FOR SELECT TO authenticated USING ((clinic_id IN ( SELECT clinic_members.clinic_id
+   FROM public.clinic_members)));
+
+
+--
+-- Name: practitioners members_read; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY members_read ON public.practitioners FOR SELECT TO authenticated USING ((clinic_id IN ( SELECT clinic_members.clinic_id
+   FROM public.clinic_members)));
+
+
+--
 -- Name: appointments own_clinic; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -4215,6 +5152,20 @@ CREATE POLICY own_clinic ON public.clinics FOR SELECT TO vapi_clinic USING ((id 
 
 
 --
+-- Name: practitioner_hours own_clinic; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY own_clinic ON public.practitioner_hours FOR SELECT TO vapi_clinic USING ((clinic_id = ( SELECT private.request_clinic_id() AS request_clinic_id)));
+
+
+--
+-- Name: practitioners own_clinic; Type: POLICY; Schema: public; Owner: -
+--
+
+CREATE POLICY own_clinic ON public.practitioners FOR SELECT TO vapi_clinic USING ((clinic_id = ( SELECT private.request_clinic_id() AS request_clinic_id)));
+
+
+--
 -- Name: vapi_tool_calls own_clinic; Type: POLICY; Schema: public; Owner: -
 --
 
@@ -4227,6 +5178,18 @@ CREATE POLICY own_clinic ON public.vapi_tool_calls TO vapi_clinic USING ((clinic
 
 CREATE POLICY own_memberships ON public.clinic_members FOR SELECT TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid)));
 
+
+--
+-- Name: practitioner_hours; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.practitioner_hours ENABLE ROW LEVEL SECURITY;
+
+--
+-- Name: practitioners; Type: ROW SECURITY; Schema: public; Owner: -
+--
+
+ALTER TABLE public.practitioners ENABLE ROW LEVEL SECURITY;
 
 --
 -- Name: clinic_api_keys resolve_keys; Type: POLICY; Schema: public; Owner: -
@@ -4376,11 +5339,12 @@ GRANT SELECT ON TABLE public.clinics TO vapi_clinic;
 
 
 --
--- Name: FUNCTION check_bookable(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION check_bookable(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone) TO vapi_clinic;
+REVOKE ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO service_role;
 
 
 --
@@ -4389,6 +5353,57 @@ GRANT ALL ON FUNCTION private.check_bookable(p_clinic public.clinics, p_starts t
 
 REVOKE ALL ON FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.check_budget_arguments(p_account_limit integer, p_project_limit integer, p_hold_seconds double precision) TO service_role;
+
+
+--
+-- Name: FUNCTION check_calendar_id(p_calendar_id text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_calendar_id(p_calendar_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_calendar_id(p_calendar_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION check_diary(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_diary(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_diary(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.check_diary(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION check_practitioner_name(p_clinic_id uuid, p_name text, p_except uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.check_practitioner_name(p_clinic_id uuid, p_name text, p_except uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.check_practitioner_name(p_clinic_id uuid, p_name text, p_except uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION choose_practitioner(p_clinic public.clinics, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.choose_practitioner(p_clinic public.clinics, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.choose_practitioner(p_clinic public.clinics, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.choose_practitioner(p_clinic public.clinics, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION clinic_calendars(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.clinic_calendars(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.clinic_calendars(p_clinic_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION clinic_has_practitioners(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.clinic_has_practitioners(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.clinic_has_practitioners(p_clinic_id uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.clinic_has_practitioners(p_clinic_id uuid) TO service_role;
 
 
 --
@@ -4412,6 +5427,69 @@ GRANT ALL ON TABLE public.clinic_links TO service_role;
 
 REVOKE ALL ON FUNCTION private.clinic_link_state(p_link public.clinic_links) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.clinic_link_state(p_link public.clinic_links) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_busy(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_busy(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_busy(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_busy(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_for_booking(p_clinic public.clinics, p_named uuid, p_anyone boolean, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_for_booking(p_clinic public.clinics, p_named uuid, p_anyone boolean, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_for_booking(p_clinic public.clinics, p_named uuid, p_anyone boolean, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_for_booking(p_clinic public.clinics, p_named uuid, p_anyone boolean, p_service text, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_diaries uuid[], p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_diaries uuid[], p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_diaries uuid[], p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_diaries uuid[], p_ignore uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_hours(p_clinic_id uuid, p_practitioner uuid, p_weekday integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_hours(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_hours(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_hours(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_hours_text(p_clinic_id uuid, p_practitioner uuid, p_weekday integer); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_hours_text(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_hours_text(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_hours_text(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_mirror_stale(p_clinic public.clinics, p_practitioner uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_mirror_stale(p_clinic public.clinics, p_practitioner uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_mirror_stale(p_clinic public.clinics, p_practitioner uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_mirror_stale(p_clinic public.clinics, p_practitioner uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION diary_taken(p_clinic_id uuid, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.diary_taken(p_clinic_id uuid, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.diary_taken(p_clinic_id uuid, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.diary_taken(p_clinic_id uuid, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO service_role;
 
 
 --
@@ -4445,14 +5523,6 @@ GRANT SELECT,INSERT,UPDATE ON TABLE public.appointments TO vapi_clinic;
 
 REVOKE ALL ON FUNCTION private.find_appointment(p_clinic public.clinics, p_args jsonb, p_ctx jsonb, p_start_text text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.find_appointment(p_clinic public.clinics, p_args jsonb, p_ctx jsonb, p_start_text text) TO vapi_clinic;
-
-
---
--- Name: FUNCTION free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
---
-
-REVOKE ALL ON FUNCTION private.free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_ignore uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_ignore uuid) TO vapi_clinic;
 
 
 --
@@ -4493,6 +5563,7 @@ GRANT ALL ON FUNCTION private.google_requests_in_window() TO service_role;
 
 REVOKE ALL ON FUNCTION private.local_clock(p_instant timestamp with time zone, p_zone text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.local_clock(p_instant timestamp with time zone, p_zone text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.local_clock(p_instant timestamp with time zone, p_zone text) TO service_role;
 
 
 --
@@ -4501,6 +5572,7 @@ GRANT ALL ON FUNCTION private.local_clock(p_instant timestamp with time zone, p_
 
 REVOKE ALL ON FUNCTION private.local_day(p_instant timestamp with time zone, p_zone text) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.local_day(p_instant timestamp with time zone, p_zone text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.local_day(p_instant timestamp with time zone, p_zone text) TO service_role;
 
 
 --
@@ -4509,6 +5581,7 @@ GRANT ALL ON FUNCTION private.local_day(p_instant timestamp with time zone, p_zo
 
 REVOKE ALL ON FUNCTION private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) TO service_role;
 
 
 --
@@ -4528,19 +5601,38 @@ GRANT ALL ON FUNCTION private.mark_synced_from_calendar(p_appointment_id uuid) T
 
 
 --
--- Name: FUNCTION mirror_notified_since_listing(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION means_anyone(p_name text); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid) TO service_role;
+REVOKE ALL ON FUNCTION private.means_anyone(p_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.means_anyone(p_name text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.means_anyone(p_name text) TO service_role;
 
 
 --
--- Name: FUNCTION nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION mirror_notified_since_listing(p_clinic_id uuid, p_calendar_id text); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+REVOKE ALL ON FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid, p_calendar_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.mirror_notified_since_listing(p_clinic_id uuid, p_calendar_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION name_words(p_name text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.name_words(p_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.name_words(p_name text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.name_words(p_name text) TO service_role;
+
+
+--
+-- Name: FUNCTION nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.nearest_free_times(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) TO service_role;
 
 
 --
@@ -4564,6 +5656,15 @@ GRANT ALL ON FUNCTION private.normalise_phone(p_phone text, p_country_code text)
 --
 
 REVOKE ALL ON FUNCTION private.notify_calendar_sync() FROM PUBLIC;
+
+
+--
+-- Name: FUNCTION offering_practitioners(p_clinic public.clinics, p_service text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.offering_practitioners(p_clinic public.clinics, p_service text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.offering_practitioners(p_clinic public.clinics, p_service text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.offering_practitioners(p_clinic public.clinics, p_service text) TO service_role;
 
 
 --
@@ -4591,11 +5692,28 @@ GRANT ALL ON FUNCTION private.parse_local_start(p_text text, p_zone text, p_arg 
 
 
 --
+-- Name: FUNCTION parse_opening_hours(p_hours jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.parse_opening_hours(p_hours jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.parse_opening_hours(p_hours jsonb) TO service_role;
+
+
+--
 -- Name: FUNCTION patient_phone(p_clinic public.clinics, p_args jsonb, p_ctx jsonb); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.patient_phone(p_clinic public.clinics, p_args jsonb, p_ctx jsonb) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.patient_phone(p_clinic public.clinics, p_args jsonb, p_ctx jsonb) TO vapi_clinic;
+
+
+--
+-- Name: FUNCTION pick_practitioner(p_clinic public.clinics, p_name text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.pick_practitioner(p_clinic public.clinics, p_name text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.pick_practitioner(p_clinic public.clinics, p_name text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.pick_practitioner(p_clinic public.clinics, p_name text) TO service_role;
 
 
 --
@@ -4616,11 +5734,38 @@ GRANT ALL ON FUNCTION private.pick_service(p_clinic_id uuid, p_name text) TO vap
 
 
 --
+-- Name: FUNCTION practitioner_name(p_practitioner uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.practitioner_name(p_practitioner uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.practitioner_name(p_practitioner uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.practitioner_name(p_practitioner uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION practitioner_roster(p_clinic_id uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.practitioner_roster(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.practitioner_roster(p_clinic_id uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.practitioner_roster(p_clinic_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION practitioner_services(p_clinic_id uuid, p_services jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.practitioner_services(p_clinic_id uuid, p_services jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.practitioner_services(p_clinic_id uuid, p_services jsonb) TO service_role;
+
+
+--
 -- Name: FUNCTION printable(p_text text, p_max integer); Type: ACL; Schema: private; Owner: -
 --
 
 REVOKE ALL ON FUNCTION private.printable(p_text text, p_max integer) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.printable(p_text text, p_max integer) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.printable(p_text text, p_max integer) TO service_role;
 
 
 --
@@ -4640,6 +5785,15 @@ GRANT ALL ON FUNCTION private.refuse_if_closed(p_clinic_id uuid, p_day date) TO 
 
 
 --
+-- Name: FUNCTION refuse_if_diary_stale(p_clinic public.clinics, p_practitioner uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.refuse_if_diary_stale(p_clinic public.clinics, p_practitioner uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.refuse_if_diary_stale(p_clinic public.clinics, p_practitioner uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.refuse_if_diary_stale(p_clinic public.clinics, p_practitioner uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION refuse_if_mirror_stale(p_clinic public.clinics); Type: ACL; Schema: private; Owner: -
 --
 
@@ -4648,19 +5802,30 @@ GRANT ALL ON FUNCTION private.refuse_if_mirror_stale(p_clinic public.clinics) TO
 
 
 --
--- Name: FUNCTION refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION refuse_if_taken(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO vapi_clinic;
+REVOKE ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.refuse_if_taken(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_ends timestamp with time zone, p_ignore uuid) TO service_role;
 
 
 --
--- Name: FUNCTION refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION refuse_off_grid(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+REVOKE ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.refuse_off_grid(p_clinic public.clinics, p_practitioner uuid, p_starts timestamp with time zone, p_minutes integer, p_ignore uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION refuse_unless_offered(p_practitioner uuid, p_service text); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.refuse_unless_offered(p_practitioner uuid, p_service text) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.refuse_unless_offered(p_practitioner uuid, p_service text) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.refuse_unless_offered(p_practitioner uuid, p_service text) TO service_role;
 
 
 --
@@ -4696,11 +5861,11 @@ GRANT ALL ON FUNCTION private.required_text_arg(p_args jsonb, p_key text, p_max_
 
 
 --
--- Name: FUNCTION retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb); Type: ACL; Schema: private; Owner: -
+-- Name: FUNCTION retire_channel_that_missed_changes(p_clinic_id uuid, p_calendar_id text, p_events jsonb); Type: ACL; Schema: private; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_events jsonb) TO service_role;
+REVOKE ALL ON FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_calendar_id text, p_events jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.retire_channel_that_missed_changes(p_clinic_id uuid, p_calendar_id text, p_events jsonb) TO service_role;
 
 
 --
@@ -4720,11 +5885,29 @@ GRANT ALL ON FUNCTION private.run_tool_call(p_clinic public.clinics, p_call json
 
 
 --
--- Name: FUNCTION slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid); Type: ACL; Schema: private; Owner: -
+-- Name: TABLE practitioners; Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid) TO vapi_clinic;
+GRANT ALL ON TABLE public.practitioners TO service_role;
+GRANT SELECT ON TABLE public.practitioners TO authenticated;
+GRANT SELECT ON TABLE public.practitioners TO vapi_clinic;
+
+
+--
+-- Name: FUNCTION set_practitioner_hours(p_practitioner public.practitioners, p_hours jsonb); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.set_practitioner_hours(p_practitioner public.practitioners, p_hours jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.set_practitioner_hours(p_practitioner public.practitioners, p_hours jsonb) TO service_role;
+
+
+--
+-- Name: FUNCTION slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.slot_taken(p_clinic public.clinics, p_wanted timestamp with time zone, p_minutes integer, p_ignore uuid, p_diaries uuid[]) TO service_role;
 
 
 --
@@ -4848,6 +6031,15 @@ GRANT ALL ON FUNCTION private.wait_left() TO vapi_clinic;
 
 
 --
+-- Name: FUNCTION with_whom(p_practitioner uuid); Type: ACL; Schema: private; Owner: -
+--
+
+REVOKE ALL ON FUNCTION private.with_whom(p_practitioner uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION private.with_whom(p_practitioner uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.with_whom(p_practitioner uuid) TO service_role;
+
+
+--
 -- Name: FUNCTION zone_place(p_zone text); Type: ACL; Schema: private; Owner: -
 --
 
@@ -4864,11 +6056,19 @@ GRANT ALL ON FUNCTION public.abandon_calendar_channel(p_channel_id text) TO serv
 
 
 --
--- Name: FUNCTION apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION add_practitioner(p_clinic_id uuid, p_name text, p_services jsonb, p_opening_hours jsonb, p_calendar_id text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text) TO service_role;
+REVOKE ALL ON FUNCTION public.add_practitioner(p_clinic_id uuid, p_name text, p_services jsonb, p_opening_hours jsonb, p_calendar_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.add_practitioner(p_clinic_id uuid, p_name text, p_services jsonb, p_opening_hours jsonb, p_calendar_id text) TO service_role;
+
+
+--
+-- Name: FUNCTION apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text, p_calendar_id text); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text, p_calendar_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.apply_calendar_changes(p_clinic_id uuid, p_events jsonb, p_sync_token text, p_full boolean, p_owner text, p_calendar_id text) TO service_role;
 
 
 --
@@ -4944,6 +6144,14 @@ GRANT ALL ON FUNCTION public.calendar_mirror_freshness() TO service_role;
 
 
 --
+-- Name: FUNCTION change_practitioner(p_practitioner_id uuid, p_changes jsonb); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.change_practitioner(p_practitioner_id uuid, p_changes jsonb) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.change_practitioner(p_practitioner_id uuid, p_changes jsonb) TO service_role;
+
+
+--
 -- Name: FUNCTION claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb); Type: ACL; Schema: public; Owner: -
 --
 
@@ -4952,11 +6160,11 @@ GRANT ALL ON FUNCTION public.claim_appointments(p_owner text, p_limit integer, p
 
 
 --
--- Name: FUNCTION claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid, p_calendar_id text, p_only_due boolean); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid) TO service_role;
+REVOKE ALL ON FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid, p_calendar_id text, p_only_due boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.claim_mirror_targets(p_owner text, p_lease_seconds integer, p_interval_seconds double precision, p_limit integer, p_clinic_id uuid, p_calendar_id text, p_only_due boolean) TO service_role;
 
 
 --
@@ -4973,6 +6181,14 @@ GRANT ALL ON FUNCTION public.clinic_keys(p_clinic_id uuid) TO service_role;
 
 REVOKE ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.clinic_links(p_clinic_id uuid) TO service_role;
+
+
+--
+-- Name: FUNCTION clinic_practitioners(p_clinic_id uuid); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.clinic_practitioners(p_clinic_id uuid) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.clinic_practitioners(p_clinic_id uuid) TO service_role;
 
 
 --
@@ -5037,6 +6253,14 @@ GRANT ALL ON FUNCTION public.connect_readiness() TO service_role;
 
 REVOKE ALL ON FUNCTION public.create_clinic(p_name text, p_time_zone text, p_calendar_id text, p_opening_hours jsonb, p_services jsonb, p_phone_country_code text) FROM PUBLIC;
 GRANT ALL ON FUNCTION public.create_clinic(p_name text, p_time_zone text, p_calendar_id text, p_opening_hours jsonb, p_services jsonb, p_phone_country_code text) TO service_role;
+
+
+--
+-- Name: FUNCTION deactivate_practitioner(p_practitioner_id uuid, p_reassign boolean); Type: ACL; Schema: public; Owner: -
+--
+
+REVOKE ALL ON FUNCTION public.deactivate_practitioner(p_practitioner_id uuid, p_reassign boolean) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.deactivate_practitioner(p_practitioner_id uuid, p_reassign boolean) TO service_role;
 
 
 --
@@ -5136,11 +6360,11 @@ GRANT ALL ON FUNCTION public.record_calendar_notification(p_channel_id text, p_r
 
 
 --
--- Name: FUNCTION record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text); Type: ACL; Schema: public; Owner: -
+-- Name: FUNCTION record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text, p_calendar_id text); Type: ACL; Schema: public; Owner: -
 --
 
-REVOKE ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text) FROM PUBLIC;
-GRANT ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text) TO service_role;
+REVOKE ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text, p_calendar_id text) FROM PUBLIC;
+GRANT ALL ON FUNCTION public.record_mirror_failure(p_clinic_id uuid, p_error text, p_owner text, p_calendar_id text) TO service_role;
 
 
 --
@@ -5291,6 +6515,13 @@ GRANT SELECT(ends_at) ON TABLE public.calendar_busy TO vapi_clinic;
 
 
 --
+-- Name: COLUMN calendar_busy.calendar_id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(calendar_id) ON TABLE public.calendar_busy TO vapi_clinic;
+
+
+--
 -- Name: TABLE calendar_channels; Type: ACL; Schema: public; Owner: -
 --
 
@@ -5395,6 +6626,15 @@ GRANT SELECT(last_full_sync_at) ON TABLE public.calendar_mirrors TO authenticate
 --
 
 GRANT SELECT(last_error) ON TABLE public.calendar_mirrors TO authenticated;
+GRANT SELECT(last_error) ON TABLE public.calendar_mirrors TO vapi_clinic;
+
+
+--
+-- Name: COLUMN calendar_mirrors.calendar_id; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT SELECT(calendar_id) ON TABLE public.calendar_mirrors TO authenticated;
+GRANT SELECT(calendar_id) ON TABLE public.calendar_mirrors TO vapi_clinic;
 
 
 --
@@ -5455,6 +6695,15 @@ GRANT SELECT ON TABLE public.clinic_opening_hours TO vapi_clinic;
 
 GRANT ALL ON TABLE public.contacts TO service_role;
 GRANT SELECT ON TABLE public.contacts TO authenticated;
+
+
+--
+-- Name: TABLE practitioner_hours; Type: ACL; Schema: public; Owner: -
+--
+
+GRANT ALL ON TABLE public.practitioner_hours TO service_role;
+GRANT SELECT ON TABLE public.practitioner_hours TO authenticated;
+GRANT SELECT ON TABLE public.practitioner_hours TO vapi_clinic;
 
 
 --

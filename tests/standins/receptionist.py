@@ -38,9 +38,9 @@ class Receptionist:
     def close(self) -> None:
         self._http.close()
 
-    def add(self, day: dt.date, start: str, end: str, **extra: Any) -> str:
+    def add(self, day: dt.date, start: str, end: str, *, calendar_id: str = "primary", **extra: Any) -> str:
         body = {"summary": "Dr Patel: lunch", "start": at(day, start), "end": at(day, end), **extra}
-        return str(self._events.insert(calendarId="primary", body=body).execute()["id"])
+        return str(self._events.insert(calendarId=calendar_id, body=body).execute()["id"])
 
     def add_all_day(self, first: dt.date, after_last: dt.date) -> str:
         body = {"summary": "Training", "start": {"date": first.isoformat()}, "end": {"date": after_last.isoformat()}}
