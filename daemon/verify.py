@@ -335,6 +335,9 @@ def _with_mirror(check: Check, mirror: MirrorFreshness | None) -> Check:
     if check.status is Status.FAIL:
         return check
     if mirror is None or mirror.last_synced_at is None or mirror.age_seconds is None:
+        if mirror is not None and mirror.last_error:  # e.g. a practitioner's calendar not shared with the account
+            note = f"a calendar of the clinic has never been listed: {mirror.last_error}"
+            return Check(check.name, Status.FAIL, f"{check.detail}; {note}", check.data)
         note = "its calendar has not been mirrored yet (is the daemon running?)"
         return Check(check.name, Status.WARN, f"{check.detail}; {note}", check.data)
     age = mirror.age_seconds

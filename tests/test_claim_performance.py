@@ -123,13 +123,10 @@ class CountingPostgresStore(PostgresStore):
         self.batches: list[int] = []
         self.singles = 0
 
-    async def call(self, function: str, params: Mapping[str, Any]) -> Any:
-        self.singles += function == "complete_appointment_sync"
-        return await super().call(function, params)
-
     async def call_rows(self, function: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
         if function == "complete_appointment_syncs":
             self.batches.append(len(params["p_completions"].value))
+            self.singles += len(params["p_completions"].value) == 1  # one by one, after a refused batch
         return await super().call_rows(function, params)
 
 

@@ -151,6 +151,15 @@ def unmirrored(admin: psycopg.Connection, *_: Any) -> None:
     admin.execute("delete from public.calendar_mirrors")
 
 
+def unlisted_practitioner_calendar(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clinic, _: str) -> None:
+    admin.execute("select public.add_practitioner(%s, 'Dr Patel', null, null, 'unshared@example.com')", (clinic.id,))
+    admin.execute(
+        "insert into public.calendar_mirrors (clinic_id, calendar_id, last_error)"
+        " values (%s, 'unshared@example.com', 'Google calendar listing failed: HTTP 404 notFound')",
+        (clinic.id,),
+    )
+
+
 def failed_rows(admin: psycopg.Connection, google: GoogleStandIn, clinic: Clinic, account: str) -> None:
     book(admin, clinic)
     admin.execute("update public.appointments set sync_state = 'failed', last_sync_error = 'Google said no'")
@@ -179,6 +188,12 @@ def book(admin: psycopg.Connection, clinic: Clinic) -> None:
         (failed_rows, "backlog", Status.WARN, "1 failed"),
         (stale_mirror, "google: Riverside Clinic", Status.FAIL, "the assistant offers no times until it is fresh"),
         (unmirrored, "google: Riverside Clinic", Status.WARN, "has not been mirrored yet (is the daemon running?)"),
+        (
+            unlisted_practitioner_calendar,
+            "google: Riverside Clinic",
+            Status.FAIL,
+            "a calendar of the clinic has never been listed: Google calendar listing failed: HTTP 404",
+        ),
     ],
 )
 def test_each_broken_condition_fails_its_check(
