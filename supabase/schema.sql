@@ -630,7 +630,7 @@ CREATE FUNCTION private.diary_busy(p_clinic public.clinics, p_practitioner uuid,
     where b.clinic_id = p_clinic.id
       and (p_practitioner is null or b.calendar_id = p_clinic.calendar_id
            or b.calendar_id = (select p.calendar_id from public.practitioners p where p.id = p_practitioner))
-      and tstzrange(b.starts_at, b.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)'))
+      and b.starts_at < p_ends and b.ends_at > p_starts)
 $$;
 
 
@@ -685,8 +685,28 @@ CREATE FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_
     LANGUAGE sql STABLE
     SET search_path TO ''
     AS $$
+  with day as (
+    select (p_day::timestamp at time zone p_clinic.time_zone) as day_from,
+           ((p_day + 1)::timestamp at time zone p_clinic.time_zone) as day_to
+  ),
+  taken as materialized (
+    select a.practitioner_id, a.starts_at, a.ends_at
+    from public.appointments a, day
+    where a.clinic_id = p_clinic.id and a.status = 'booked' and a.id is distinct from p_ignore
+      and a.starts_at < day.day_to and a.ends_at > day.day_from
+  ),
+  busy as materialized (
+    select b.calendar_id, b.starts_at, b.ends_at
+    from public.calendar_busy b, day
+    where b.clinic_id = p_clinic.id and b.starts_at < day.day_to and b.ends_at > day.day_from
+  ),
+  diaries as (
+    select d.practitioner_id, p.calendar_id
+    from unnest(p_diaries) as d(practitioner_id)
+    left join public.practitioners p on p.id = d.practitioner_id
+  )
   select d.practitioner_id, slot.instant
-  from unnest(p_diaries) as d(practitioner_id)
+  from diaries d
   cross join lateral private.diary_hours(p_clinic.id, d.practitioner_id, extract(isodow from p_day)::integer) as h
   cross join lateral generate_series(
     p_day + h.opens,
@@ -695,9 +715,14 @@ CREATE FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_
   cross join lateral private.local_to_instant(local_start, p_clinic.time_zone) as slot
   where slot.instant >= now() + make_interval(mins => p_clinic.min_notice_minutes)
     and slot.instant <= now() + make_interval(days => p_clinic.booking_horizon_days)
-    and not private.diary_taken(p_clinic.id, d.practitioner_id, slot.instant,
-                                slot.instant + make_interval(mins => p_minutes), p_ignore)
-    and not private.diary_busy(p_clinic, d.practitioner_id, slot.instant, slot.instant + make_interval(mins => p_minutes))
+    and not exists (
+      select from taken t
+      where (d.practitioner_id is null or t.practitioner_id is null or t.practitioner_id = d.practitioner_id)
+        and t.starts_at < slot.instant + make_interval(mins => p_minutes) and t.ends_at > slot.instant)
+    and not exists (
+      select from busy b
+      where (d.practitioner_id is null or b.calendar_id = p_clinic.calendar_id or b.calendar_id = d.calendar_id)
+        and b.starts_at < slot.instant + make_interval(mins => p_minutes) and b.ends_at > slot.instant)
   order by slot.instant, d.practitioner_id
 $$;
 
@@ -765,7 +790,7 @@ CREATE FUNCTION private.diary_taken(p_clinic_id uuid, p_practitioner uuid, p_sta
     select from public.appointments a
     where a.clinic_id = p_clinic_id and a.status = 'booked' and a.id is distinct from p_ignore
       and (p_practitioner is null or a.practitioner_id is null or a.practitioner_id = p_practitioner)
-      and tstzrange(a.starts_at, a.ends_at, '[)') && tstzrange(p_starts, p_ends, '[)'))
+      and a.starts_at < p_ends and a.ends_at > p_starts)
 $$;
 
 
@@ -4661,6 +4686,13 @@ CREATE INDEX google_requests_window ON private.google_requests USING btree (usab
 
 
 --
+-- Name: appointments_booked_span; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX appointments_booked_span ON public.appointments USING gist (clinic_id, starts_at, ends_at) WHERE (status = 'booked'::text);
+
+
+--
 -- Name: appointments_clinic_phone; Type: INDEX; Schema: public; Owner: -
 --
 
@@ -4707,6 +4739,13 @@ CREATE INDEX appointments_sync_queue ON public.appointments USING btree (next_at
 --
 
 CREATE INDEX calendar_busy_during ON public.calendar_busy USING gist (clinic_id, calendar_id, tstzrange(starts_at, ends_at, '[)'::text));
+
+
+--
+-- Name: calendar_busy_span; Type: INDEX; Schema: public; Owner: -
+--
+
+CREATE INDEX calendar_busy_span ON public.calendar_busy USING gist (clinic_id, starts_at, ends_at);
 
 
 --
