@@ -23,6 +23,10 @@
 --   read while they have any; with p_reassign each is moved to a colleague free at that time, by
 --   the same fair rule, and those no one can take stay. It returns every booking ahead and its fate.
 --
+-- - Speed: the tools run under row-level security, where only leakproof conditions may use an index;
+--   bookings and busy time are now found with plain timestamptz comparisons on new GiST indexes, and
+--   availability reads the day's bookings and busy time once (see the indexes below).
+--
 -- Replaced, grants beside them: check_bookable, free_slots, nearest_free_times, refuse_if_taken,
 -- refuse_off_grid and slot_taken (a diary each: their old signatures are dropped), and the four tools.
 
