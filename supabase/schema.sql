@@ -682,23 +682,23 @@ $$;
 --
 
 CREATE FUNCTION private.diary_free_slots(p_clinic public.clinics, p_day date, p_minutes integer, p_diaries uuid[], p_ignore uuid DEFAULT NULL::uuid) RETURNS TABLE(practitioner_id uuid, instant timestamp with time zone)
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE ROWS 100
     SET search_path TO ''
+    SET jit TO 'off'
     AS $$
-  with day as (
-    select (p_day::timestamp at time zone p_clinic.time_zone) as day_from,
-           ((p_day + 1)::timestamp at time zone p_clinic.time_zone) as day_to
-  ),
-  taken as materialized (
+  with taken as materialized (
     select a.practitioner_id, a.starts_at, a.ends_at
-    from public.appointments a, day
+    from public.appointments a
     where a.clinic_id = p_clinic.id and a.status = 'booked' and a.id is distinct from p_ignore
-      and a.starts_at < day.day_to and a.ends_at > day.day_from
+      and a.starts_at < ((p_day + 1)::timestamp at time zone p_clinic.time_zone)
+      and a.ends_at > (p_day::timestamp at time zone p_clinic.time_zone)
   ),
   busy as materialized (
     select b.calendar_id, b.starts_at, b.ends_at
-    from public.calendar_busy b, day
-    where b.clinic_id = p_clinic.id and b.starts_at < day.day_to and b.ends_at > day.day_from
+    from public.calendar_busy b
+    where b.clinic_id = p_clinic.id
+      and b.starts_at < ((p_day + 1)::timestamp at time zone p_clinic.time_zone)
+      and b.ends_at > (p_day::timestamp at time zone p_clinic.time_zone)
   ),
   diaries as (
     select d.practitioner_id, p.calendar_id
@@ -732,7 +732,7 @@ $$;
 --
 
 CREATE FUNCTION private.diary_hours(p_clinic_id uuid, p_practitioner uuid, p_weekday integer) RETURNS TABLE(opens time without time zone, closes time without time zone)
-    LANGUAGE sql STABLE
+    LANGUAGE sql STABLE ROWS 2
     SET search_path TO ''
     AS $$
   select h.opens, h.closes from public.practitioner_hours h
