@@ -448,3 +448,19 @@ def test_operators_manage_practitioners_through_the_rest_gateway(
     assert bad.status_code == 400, bad.text
     assert 'The clinic has no service "Massage"' in bad.json()["message"]
     assert scalar(admin, "select count(*) from public.practitioners where clinic_id = %s", (clinic_id,)) == 2
+
+
+def test_when_no_offering_practitioners_calendar_can_be_read_the_caller_hears_so(practice: Practice) -> None:
+    """Not "no free times": nothing can be confirmed until the calendars are read."""
+    day = upcoming(TUESDAY)
+    practice.admin.execute(
+        "insert into public.calendar_mirrors (clinic_id, calendar_id, last_synced_at, last_error) values"
+        " (%s, 'primary', now(), null),"
+        " (%s, 'jones@example.com', null, 'Google calendar listing failed: HTTP 404 notFound'),"
+        " (%s, 'patel@example.com', null, 'Google calendar listing failed: HTTP 404 notFound')",
+        (practice.id, practice.id, practice.id),
+    )
+    stale = practice.refusal("check_availability", date=day.isoformat())
+    assert stale.startswith("The clinic's calendar cannot be checked right now, so no time can be confirmed.")
+    booking = practice.refusal("book_appointment", start=f"{day}T10:00", patient_name="Jo")
+    assert booking == stale

@@ -459,6 +459,7 @@ declare
   v_day_name text;
   v_practitioner uuid;
   v_diaries uuid[];
+  v_working uuid[];
   v_weekday integer;
 begin
   perform private.check_arg_names(p_args, array['date', 'service', 'practitioner']);
@@ -518,11 +519,12 @@ begin
   if cardinality(v_diaries) = 0 then
     perform private.refuse(format('No one sees patients for a %s on %ss', v_service.name, to_char(v_day, 'FMDay')));
   end if;
+  v_working := v_diaries;
   select coalesce(array_agg(d order by o), '{}') into v_diaries
-  from unnest(v_diaries) with ordinality as x(d, o)
+  from unnest(v_working) with ordinality as x(d, o)
   where not private.diary_mirror_stale(p_clinic, d);
-  if cardinality(v_diaries) = 0 then
-    perform private.refuse_if_mirror_stale(p_clinic);
+  if cardinality(v_diaries) = 0 then  -- no one's calendar can be trusted: say so, not "no free times"
+    perform private.refuse_if_diary_stale(p_clinic, v_working[1]);
   end if;
   select string_agg(format('%s: %s', private.practitioner_name(per.practitioner_id), per.times), '; '
                     order by per.first_free, per.o)
