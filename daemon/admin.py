@@ -150,9 +150,23 @@ async def rotate_key(store: Store, clinic_id: uuid.UUID, label: str, grace_minut
 class NewPractitioner:
     clinic_id: uuid.UUID
     name: str
-    services: str | None = None  # 'Check-up, Hygiene'; None: every service of the clinic
-    hours: list[str] | None = None  # ['mon-fri 09:00-17:00']; None: the clinic's opening hours
+    services: tuple[str, ...] | None = None  # None: every service of the clinic
+    hours: list[dict[str, Any]] | None = None  # [{"weekday", "opens", "closes"}]; None: the clinic's opening hours
     calendar_id: str | None = None  # None: the clinic's calendar
+
+    @classmethod
+    def from_notation(
+        cls, clinic_id: uuid.UUID, name: str, services: str | None, hours: list[str] | None, calendar_id: str | None
+    ) -> NewPractitioner:
+        """From the command line's 'Check-up, Hygiene' and ['mon-fri 09:00-17:00'] (UsageError when they are not
+        like that, before the database is touched)."""
+        return cls(
+            clinic_id,
+            name,
+            None if services is None else parse_service_names(services),
+            None if hours is None else parse_hours(hours),
+            calendar_id,
+        )
 
 
 def practitioner_changes(
@@ -190,11 +204,7 @@ def practitioner_changes(
 
 async def add_practitioner(store: Store, practitioner: NewPractitioner) -> uuid.UUID:
     return await store.add_practitioner(
-        practitioner.clinic_id,
-        practitioner.name,
-        None if practitioner.services is None else parse_service_names(practitioner.services),
-        None if practitioner.hours is None else parse_hours(practitioner.hours),
-        practitioner.calendar_id,
+        practitioner.clinic_id, practitioner.name, practitioner.services, practitioner.hours, practitioner.calendar_id
     )
 
 

@@ -254,11 +254,7 @@ def _print_practitioner(practitioner: Practitioner) -> None:
 
 
 def _add_practitioner(args: argparse.Namespace) -> int:
-    new = NewPractitioner(args.clinic, args.name, args.services, args.hours, args.calendar_id)
-    if new.hours is not None:
-        admin.parse_hours(new.hours)  # refuse bad notation before touching the database
-    if new.services is not None:
-        admin.parse_service_names(new.services)
+    new = NewPractitioner.from_notation(args.clinic, args.name, args.services, args.hours, args.calendar_id)
     practitioner_id = asyncio.run(with_store(load(StoreSettings), lambda store: admin.add_practitioner(store, new)))
     logger.info("added practitioner {} to clinic {}", practitioner_id, args.clinic)
     print(f"practitioner id: {practitioner_id}")

@@ -2855,14 +2855,10 @@ CREATE FUNCTION public.calendar_mirror_freshness() RETURNS TABLE(clinic_id uuid,
   from public.calendar_connections k
   join public.clinics c on c.id = k.clinic_id
   left join lateral (
-    select min(x.last_synced_at) as last_synced_at,
+    -- A calendar never listed makes the clinic's never listed.
+    select case when count(*) = count(x.last_synced_at) then min(x.last_synced_at) end as last_synced_at,
            string_agg(x.last_error, '; ' order by x.calendar_id) as last_error
     from public.calendar_mirrors x where x.clinic_id = c.id
-    having count(*) > 0 and count(*) = count(x.last_synced_at)
-    union all
-    select null, string_agg(x.last_error, '; ' order by x.calendar_id)
-    from public.calendar_mirrors x where x.clinic_id = c.id
-    having count(*) = 0 or count(*) <> count(x.last_synced_at)
   ) m on true
   order by c.name, c.id
 $$;
@@ -3494,7 +3490,7 @@ begin
   select * into v_practitioner from public.practitioners where id = p_practitioner_id;
   perform private.require(found, format('No practitioner with id %s', p_practitioner_id));
   select * into v_clinic from public.clinics where id = v_practitioner.clinic_id;
-  perform pg_catalog.pg_advisory_xact_lock(1147, pg_catalog.hashtext(v_clinic.id::text));  -- the diary
+  perform private.lock_diary(v_clinic.id);  -- outside a Vapi call it waits as long as lock_timeout allows
   update public.practitioners set active = false, deactivated_at = coalesce(deactivated_at, now())
    where id = p_practitioner_id;
   for v_appointment in
@@ -5631,6 +5627,7 @@ GRANT ALL ON FUNCTION private.local_to_instant(p_local timestamp without time zo
 
 REVOKE ALL ON FUNCTION private.lock_diary(p_clinic_id uuid) FROM PUBLIC;
 GRANT ALL ON FUNCTION private.lock_diary(p_clinic_id uuid) TO vapi_clinic;
+GRANT ALL ON FUNCTION private.lock_diary(p_clinic_id uuid) TO service_role;
 
 
 --
@@ -6069,6 +6066,7 @@ GRANT ALL ON FUNCTION private.vapi_wait_budget() TO vapi_clinic;
 
 REVOKE ALL ON FUNCTION private.wait_left() FROM PUBLIC;
 GRANT ALL ON FUNCTION private.wait_left() TO vapi_clinic;
+GRANT ALL ON FUNCTION private.wait_left() TO service_role;
 
 
 --

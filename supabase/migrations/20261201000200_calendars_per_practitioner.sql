@@ -591,14 +591,10 @@ language sql stable set search_path = '' as $$
   from public.calendar_connections k
   join public.clinics c on c.id = k.clinic_id
   left join lateral (
-    select min(x.last_synced_at) as last_synced_at,
+    -- A calendar never listed makes the clinic's never listed.
+    select case when count(*) = count(x.last_synced_at) then min(x.last_synced_at) end as last_synced_at,
            string_agg(x.last_error, '; ' order by x.calendar_id) as last_error
     from public.calendar_mirrors x where x.clinic_id = c.id
-    having count(*) > 0 and count(*) = count(x.last_synced_at)
-    union all
-    select null, string_agg(x.last_error, '; ' order by x.calendar_id)
-    from public.calendar_mirrors x where x.clinic_id = c.id
-    having count(*) = 0 or count(*) <> count(x.last_synced_at)
   ) m on true
   order by c.name, c.id
 $$;

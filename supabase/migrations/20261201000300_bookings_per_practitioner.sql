@@ -706,7 +706,7 @@ begin
   select * into v_practitioner from public.practitioners where id = p_practitioner_id;
   perform private.require(found, format('No practitioner with id %s', p_practitioner_id));
   select * into v_clinic from public.clinics where id = v_practitioner.clinic_id;
-  perform pg_catalog.pg_advisory_xact_lock(1147, pg_catalog.hashtext(v_clinic.id::text));  -- the diary
+  perform private.lock_diary(v_clinic.id);  -- outside a Vapi call it waits as long as lock_timeout allows
   update public.practitioners set active = false, deactivated_at = coalesce(deactivated_at, now())
    where id = p_practitioner_id;
   for v_appointment in
@@ -790,7 +790,7 @@ grant execute on function
 
 -- deactivate_practitioner (service role) finds free colleagues as the tools do.
 grant execute on function private.local_to_instant(timestamp, text), private.local_clock(timestamptz, text),
-  private.local_day(timestamptz, text) to service_role;
+  private.local_day(timestamptz, text), private.lock_diary(uuid), private.wait_left() to service_role;
 
 -- free_slots(p_clinic, ...) is replaced by diary_free_slots.
 drop function private.free_slots(public.clinics, date, integer, uuid);
