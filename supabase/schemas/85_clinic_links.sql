@@ -1,0 +1,364 @@
+-- FUNCTION private.clinic_link_hash(text)
+create or replace function private.clinic_link_hash(p_secret text) returns bytea
+language sql immutable
+set search_path = ''
+as $$
+  select pg_catalog.sha256(pg_catalog.convert_to(coalesce(p_secret, ''), 'UTF8'))
+$$;
+
+-- TABLE public.clinic_links
+CREATE TABLE public.clinic_links (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    clinic_id uuid NOT NULL,
+    purpose text NOT NULL,
+    secret_hash bytea NOT NULL,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    expires_at timestamp with time zone NOT NULL,
+    used_at timestamp with time zone,
+    revoked_at timestamp with time zone,
+    state_hash bytea,
+    code_verifier_encrypted text,
+    consent_started_at timestamp with time zone,
+    CONSTRAINT clinic_links_check CHECK ((expires_at > created_at)),
+    CONSTRAINT clinic_links_check1 CHECK (((purpose = 'connect'::text) OR ((used_at IS NULL) AND (state_hash IS NULL)))),
+    CONSTRAINT clinic_links_code_verifier_encrypted_check CHECK ((code_verifier_encrypted ~ '^gAAAAA[A-Za-z0-9_-]+=*$'::text)),
+    CONSTRAINT clinic_links_purpose_check CHECK ((purpose = ANY (ARRAY['connect'::text, 'status'::text]))),
+    CONSTRAINT clinic_links_secret_hash_check CHECK ((length(secret_hash) = 32)),
+    CONSTRAINT clinic_links_state_hash_check CHECK ((length(state_hash) = 32))
+);
+
+-- COMMENT public.TABLE clinic_links
+COMMENT ON TABLE public.clinic_links IS 'Links a clinic opens in a browser (connect Google; the clinic status page). Only the secret''s SHA-256 is kept.';
+
+-- FUNCTION private.clinic_link_state(public.clinic_links)
+-- The link's state as a word: open, used, expired or revoked.
+create or replace function private.clinic_link_state(p_link public.clinic_links) returns text
+language sql stable
+set search_path = ''
+as $$
+  select case
+    when p_link.revoked_at is not null then 'revoked'
+    when p_link.used_at is not null then 'used'
+    when p_link.expires_at <= now() then 'expired'
+    else 'open'
+  end
+$$;
+
+-- FUNCTION public.begin_connect_consent(text, text, text)
+-- The manager pressed "Continue to Google" on an open connect link: the consent's state (its hash) and PKCE
+-- verifier go on the link, replacing an earlier attempt's (whose callback is then refused). Returns the
+-- link's state word; only 'open' recorded anything.
+create or replace function public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text)
+returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_link public.clinic_links;
+begin
+  select * into v_link from public.clinic_links
+   where secret_hash = private.clinic_link_hash(p_secret) and purpose = 'connect'
+   for update;
+  if not found then
+    return 'unknown';
+  end if;
+  if private.clinic_link_state(v_link) <> 'open' then
+    return private.clinic_link_state(v_link);
+  end if;
+  if p_state is null or length(p_state) < 32 then
+    raise exception 'A consent state is at least 32 characters' using errcode = 'P0001';
+  end if;
+  update public.clinic_links
+     set state_hash = private.clinic_link_hash(p_state), code_verifier_encrypted = p_verifier_encrypted, consent_started_at = now()
+   where id = v_link.id;
+  return 'open';
+end
+$$;
+
+-- FUNCTION public.clinic_links(uuid)
+create or replace function public.clinic_links(p_clinic_id uuid)
+returns table (id uuid, purpose text, state text, created_at timestamptz, expires_at timestamptz,
+               used_at timestamptz, revoked_at timestamptz)
+language sql stable
+set search_path = ''
+as $$
+  select l.id, l.purpose, private.clinic_link_state(l), l.created_at, l.expires_at, l.used_at, l.revoked_at
+  from public.clinic_links l
+  where l.clinic_id = p_clinic_id
+  order by l.created_at desc
+$$;
+
+-- FUNCTION public.clinic_status_page(text)
+-- The clinic status page behind an open status link: the clinic, its Google connection, upcoming bookings with
+-- their sync state, and bookings that failed or wait, with the reason. Of a patient only what the clinic's
+-- calendar event already shows its staff (name, service, reference). {"state": ...} alone for a link that is
+-- not open.
+create or replace function public.clinic_status_page(p_secret text) returns jsonb
+language plpgsql stable
+set search_path = ''
+as $$
+declare
+  v_link public.clinic_links;
+  v_clinic public.clinics;
+begin
+  select * into v_link from public.clinic_links
+   where secret_hash = private.clinic_link_hash(p_secret) and purpose = 'status';
+  if not found then
+    return jsonb_build_object('state', 'unknown');
+  end if;
+  if private.clinic_link_state(v_link) <> 'open' then
+    return jsonb_build_object('state', private.clinic_link_state(v_link));
+  end if;
+  select * into v_clinic from public.clinics where id = v_link.clinic_id;
+  return jsonb_build_object(
+    'state', 'open',
+    'link_id', v_link.id,
+    'expires_at', v_link.expires_at,
+    'clinic_id', v_clinic.id,
+    'clinic_name', v_clinic.name,
+    'calendar_id', v_clinic.calendar_id,
+    'time_zone', v_clinic.time_zone,
+    'connection', (
+      select jsonb_build_object('status', k.status, 'google_account', k.google_account,
+                                'connected_at', k.connected_at, 'last_error', k.last_error,
+                                'refresh_token_expires_at', k.refresh_token_expires_at)
+      from public.calendar_connections k where k.clinic_id = v_clinic.id),
+    'upcoming', coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'starts_at', a.starts_at, 'local_start', to_char(a.starts_at at time zone v_clinic.time_zone,
+                                                                'Dy DD Mon YYYY HH24:MI'),
+               'reference', a.reference, 'service', a.service, 'patient_name', a.patient ->> 'name',
+               'status', a.status, 'sync_state', a.sync_state, 'reason', coalesce(a.last_sync_error, a.change_reason))
+             order by a.starts_at)
+      from (select * from public.appointments
+            where clinic_id = v_clinic.id and ends_at > now()
+            order by starts_at limit 200) a), '[]'::jsonb),
+    'failures', coalesce((
+      select jsonb_agg(jsonb_build_object(
+               'starts_at', a.starts_at, 'local_start', to_char(a.starts_at at time zone v_clinic.time_zone,
+                                                                'Dy DD Mon YYYY HH24:MI'),
+               'reference', a.reference, 'service', a.service, 'patient_name', a.patient ->> 'name',
+               'status', a.status, 'sync_state', a.sync_state, 'reason', a.last_sync_error)
+             order by a.starts_at)
+      from (select * from public.appointments
+            where clinic_id = v_clinic.id and sync_state in ('failed', 'parked')
+            order by starts_at desc limit 100) a), '[]'::jsonb));
+end
+$$;
+
+-- FUNCTION public.complete_connect_consent(text, text, text, text[], text, timestamp with time zone, timestamp with time zone)
+-- The callback read the calendar with the new token: store the connection (which resumes parked bookings)
+-- and spend the link, together, only while the link is still open for this state. Returns the link's state
+-- word as it was; anything but 'open' stored nothing.
+create or replace function public.complete_connect_consent(
+  p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[],
+  p_access_token_encrypted text default null, p_access_token_expires_at timestamptz default null,
+  p_refresh_token_expires_at timestamptz default null)
+returns text
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_link public.clinic_links;
+begin
+  select * into v_link from public.clinic_links
+   where state_hash = private.clinic_link_hash(p_state) and purpose = 'connect'
+   for update;
+  if not found then
+    return 'unknown';
+  end if;
+  if private.clinic_link_state(v_link) <> 'open' then
+    return private.clinic_link_state(v_link);
+  end if;
+  update public.clinic_links
+     set used_at = now(), code_verifier_encrypted = null
+   where id = v_link.id;
+  perform public.save_calendar_connection(
+    v_link.clinic_id, p_google_account, p_refresh_token_encrypted, p_scopes, p_access_token_encrypted,
+    p_access_token_expires_at, p_refresh_token_expires_at);
+  return 'open';
+end
+$$;
+
+-- FUNCTION public.connect_consent(text)
+-- Google's callback: the link whose consent carries this state. {"state": open|used|expired|revoked|unknown};
+-- for open, the clinic and the encrypted PKCE verifier.
+create or replace function public.connect_consent(p_state text) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(
+    (select case when private.clinic_link_state(l) = 'open' then
+               jsonb_build_object('state', 'open', 'link_id', l.id, 'clinic_id', c.id, 'clinic_name', c.name,
+                                  'calendar_id', c.calendar_id, 'time_zone', c.time_zone,
+                                  'expires_at', l.expires_at, 'code_verifier_encrypted', l.code_verifier_encrypted)
+             else jsonb_build_object('state', private.clinic_link_state(l)) end
+     from public.clinic_links l join public.clinics c on c.id = l.clinic_id
+     where l.state_hash = private.clinic_link_hash(p_state) and l.purpose = 'connect'),
+    jsonb_build_object('state', 'unknown'))
+$$;
+
+-- FUNCTION public.connect_readiness()
+-- For verify: clinics never connected to Google, and connect links still open.
+create or replace function public.connect_readiness() returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object(
+    'never_connected', coalesce((
+      select jsonb_agg(jsonb_build_object('clinic_id', c.id, 'clinic_name', c.name) order by c.name, c.id)
+      from public.clinics c
+      where not exists (select from public.calendar_connections k where k.clinic_id = c.id)), '[]'::jsonb),
+    'open_links', coalesce((
+      select jsonb_agg(jsonb_build_object('link_id', l.id, 'clinic_id', l.clinic_id, 'clinic_name', c.name,
+                                          'purpose', l.purpose, 'expires_at', l.expires_at)
+                       order by l.expires_at)
+      from public.clinic_links l join public.clinics c on c.id = l.clinic_id
+      where private.clinic_link_state(l) = 'open'), '[]'::jsonb))
+$$;
+
+-- FUNCTION public.issue_clinic_link(uuid, text, interval)
+-- A new link for a clinic; the secret is returned once and never stored.
+create or replace function public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval)
+returns table (id uuid, secret text, expires_at timestamptz)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_secret text;
+  v_id uuid;
+  v_expires timestamptz;
+begin
+  if p_purpose is null or p_purpose not in ('connect', 'status') then
+    raise exception 'A link is for connect or status, not %', coalesce(p_purpose, 'nothing') using errcode = 'P0001';
+  end if;
+  if p_valid_for is null or p_valid_for < interval '5 minutes' or p_valid_for > interval '90 days' then
+    raise exception 'A link lasts from 5 minutes to 90 days, not %', coalesce(p_valid_for::text, 'forever')
+      using errcode = 'P0001';
+  end if;
+  if not exists (select from public.clinics c where c.id = p_clinic_id) then
+    raise exception 'No clinic with id %', p_clinic_id using errcode = 'P0002';
+  end if;
+  v_secret := pg_catalog.rtrim(pg_catalog.translate(pg_catalog.encode(
+                pg_catalog.uuid_send(gen_random_uuid()) || pg_catalog.uuid_send(gen_random_uuid()),
+                'base64'), '+/', '-_'), '=');
+  insert into public.clinic_links (clinic_id, purpose, secret_hash, expires_at)
+  values (p_clinic_id, p_purpose, private.clinic_link_hash(v_secret), now() + p_valid_for)
+  returning clinic_links.id, clinic_links.expires_at into v_id, v_expires;
+  return query select v_id, v_secret, v_expires;
+end
+$$;
+
+-- FUNCTION public.open_clinic_link(text, text)
+-- What a link opens: {"state": open|used|expired|revoked|unknown}, and for an open link its id and the
+-- clinic's name, calendar and zone. Nothing of the clinic for a link that is not open.
+create or replace function public.open_clinic_link(p_secret text, p_purpose text) returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select coalesce(
+    (select case when private.clinic_link_state(l) = 'open' then
+               jsonb_build_object('state', 'open', 'link_id', l.id, 'clinic_id', c.id, 'clinic_name', c.name,
+                                  'calendar_id', c.calendar_id, 'time_zone', c.time_zone,
+                                  'expires_at', l.expires_at)
+             else jsonb_build_object('state', private.clinic_link_state(l)) end
+     from public.clinic_links l join public.clinics c on c.id = l.clinic_id
+     where l.secret_hash = private.clinic_link_hash(p_secret) and l.purpose = p_purpose),
+    jsonb_build_object('state', 'unknown'))
+$$;
+
+-- FUNCTION public.reconnect_link(text)
+-- "Reconnect Google" on the status page: a fresh connect link for the status link's clinic (an hour).
+create or replace function public.reconnect_link(p_status_secret text)
+returns table (id uuid, secret text, expires_at timestamptz)
+language plpgsql
+set search_path = ''
+as $$
+declare
+  v_link public.clinic_links;
+begin
+  select * into v_link from public.clinic_links
+   where secret_hash = private.clinic_link_hash(p_status_secret) and purpose = 'status';
+  if not found or private.clinic_link_state(v_link) <> 'open' then
+    return;
+  end if;
+  return query select * from public.issue_clinic_link(v_link.clinic_id, 'connect', interval '1 hour');
+end
+$$;
+
+-- FUNCTION public.revoke_clinic_link(uuid)
+create or replace function public.revoke_clinic_link(p_link_id uuid) returns void
+language plpgsql
+set search_path = ''
+as $$
+begin
+  update public.clinic_links
+     set revoked_at = coalesce(revoked_at, now()), code_verifier_encrypted = null
+   where id = p_link_id;
+  if not found then
+    raise exception 'No clinic link with id %', p_link_id using errcode = 'P0002';
+  end if;
+end
+$$;
+
+-- CONSTRAINT public.clinic_links clinic_links_pkey
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_pkey PRIMARY KEY (id);
+
+-- CONSTRAINT public.clinic_links clinic_links_secret_hash_key
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_secret_hash_key UNIQUE (secret_hash);
+
+-- CONSTRAINT public.clinic_links clinic_links_state_hash_key
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_state_hash_key UNIQUE (state_hash);
+
+-- INDEX public.clinic_links_clinic
+CREATE INDEX clinic_links_clinic ON public.clinic_links USING btree (clinic_id, created_at DESC);
+
+-- FK CONSTRAINT public.clinic_links clinic_links_clinic_id_fkey
+ALTER TABLE ONLY public.clinic_links
+    ADD CONSTRAINT clinic_links_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
+
+-- ROW SECURITY public.clinic_links
+ALTER TABLE public.clinic_links ENABLE ROW LEVEL SECURITY;
+
+revoke all on function private.clinic_link_hash(p_secret text) from public;
+grant execute on function private.clinic_link_hash(p_secret text) to service_role;
+
+revoke all on table public.clinic_links from anon, authenticated, service_role;
+grant all on table public.clinic_links to service_role;
+
+revoke all on function private.clinic_link_state(p_link public.clinic_links) from public;
+grant execute on function private.clinic_link_state(p_link public.clinic_links) to service_role;
+
+revoke all on function public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) from public, anon, authenticated, service_role;
+grant execute on function public.begin_connect_consent(p_secret text, p_state text, p_verifier_encrypted text) to service_role;
+
+revoke all on function public.clinic_links(p_clinic_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.clinic_links(p_clinic_id uuid) to service_role;
+
+revoke all on function public.clinic_status_page(p_secret text) from public, anon, authenticated, service_role;
+grant execute on function public.clinic_status_page(p_secret text) to service_role;
+
+revoke all on function public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) from public, anon, authenticated, service_role;
+grant execute on function public.complete_connect_consent(p_state text, p_google_account text, p_refresh_token_encrypted text, p_scopes text[], p_access_token_encrypted text, p_access_token_expires_at timestamp with time zone, p_refresh_token_expires_at timestamp with time zone) to service_role;
+
+revoke all on function public.connect_consent(p_state text) from public, anon, authenticated, service_role;
+grant execute on function public.connect_consent(p_state text) to service_role;
+
+revoke all on function public.connect_readiness() from public, anon, authenticated, service_role;
+grant execute on function public.connect_readiness() to service_role;
+
+revoke all on function public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) from public, anon, authenticated, service_role;
+grant execute on function public.issue_clinic_link(p_clinic_id uuid, p_purpose text, p_valid_for interval) to service_role;
+
+revoke all on function public.open_clinic_link(p_secret text, p_purpose text) from public, anon, authenticated, service_role;
+grant execute on function public.open_clinic_link(p_secret text, p_purpose text) to service_role;
+
+revoke all on function public.reconnect_link(p_status_secret text) from public, anon, authenticated, service_role;
+grant execute on function public.reconnect_link(p_status_secret text) to service_role;
+
+revoke all on function public.revoke_clinic_link(p_link_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.revoke_clinic_link(p_link_id uuid) to service_role;
+
