@@ -8,8 +8,7 @@ INSTALLED := $(VENV)/.installed
 SUPABASE_CLI := tools/node_modules/.installed
 # Debian's PostgreSQL 15 (what hosted projects run), for `make test-pg15`.
 PG15_BIN := /usr/lib/postgresql/15/bin
-# The tests that exercise the SQL, run again on PostgreSQL 15 by `make test-pg15`. Not test_schema_file.py:
-# supabase/schema.sql is pg_dump 18's output from PostgreSQL 18.
+# The tests that exercise the SQL, run again on PostgreSQL 15 by `make test-pg15`.
 PG15_TESTS := tests/test_migrations.py tests/test_supabase_cli.py tests/test_vapi_tools.py tests/test_tenancy.py \
 	tests/test_sync_queue.py tests/test_time_zones.py tests/test_concurrency.py tests/test_busy_mirror.py \
 	tests/test_claim_performance.py tests/test_appointment_rows.py tests/test_bad_input_properties.py \
@@ -17,7 +16,7 @@ PG15_TESTS := tests/test_migrations.py tests/test_supabase_cli.py tests/test_vap
 	tests/test_google_budget.py tests/test_calendar_truth.py tests/test_advisor.py tests/test_retention.py \
 	tests/test_practitioners.py tests/test_practitioner_calendars.py
 
-.PHONY: demo test test-pg15 check schema lock postgres15 supabase-cli chromium
+.PHONY: demo test test-pg15 check schema-check migration lock postgres15 supabase-cli chromium
 
 # The dependencies come from the hash-checked lock (`make lock` regenerates it), the project itself after them.
 $(INSTALLED): pyproject.toml requirements-dev.lock
@@ -71,9 +70,16 @@ check: $(INSTALLED)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-# supabase/schema.sql, every object as it stands after all migrations (a test fails while it is stale).
-schema: $(INSTALLED)
-	$(BIN)/python -m scripts.schema
+# supabase/schemas (the current state, by concern) against supabase/migrations (the history): `make schema-check`
+# names every object the two disagree on; `make migration NAME=<what_changed>` writes the next migration from the
+# difference (functions, privileges, policies, indexes, triggers, comments; changes that move data are refused and
+# named, to be written by hand). Both build throwaway databases of their own (python -m scripts.schema).
+schema-check: $(INSTALLED)
+	$(BIN)/python -m scripts.schema check
+
+migration: $(INSTALLED)
+	@test -n "$(NAME)" || { echo "usage: make migration NAME=<lower_snake_name>" >&2; exit 2; }
+	$(BIN)/python -m scripts.schema diff $(NAME)
 
 # Regenerates the hash-checked locks from pyproject.toml, keeping every pin that still fits (UPGRADE=1 moves
 # them all to the newest allowed): requirements.lock (the image: the runtime dependencies and the build

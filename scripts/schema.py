@@ -25,8 +25,9 @@ import os
 import re
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psycopg
@@ -57,7 +58,9 @@ SUPABASE_SCHEMAS = (
     "vault",
 )
 
-ENTRY_TITLE = re.compile(r"^-- Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>[^;]+); Owner: .*$", re.M)
+ENTRY_TITLE = re.compile(
+    r"^-- Name: (?P<name>.*?); Type: (?P<type>[A-Z ]+); Schema: (?P<schema>[^;]+); Owner: (?P<owner>.*)$", re.M
+)
 FIRST_ENTRY = "--\n-- Name: "
 END_BANNER = "--\n-- PostgreSQL database dump complete\n--\n"
 # Default privileges come from Supabase's own setup (the bootstrap), not from our schema.
@@ -91,7 +94,8 @@ class Entry:
     schema: str
     name: str
     owner: str
-    text: str
+    text: str  # compared: pg_dump's lines, as a set where their order is only the order grants were made in
+    statements: str = field(compare=False, default="")  # pg_dump's lines in its order, to run
 
     @property
     def title(self) -> str:
@@ -143,12 +147,13 @@ def entries(dump_text: str) -> dict[str, Entry]:
     for match, following in zip(titles, [*titles[1:], None], strict=True):
         if match["type"] in NOT_OURS:
             continue
-        owner = match[0].rsplit("; Owner: ", 1)[1]
         text = body[match.end() : following.start() if following else len(body)]
         lines = [line for line in text.splitlines() if line not in ("", "--")]
+        statements = "\n".join(lines) + "\n"
         if match["type"] in UNORDERED:
             lines.sort()
-        entry = Entry(match["type"], match["schema"], match["name"], owner, "\n".join(lines) + "\n")
+        compared = "\n".join(lines) + "\n"
+        entry = Entry(match["type"], match["schema"], match["name"], match["owner"], compared, statements)
         found[entry.title] = entry
     return found
 
@@ -176,23 +181,30 @@ def apply_schema_files(dsn: str, directory: Path = SCHEMAS_DIR) -> None:
         conn.execute("set check_function_bodies = off")
         for path in files:
             try:
-                conn.execute(path.read_text())  # type: ignore[arg-type]  # the file's SQL, as the CLI sends it
+                conn.execute(path.read_text())  # a whole file, as the CLI sends it
             except psycopg.Error as error:
                 where = f" (near: {error.diag.context.splitlines()[0]})" if error.diag.context else ""
                 raise SchemaError(f"{path.name}: {error.diag.message_primary or error}{where}") from error
 
 
 class Databases:
-    """Throwaway Supabase-like databases on one private server."""
+    """Throwaway Supabase-like databases on one server, dropped again on exit."""
 
     def __init__(self, pg: ThrowawayPostgres) -> None:
         self.pg = pg
-        self.count = 0
+        self.names: list[str] = []
+
+    def __enter__(self) -> Databases:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for name in self.names:
+            self.pg.drop_database(name)
 
     def fresh(self) -> str:
-        self.count += 1
-        name = f"schema_{self.count}"
+        name = f"schema_{uuid.uuid4().hex[:12]}"
         self.pg.create_database(name)
+        self.names.append(name)
         self.pg.bootstrap_supabase(name)
         return name
 
@@ -214,9 +226,9 @@ def drift(
     migrations_dir: Path = DEFAULT_MIGRATIONS_DIR, schemas_dir: Path = SCHEMAS_DIR, pg: ThrowawayPostgres | None = None
 ) -> list[Difference]:
     """What the schema files declare that the migrations do not produce (and the reverse)."""
-    with _server(pg) as server:
-        dbs = Databases(server)
-        return differences(dbs.entries(dbs.from_migrations(migrations_dir)), dbs.entries(dbs.from_schema_files(schemas_dir)))
+    with _server(pg) as server, Databases(server) as dbs:
+        built = dbs.entries(dbs.from_migrations(migrations_dir))
+        return differences(built, dbs.entries(dbs.from_schema_files(schemas_dir)))
 
 
 def drift_report(found: Iterable[Difference]) -> str:
@@ -235,14 +247,15 @@ def drift_report(found: Iterable[Difference]) -> str:
 
 
 def handwritten_parts(found: Iterable[Difference]) -> list[Difference]:
-    """The differences a generated migration must not carry: they move or lose data."""
-    return [
-        d
-        for d in found
-        if not (d.before or d.after)
-        or (d.after or d.before).kind not in GENERATED  # type: ignore[union-attr]
-        and not (d.change == "added" and d.after is not None and d.after.kind == "TABLE")
-    ]
+    """The differences a generated migration must not carry: they move or lose data (a new table may be made)."""
+    return [d for d in found if not _generated(d)]
+
+
+def _generated(d: Difference) -> bool:
+    if d.after is not None and d.after.kind == "TABLE":
+        return d.change == "added"
+    entry = d.after or d.before
+    return entry is not None and entry.kind in GENERATED
 
 
 def _statement_kind_order(kind: str) -> int:
@@ -284,13 +297,18 @@ def _returns(entry: Entry) -> str:
     return match[1] if match else ""
 
 
-def _privileges(entry_before: Entry | None, entry_after: Entry | None, roles: list[str]) -> str:
+def _privileges(entry_before: Entry | None, entry_after: Entry | None, roles: list[str], owners: dict[str, str]) -> str:
     """Statements that take an object's privileges from `entry_before`'s to `entry_after`'s: back to
-    PostgreSQL's built-in default first (what pg_dump's ACL entries are relative to), then pg_dump's own."""
+    PostgreSQL's built-in default first (what pg_dump's ACL entries are relative to), then pg_dump's own.
+    The owner keeps what it holds: pg_dump's entry says where it holds less."""
     entry = entry_after or entry_before
     assert entry is not None
     target = re.sub(r"^(FUNCTION|TABLE|SEQUENCE|SCHEMA|COLUMN) ", "", entry.name)
     kind = entry.name.split(" ", 1)[0]
+    owned = f"TABLE {entry.schema}.{target.split('.')[0]}" if kind == "COLUMN" else f"{kind} {entry.schema}.{target}"
+    owner = owners.get(owned)
+    held = {role for e in (entry_before, entry_after) if e for role in GRANTEE.findall(e.statements)}
+    roles = sorted({*roles, *held} - {owner, "PUBLIC"})
     if kind == "COLUMN":
         table, column = target.split(".", 1)
         reset = [f"revoke all ({column}) on table {entry.schema}.{table} from {', '.join(roles)};"]
@@ -299,18 +317,24 @@ def _privileges(entry_before: Entry | None, entry_after: Entry | None, roles: li
     else:
         qualified = f"{entry.schema}.{target}"
         reset = [f"revoke all on {kind.lower()} {qualified} from public, {', '.join(roles)};"]
-        if kind == "FUNCTION":
+        public_revoked = f"REVOKE ALL ON FUNCTION {qualified} FROM PUBLIC;"
+        if kind == "FUNCTION" and not (entry_after and public_revoked in entry_after.statements):
             reset.append(f"grant execute on function {qualified} to public;")
-    return "\n".join([*reset, *(entry_after.text.splitlines() if entry_after else [])])
+        wanted = entry_after.statements.splitlines() if entry_after else []
+        return "\n".join([*reset, *(line for line in wanted if line != public_revoked)])
+    return "\n".join([*reset, *(entry_after.statements.splitlines() if entry_after else [])])
 
 
-def _grantee_roles(conn: psycopg.Connection) -> list[str]:
-    """Every role that can hold a privilege on our objects: those of Supabase's setup and ours."""
+def _default_grantees(conn: psycopg.Connection) -> list[str]:
+    """The roles default privileges grant new objects to (on Supabase: the API roles)."""
     rows = conn.execute(
-        "select rolname from pg_catalog.pg_roles where rolname !~ '^pg_' and not rolsuper"
-        " and rolname <> current_user order by rolname"
+        "select distinct a.grantee::regrole::text from pg_catalog.pg_default_acl d,"
+        " aclexplode(d.defaclacl) a where a.grantee <> 0 order by 1"
     ).fetchall()
     return [name for (name,) in rows]
+
+
+GRANTEE = re.compile(r" (?:TO|FROM) (\w+);$", re.M)
 
 
 def _ordered_functions(added: list[Entry]) -> list[Entry]:
@@ -331,7 +355,7 @@ def _ordered_functions(added: list[Entry]) -> list[Entry]:
     return ordered
 
 
-def migration_sql(found: list[Difference], roles: list[str]) -> str:
+def migration_sql(found: list[Difference], roles: list[str], owners: dict[str, str]) -> str:
     """The statements that turn the migrations' database into the schema files' (see the module docstring)."""
     refused = handwritten_parts(found)
     if refused:
@@ -346,7 +370,7 @@ def migration_sql(found: list[Difference], roles: list[str]) -> str:
         entry = d.after or d.before
         assert entry is not None
         if entry.kind == "ACL":
-            creates.append((_statement_kind_order("ACL"), _privileges(d.before, d.after, roles)))
+            creates.append((_statement_kind_order("ACL"), _privileges(d.before, d.after, roles, owners)))
             continue
         if entry.kind == "FUNCTION" and d.change == "changed":
             assert d.before is not None and d.after is not None
@@ -354,7 +378,7 @@ def migration_sql(found: list[Difference], roles: list[str]) -> str:
                 drops.append((-_statement_kind_order("FUNCTION"), _drop(d.before)))
                 functions_added.append(d.after)
             else:
-                creates.append((1, d.after.text.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)))
+                creates.append((1, d.after.statements.replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)))
             continue
         if d.before is not None and (d.change == "removed" or entry.kind != "COMMENT"):
             drops.append((-_statement_kind_order(entry.kind), _drop(d.before)))
@@ -362,16 +386,30 @@ def migration_sql(found: list[Difference], roles: list[str]) -> str:
             if entry.kind == "FUNCTION":
                 functions_added.append(d.after)
             else:
-                creates.append((_statement_kind_order(entry.kind), d.after.text))
-    creates.extend((1, f.text) for f in _ordered_functions(functions_added))
+                creates.append((_statement_kind_order(entry.kind), d.after.statements))
+    creates.extend((1, f.statements) for f in _ordered_functions(functions_added))
     # Drops: dependents first (triggers, policies, indexes before functions); creates: the reverse.
     drops.sort(key=lambda item: item[0])
     creates.sort(key=lambda item: item[0])
-    return "\n\n".join(text.rstrip("\n") for _, text in [*drops, *creates] if text) + "\n"
+    texts = [_without_migrator_ownership(text) for _, text in [*drops, *creates]]
+    return "\n\n".join(text.rstrip("\n") for text in texts if text) + "\n"
+
+
+def _without_migrator_ownership(statements: str) -> str:
+    """The role that applies migrations owns what they create (Supabase's `postgres`, `migrator` here):
+    saying so would name the stand-in's role in a migration meant for a real project."""
+    return "".join(line for line in statements.splitlines(keepends=True) if not MIGRATOR_OWNS.match(line))
+
+
+MIGRATOR_OWNS = re.compile(rf"^ALTER [A-Z ]+ .* OWNER TO {MIGRATOR};$")
 
 
 def generate_migration(
-    name: str, migrations_dir: Path = DEFAULT_MIGRATIONS_DIR, schemas_dir: Path = SCHEMAS_DIR, now: dt.datetime | None = None
+    name: str,
+    migrations_dir: Path = DEFAULT_MIGRATIONS_DIR,
+    schemas_dir: Path = SCHEMAS_DIR,
+    now: dt.datetime | None = None,
+    pg: ThrowawayPostgres | None = None,
 ) -> tuple[str, str]:
     """(file name, text) of the next migration: the schema files' difference from the migrations, proven by
     applying it to a database built from the migrations and finding no difference left."""
@@ -380,29 +418,30 @@ def generate_migration(
     version = (now or dt.datetime.now(dt.UTC)).strftime("%Y%m%d%H%M%S")
     file_name = f"{version}_{name}.sql"
     assert FILE_NAME.match(file_name)
-    with ThrowawayPostgres() as pg:
-        dbs = Databases(pg)
+    with _server(pg) as server, Databases(server) as dbs:
         wanted = dbs.entries(dbs.from_schema_files(schemas_dir))
         current_db = dbs.from_migrations(migrations_dir)
         found = differences(dbs.entries(current_db), wanted)
         if not found:
             raise SchemaError("supabase/schemas and supabase/migrations agree: there is nothing to generate")
-        with psycopg.connect(pg.dsn(current_db)) as conn:
-            roles = _grantee_roles(conn)
-        body = migration_sql(found, roles)
+        with psycopg.connect(server.dsn(current_db)) as conn:
+            roles = _default_grantees(conn)
+        owners = {title: entry.owner for title, entry in wanted.items()}
+        body = migration_sql(found, roles, owners)
         header = (
-            f"-- Generated by `make migration NAME={name}` (python -m scripts.schema diff) from the difference between\n"
-            "-- supabase/schemas and the migrations before this one; the reasons are beside each object in supabase/schemas.\n"
+            f"-- Generated by `make migration NAME={name}` (python -m scripts.schema diff): the difference between\n"
+            "-- supabase/schemas and the migrations before this one. The reasons stand beside each object there.\n"
             + "".join(f"--   {d}\n" for d in found)
             + "\n"
         )
         text = header + body
         probe = dbs.from_migrations(migrations_dir)
         try:
-            with psycopg.connect(pg.dsn(probe, MIGRATOR)) as conn:
-                conn.execute(text)  # type: ignore[arg-type]
+            with psycopg.connect(server.dsn(probe, MIGRATOR)) as conn:
+                conn.execute(text)  # a whole file, as the CLI sends it
         except psycopg.Error as error:
-            raise SchemaError(f"the generated migration does not apply: {error.diag.message_primary or error}") from error
+            message = error.diag.message_primary or error
+            raise SchemaError(f"the generated migration does not apply: {message}") from error
         left = differences(dbs.entries(probe), wanted)
         if left:
             raise SchemaError(
@@ -432,14 +471,15 @@ class _server:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m scripts.schema", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("check", help="exit 1, naming each object, when the schema files and migrations disagree")
+    check = commands.add_parser("check", help="exit 1, naming each object, when schema files and migrations disagree")
+    check.add_argument("--schemas", type=Path, default=SCHEMAS_DIR, help="the schema files' folder (supabase/schemas)")
     diff = commands.add_parser("diff", help="write the next migration from the schema files' difference")
     diff.add_argument("name", help="the migration's name, lower_snake_case")
     diff.add_argument("--dry-run", action="store_true", help="print the migration instead of writing it")
     options = parser.parse_args(argv)
     try:
         if options.command == "check":
-            report = drift_report(drift())
+            report = drift_report(drift(schemas_dir=options.schemas))
             if report:
                 print(report, file=sys.stderr)
                 return 1
