@@ -1,9 +1,18 @@
--- FUNCTION public.readiness_facts()
--- The readiness facts: the doorbells instead of the publication membership they replace.
--- `broadcast_doorbell`: the trigger above is there and enabled, and `realtime.send` exists (the
--- Supabase path rings through both); `notify_doorbell`: the direct path's trigger is there and
--- enabled; `appointments_in_realtime`: the table is (again) in supabase_realtime, which would let
--- whole rows travel to Postgres Changes subscribers.
+-- Operations: the security and wiring facts `verify` checks before it calls a project ready.
+--
+-- The operator command's other views live with their concerns (clinic_keys and clinic_profile in
+-- 10_clinics_and_keys.sql, calendar_connections_overview in 60_calendar_connections.sql, sync_backlog,
+-- appointment_sync_status and delete_cancelled_appointment in 65_sync_queue.sql, connect_readiness in
+-- 85_clinic_links.sql). All of them are for the service role only.
+
+-- The security and wiring facts `verify` checks, read where only the owner can see them all (SECURITY
+-- DEFINER): public tables without row-level security, table privileges `anon` holds (directly or through
+-- PUBLIC), the migration versions recorded in the Supabase CLI's history, and the doorbells
+-- (65_sync_queue.sql). `broadcast_doorbell`: the trigger appointments_broadcast_calendar_sync is there
+-- and enabled, and `realtime.send` exists (the Supabase path rings through both); `notify_doorbell`: the
+-- direct path's trigger (appointments_notify_calendar_sync) is there and enabled;
+-- `appointments_in_realtime`: the table is (again) in supabase_realtime, which would let whole rows
+-- travel to Postgres Changes subscribers.
 create or replace function public.readiness_facts()
 returns jsonb
 language plpgsql stable security definer
@@ -44,7 +53,5 @@ begin
     'applied_migrations', v_migrations);
 end
 $$;
-
 revoke all on function public.readiness_facts() from public, anon, authenticated, service_role;
 grant execute on function public.readiness_facts() to service_role;
-
