@@ -1,9 +1,61 @@
--- FUNCTION private.broadcast_calendar_sync()
--- Rings for the rows that leave a row waiting for the calendar now, as the direct path's doorbell
--- does: a retry scheduled for later rings nothing (the sweep finds it when it is due). SECURITY
--- DEFINER as in Supabase's documented Broadcast-from-Database pattern: the message is stored as the
--- function's owner (`postgres`), whoever made the change (vapi_clinic, the service role, staff).
--- `realtime.send` never raises: a failed send is a WARNING and the booking commits regardless.
+-- The calendar sync queue: how an appointment's changes reach Google Calendar. The queue is the
+-- appointments table itself (its sync columns and their indexes are in 30_appointments.sql). This
+-- file has the doorbells that wake the daemon and the functions it calls (over Supabase REST as
+-- service_role, or directly over SQL) to move a row between states.
+--
+--   pending --claim--> in_flight --complete--> synced
+--                          |  \--end attempt--> pending (later) | failed (operator re-queues)
+--                          |                     | parked (clinic must reconnect Google; resumes by itself)
+--                          \--lease expires (crashed replica)--> claimable again
+--
+-- - The row is the truth about what must happen. `revision` counts the changes the calendar must
+--   hear about, and the daemon records which revision it pushed, so a change made during a push is
+--   not lost: the completion sends the row back to pending.
+-- - Every transition out of in_flight names the lease owner, so a replica whose lease ran out
+--   cannot overwrite the work of the one that took over ("lease_lost").
+-- - No clinic's backlog delays another's. A claim takes the heads of every clinic's queue, ranked
+--   within their clinic, by rank then due time. It spends the shared Google budget
+--   (80_google_budget.sql): a clinic whose account, or the project, has no budget left is not
+--   claimed at all, so no worker waits on one clinic's quota while another clinic has work.
+-- - A row whose clinic has no active Google connection is parked rather than claimed, because it
+--   needs no Google request until the clinic reconnects (60_calendar_connections.sql unparks it).
+-- - The doorbells are not a queue: neither Supabase Realtime nor LISTEN/NOTIFY delivers to a
+--   listener that is not connected at the time. The daemon also sweeps for due rows at start,
+--   after every (re)subscription and on a timer.
+
+------------------------------------------------------------------------------------------
+-- Doorbells: a row is waiting for the calendar now
+------------------------------------------------------------------------------------------
+
+-- The direct-PostgreSQL path: NOTIFY on a channel the daemon LISTENs to. No payload: patient
+-- details stay in the table, and identical notifications of one transaction collapse into one.
+create function private.notify_calendar_sync() returns trigger
+language plpgsql
+set search_path = ''
+as $$
+begin
+  perform pg_notify('calendar_sync', '');
+  return null;
+end
+$$;
+revoke all on function private.notify_calendar_sync() from public;
+
+create trigger appointments_notify_calendar_sync
+  after insert or update on public.appointments
+  for each row
+  when (new.sync_state = 'pending' and new.next_attempt_at <= now())
+  execute function private.notify_calendar_sync();
+
+-- The Supabase path: Broadcast from Database, ids only. Postgres Changes sent the daemon each whole
+-- appointment row (patient name, phone, notes); this sends the appointment's and the clinic's ids,
+-- nothing of the patient, into the private topic `calendar-sync`, which the daemon joins as the
+-- service role. (The RLS policies on realtime.messages that keep API users out of the topic live
+-- in Supabase's realtime schema, created by the doorbell_carries_ids_only migration.)
+-- It rings for the same rows as the direct path's doorbell: a retry scheduled for later rings
+-- nothing (the sweep finds it when it is due). SECURITY DEFINER as in Supabase's documented
+-- Broadcast-from-Database pattern: the message is stored as the function's owner (`postgres`),
+-- whoever made the change (vapi_clinic, the service role, staff). `realtime.send` never raises: a
+-- failed send is a WARNING and the booking commits regardless.
 create function private.broadcast_calendar_sync() returns trigger
 language plpgsql
 security definer
@@ -18,35 +70,33 @@ begin
   return null;
 end
 $$;
+revoke all on function private.broadcast_calendar_sync() from public;
 
--- FUNCTION private.notify_calendar_sync()
--- The direct-PostgreSQL path: NOTIFY on a channel the daemon LISTENs to. No payload: patient
--- details stay in the table, and identical notifications of one transaction collapse into one.
-create function private.notify_calendar_sync() returns trigger
-language plpgsql
-set search_path = ''
-as $$
-begin
-  perform pg_notify('calendar_sync', '');
-  return null;
-end
-$$;
+create trigger appointments_broadcast_calendar_sync
+  after insert or update on public.appointments
+  for each row
+  when (new.sync_state = 'pending' and new.next_attempt_at <= now())
+  execute function private.broadcast_calendar_sync();
 
--- FUNCTION public.appointment_sync_status(uuid, text)
--- Where one appointment stands, found by the reference the caller heard.
-create function public.appointment_sync_status(p_clinic_id uuid, p_reference text)
-returns jsonb
-language sql stable
-set search_path = ''
-as $$
-  select jsonb_build_object('appointment_id', id, 'status', status, 'sync_state', sync_state,
-                            'calendar_event_id', calendar_event_id, 'last_sync_error', last_sync_error,
-                            'revision', revision, 'synced_revision', synced_revision)
-  from public.appointments
-  where clinic_id = p_clinic_id and reference = upper(btrim(p_reference))
-$$;
+------------------------------------------------------------------------------------------
+-- Claiming: pending (or an expired lease) -> in_flight
+------------------------------------------------------------------------------------------
 
--- FUNCTION public.claim_appointments(text, integer, integer, integer, integer, integer, double precision, jsonb)
+-- Lease up to p_limit due appointments to p_owner for p_lease_seconds, at most p_per_clinic of one
+-- clinic, fairly across clinics. Due means pending with next_attempt_at reached, or in flight under
+-- an expired lease. The claim walks only the clinics that have due work, with a skip scan over
+-- appointments_due_by_clinic (one index probe per clinic), and reads at most p_per_clinic rows from
+-- the head of each. So a backlog of 10,000 costs no sort of 10,000 rows per claim.
+-- With limits (p_account_limit per Google account, p_project_limit for the project), it claims only
+-- as many as the clinics' accounts and the project have budget for. Each claimed row reserves one
+-- Google request under its clinic's budget key for p_hold_seconds; budget_entry is the reservation,
+-- so what was not sent can be given back. p_returns gives back unsent requests of earlier
+-- reservations. Rows of a clinic without an active connection are parked instead of claimed.
+-- Each row says where its event goes: calendar_id, the practitioner's calendar or else the clinic's.
+-- event_calendar_id is the calendar that holds the event now, when there is one. When the two
+-- differ, the daemon inserts into the new calendar, deletes from the old one, then completes.
+-- Every step repeats harmlessly. changed_at is when the claimed revision was made, for
+-- booking-to-calendar latency.
 create function public.claim_appointments(
   p_owner text, p_limit integer default 50, p_lease_seconds integer default 120, p_per_clinic integer default 10,
   p_account_limit integer default null, p_project_limit integer default null, p_hold_seconds double precision default 2,
@@ -190,25 +240,21 @@ begin
   order by c.starts_at;
 end
 $$;
+revoke all on function public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) from public, anon, authenticated, service_role;
+grant execute on function public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) to service_role;
 
--- FUNCTION public.complete_appointment_sync(uuid, text, integer, text, text)
--- Google confirmed revision p_revision. If the appointment changed meanwhile it goes back to
--- pending (the event id is kept, so the next push updates the event).
-create or replace function public.complete_appointment_sync(
-  p_appointment_id uuid, p_owner text, p_revision integer, p_event_id text, p_event_link text default null
-)
-returns text
-language sql volatile
-set search_path = ''
-as $$
-  select c.state
-  from public.complete_appointment_syncs(jsonb_build_array(jsonb_build_object(
-    'appointment_id', p_appointment_id, 'owner', p_owner, 'revision', p_revision,
-    'event_id', p_event_id, 'event_link', p_event_link))) c
-$$;
+------------------------------------------------------------------------------------------
+-- Leaving in_flight: only the lease owner may
+------------------------------------------------------------------------------------------
 
--- FUNCTION public.complete_appointment_syncs(jsonb)
--- Each completion may name the calendar the event was written to ("calendar_id").
+-- The one completion rule. Google confirmed each of p_completions, a JSON array of
+-- {"appointment_id", "owner", "revision", "event_id", "event_link"?, "calendar_id"?}, recorded in
+-- one statement. A row still at the pushed revision is synced. One that changed meanwhile goes back
+-- to pending, keeping the event id so the next push updates the event. "calendar_id" is the calendar
+-- the event was written to (absent: the one that held it). One row per item, in order: its
+-- appointment id and the outcome (synced, pending, or lease_lost). The rows are locked in id
+-- order first. It can still deadlock with a writer of several rows that locks them in another
+-- order (apply_calendar_changes locks in listing order); the daemon tries a failed batch again.
 create or replace function public.complete_appointment_syncs(p_completions jsonb)
 returns table (appointment_id uuid, state text)
 language plpgsql set search_path = '' as $$
@@ -245,32 +291,32 @@ begin
   order by i.n;
 end
 $$;
+revoke all on function public.complete_appointment_syncs(p_completions jsonb) from public, anon, authenticated, service_role;
+grant execute on function public.complete_appointment_syncs(p_completions jsonb) to service_role;
 
--- FUNCTION public.delete_cancelled_appointment(uuid)
--- Removes a cancelled appointment whose cancellation reached the calendar (the round-trip
--- check's synthetic booking). Anything else is refused: a live or unsynced row must stay.
-create function public.delete_cancelled_appointment(p_appointment_id uuid)
-returns void
-language plpgsql volatile
+-- Google confirmed revision p_revision of one appointment: complete_appointment_syncs with a
+-- one-item array, so the rule lives in one place. Same answer: 'synced', 'pending' or 'lease_lost'.
+create or replace function public.complete_appointment_sync(
+  p_appointment_id uuid, p_owner text, p_revision integer, p_event_id text, p_event_link text default null
+)
+returns text
+language sql volatile
 set search_path = ''
 as $$
-begin
-  delete from public.appointments
-   where id = p_appointment_id and status = 'cancelled' and sync_state = 'synced';
-  if not found then
-    raise exception using errcode = 'P0001',
-      message = format('Appointment %s is not a cancelled appointment whose cancellation has reached the calendar',
-                       p_appointment_id);
-  end if;
-end
+  select c.state
+  from public.complete_appointment_syncs(jsonb_build_array(jsonb_build_object(
+    'appointment_id', p_appointment_id, 'owner', p_owner, 'revision', p_revision,
+    'event_id', p_event_id, 'event_link', p_event_link))) c
 $$;
+revoke all on function public.complete_appointment_sync(p_appointment_id uuid, p_owner text, p_revision integer, p_event_id text, p_event_link text) from public, anon, authenticated, service_role;
+grant execute on function public.complete_appointment_sync(p_appointment_id uuid, p_owner text, p_revision integer, p_event_id text, p_event_link text) to service_role;
 
--- FUNCTION public.end_appointment_attempt(uuid, text, text, text, double precision)
--- A push that found the clinic's grant dead parks its appointment until the clinic reconnects,
--- and reconnecting unparks the clinic's parked rows. A reconnect that landed while that push was
--- failing found the row still in flight, so the row was parked afterwards with nothing left to
--- unpark it. Now parking checks the connection under a share lock (a reconnect waits for it, and
--- its unparking then sees the parked row): with an active connection the row goes back to
+-- The attempt did not sync. The row goes back to `pending` after p_delay_seconds (a transient
+-- failure), to `failed` (permanent, for an operator), or to `parked` (the clinic must reconnect
+-- Google). Reconnecting unparks the clinic's parked rows, but a reconnect that lands while the push
+-- is failing finds the row still in flight. The row would then be parked afterwards, with nothing
+-- left to unpark it. So parking checks the connection under a share lock: a reconnect waits for
+-- it, and its unparking then sees the parked row. With an active connection the row goes back to
 -- pending at once instead.
 create or replace function public.end_appointment_attempt(
   p_appointment_id uuid, p_owner text, p_state text, p_error text, p_delay_seconds double precision default 0
@@ -303,10 +349,14 @@ begin
   return coalesce(v_state, 'lease_lost');
 end
 $$;
+revoke all on function public.end_appointment_attempt(p_appointment_id uuid, p_owner text, p_state text, p_error text, p_delay_seconds double precision) from public, anon, authenticated, service_role;
+grant execute on function public.end_appointment_attempt(p_appointment_id uuid, p_owner text, p_state text, p_error text, p_delay_seconds double precision) to service_role;
 
--- FUNCTION public.next_event_generation(uuid, text)
--- Google refused to restore the appointment's deleted event: its next event id is current from now on.
--- Only the lease holder may; the new generation, or null when the lease was lost.
+-- Google refused to restore the appointment's deleted event (403 forbidden, or 409): only a new
+-- event id brings it back to the calendar, so its next event id is current from now on. Only the
+-- lease holder may do this, before inserting the event under the new id, so a crash or another
+-- replica repeats the same insert, never a second event. The answer is the new generation, or null
+-- when the lease was lost.
 create function public.next_event_generation(p_appointment_id uuid, p_owner text)
 returns integer
 language plpgsql volatile
@@ -323,8 +373,9 @@ begin
   return v_generation;
 end
 $$;
+revoke all on function public.next_event_generation(p_appointment_id uuid, p_owner text) from public, anon, authenticated, service_role;
+grant execute on function public.next_event_generation(p_appointment_id uuid, p_owner text) to service_role;
 
--- FUNCTION public.release_appointment_leases(text)
 -- Graceful shutdown: hand back everything p_owner still holds, without counting an attempt.
 create function public.release_appointment_leases(p_owner text)
 returns integer
@@ -343,8 +394,13 @@ begin
   return v_count;
 end
 $$;
+revoke all on function public.release_appointment_leases(p_owner text) from public, anon, authenticated, service_role;
+grant execute on function public.release_appointment_leases(p_owner text) to service_role;
 
--- FUNCTION public.resync_appointment(uuid)
+------------------------------------------------------------------------------------------
+-- Back into the queue from outside a lease
+------------------------------------------------------------------------------------------
+
 -- A replica that lost its lease but did write to Google: make sure the row is pushed once
 -- more, so the calendar ends up matching the row whatever order the two pushes landed in.
 -- Raising the revision makes a current holder's completion re-queue it as well.
@@ -365,8 +421,9 @@ begin
   return coalesce(v_state, 'not_found');
 end
 $$;
+revoke all on function public.resync_appointment(p_appointment_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.resync_appointment(p_appointment_id uuid) to service_role;
 
--- FUNCTION public.retry_failed_appointments(uuid, uuid)
 -- Operator: put failed appointments back in the queue (one, one clinic's, or all).
 create function public.retry_failed_appointments(
   p_clinic_id uuid default null, p_appointment_id uuid default null
@@ -387,8 +444,13 @@ begin
   return v_count;
 end
 $$;
+revoke all on function public.retry_failed_appointments(p_clinic_id uuid, p_appointment_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.retry_failed_appointments(p_clinic_id uuid, p_appointment_id uuid) to service_role;
 
--- FUNCTION public.sync_backlog()
+------------------------------------------------------------------------------------------
+-- The queue seen from outside: metrics, the operator command, the round-trip check
+------------------------------------------------------------------------------------------
+
 -- How much is waiting: rows per sync state, how long the oldest unsynced change has waited
 -- (pending or in flight, in backoff or not), and how many clinics must reconnect Google.
 create function public.sync_backlog()
@@ -405,47 +467,40 @@ as $$
        from public.appointments where sync_state in ('pending', 'in_flight')), 0),
     'clinics_needing_reauth', (select count(*) from public.calendar_connections where status = 'needs_reauth'))
 $$;
-
--- TRIGGER public.appointments appointments_broadcast_calendar_sync
-CREATE TRIGGER appointments_broadcast_calendar_sync AFTER INSERT OR UPDATE ON public.appointments FOR EACH ROW WHEN (((new.sync_state = 'pending'::text) AND (new.next_attempt_at <= now()))) EXECUTE FUNCTION private.broadcast_calendar_sync();
-
--- TRIGGER public.appointments appointments_notify_calendar_sync
-CREATE TRIGGER appointments_notify_calendar_sync AFTER INSERT OR UPDATE ON public.appointments FOR EACH ROW WHEN (((new.sync_state = 'pending'::text) AND (new.next_attempt_at <= now()))) EXECUTE FUNCTION private.notify_calendar_sync();
-
-revoke all on function private.broadcast_calendar_sync() from public;
-
-revoke all on function private.notify_calendar_sync() from public;
-
-revoke all on function public.appointment_sync_status(p_clinic_id uuid, p_reference text) from public, anon, authenticated, service_role;
-grant execute on function public.appointment_sync_status(p_clinic_id uuid, p_reference text) to service_role;
-
-revoke all on function public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) from public, anon, authenticated, service_role;
-grant execute on function public.claim_appointments(p_owner text, p_limit integer, p_lease_seconds integer, p_per_clinic integer, p_account_limit integer, p_project_limit integer, p_hold_seconds double precision, p_returns jsonb) to service_role;
-
-revoke all on function public.complete_appointment_sync(p_appointment_id uuid, p_owner text, p_revision integer, p_event_id text, p_event_link text) from public, anon, authenticated, service_role;
-grant execute on function public.complete_appointment_sync(p_appointment_id uuid, p_owner text, p_revision integer, p_event_id text, p_event_link text) to service_role;
-
-revoke all on function public.complete_appointment_syncs(p_completions jsonb) from public, anon, authenticated, service_role;
-grant execute on function public.complete_appointment_syncs(p_completions jsonb) to service_role;
-
-revoke all on function public.delete_cancelled_appointment(p_appointment_id uuid) from public, anon, authenticated, service_role;
-grant execute on function public.delete_cancelled_appointment(p_appointment_id uuid) to service_role;
-
-revoke all on function public.end_appointment_attempt(p_appointment_id uuid, p_owner text, p_state text, p_error text, p_delay_seconds double precision) from public, anon, authenticated, service_role;
-grant execute on function public.end_appointment_attempt(p_appointment_id uuid, p_owner text, p_state text, p_error text, p_delay_seconds double precision) to service_role;
-
-revoke all on function public.next_event_generation(p_appointment_id uuid, p_owner text) from public, anon, authenticated, service_role;
-grant execute on function public.next_event_generation(p_appointment_id uuid, p_owner text) to service_role;
-
-revoke all on function public.release_appointment_leases(p_owner text) from public, anon, authenticated, service_role;
-grant execute on function public.release_appointment_leases(p_owner text) to service_role;
-
-revoke all on function public.resync_appointment(p_appointment_id uuid) from public, anon, authenticated, service_role;
-grant execute on function public.resync_appointment(p_appointment_id uuid) to service_role;
-
-revoke all on function public.retry_failed_appointments(p_clinic_id uuid, p_appointment_id uuid) from public, anon, authenticated, service_role;
-grant execute on function public.retry_failed_appointments(p_clinic_id uuid, p_appointment_id uuid) to service_role;
-
 revoke all on function public.sync_backlog() from public, anon, authenticated, service_role;
 grant execute on function public.sync_backlog() to service_role;
 
+-- Where one appointment stands, found by the reference the caller heard.
+create function public.appointment_sync_status(p_clinic_id uuid, p_reference text)
+returns jsonb
+language sql stable
+set search_path = ''
+as $$
+  select jsonb_build_object('appointment_id', id, 'status', status, 'sync_state', sync_state,
+                            'calendar_event_id', calendar_event_id, 'last_sync_error', last_sync_error,
+                            'revision', revision, 'synced_revision', synced_revision)
+  from public.appointments
+  where clinic_id = p_clinic_id and reference = upper(btrim(p_reference))
+$$;
+revoke all on function public.appointment_sync_status(p_clinic_id uuid, p_reference text) from public, anon, authenticated, service_role;
+grant execute on function public.appointment_sync_status(p_clinic_id uuid, p_reference text) to service_role;
+
+-- Removes a cancelled appointment whose cancellation reached the calendar (the round-trip
+-- check's synthetic booking). Anything else is refused: a live or unsynced row must stay.
+create function public.delete_cancelled_appointment(p_appointment_id uuid)
+returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  delete from public.appointments
+   where id = p_appointment_id and status = 'cancelled' and sync_state = 'synced';
+  if not found then
+    raise exception using errcode = 'P0001',
+      message = format('Appointment %s is not a cancelled appointment whose cancellation has reached the calendar',
+                       p_appointment_id);
+  end if;
+end
+$$;
+revoke all on function public.delete_cancelled_appointment(p_appointment_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.delete_cancelled_appointment(p_appointment_id uuid) to service_role;
