@@ -158,6 +158,34 @@ def entries(dump_text: str) -> dict[str, Entry]:
     return found
 
 
+# Ours, on Supabase's tables: pg_dump leaves them out with the schemas they are in.
+SUPABASE_TABLE_POLICIES = """
+select schemaname, tablename, policyname, permissive, array_to_string(roles, ', '), cmd, qual, with_check
+  from pg_catalog.pg_policies where schemaname = any(%s) order by 1, 2, 3
+"""
+
+
+def policies_on_supabase_tables(dsn: str) -> dict[str, Entry]:
+    """Our policies on tables of Supabase's schemas (realtime.messages), as pg_dump would print them."""
+    with psycopg.connect(dsn) as conn:
+        rows = conn.execute(SUPABASE_TABLE_POLICIES, (list(SUPABASE_SCHEMAS),)).fetchall()
+    found = {}
+    for schema_name, table, policy, permissive, roles, command, using, check in rows:
+        text = f"CREATE POLICY {policy} ON {schema_name}.{table}"
+        text += "" if permissive == "PERMISSIVE" else f" AS {permissive}"
+        text += f" FOR {command} TO {roles}"
+        text += f" USING ({using})" if using is not None else ""
+        text += f" WITH CHECK ({check})" if check is not None else ""
+        entry = Entry("POLICY", schema_name, f"{table} {policy}", "", text + ";\n", text + ";\n")
+        found[entry.title] = entry
+    return found
+
+
+def catalog(dsn: str) -> dict[str, Entry]:
+    """Everything of ours in the database at `dsn` (a superuser's), entry by entry."""
+    return {**entries(dump(dsn)), **policies_on_supabase_tables(dsn)}
+
+
 def differences(before: dict[str, Entry], after: dict[str, Entry]) -> list[Difference]:
     """Every entry added, removed or changed going from `before` to `after`, in `after`'s order."""
     titles = list(dict.fromkeys([*after, *before]))
@@ -219,7 +247,7 @@ class Databases:
         return name
 
     def entries(self, name: str) -> dict[str, Entry]:
-        return entries(dump(self.pg.dsn(name)))
+        return catalog(self.pg.dsn(name))
 
 
 def drift(

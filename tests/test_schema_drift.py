@@ -58,9 +58,7 @@ def test_the_schema_files_declare_exactly_what_the_migrations_build(
 ) -> None:
     """`database` is a copy of the session's migrated template; the schema files are built beside it."""
     with schema.Databases(cluster) as dbs:
-        found = schema.differences(
-            schema.entries(schema.dump(database.dsn())), dbs.entries(dbs.from_schema_files())
-        )
+        found = schema.differences(schema.catalog(database.dsn()), dbs.entries(dbs.from_schema_files()))
     if found:
         pytest.fail(schema.drift_report(found), pytrace=False)
 
@@ -165,3 +163,15 @@ def test_a_schema_file_that_does_not_build_is_named(cluster: ThrowawayPostgres, 
     plant(schemas, "create function private.broken( returns int;\n")
     with pytest.raises(schema.SchemaError, match=r"^90_operations\.sql: syntax error"):
         schema.drift(DEFAULT_MIGRATIONS_DIR, schemas, pg=cluster)
+
+
+def test_our_policies_on_supabases_realtime_messages_are_compared(
+    cluster: ThrowawayPostgres, migrations: Path, schemas: Path
+) -> None:
+    """pg_dump leaves Supabase's schemas out, and with them the policies that keep API users out of the
+    daemon's doorbell topic; the comparison reads those from the catalog."""
+    probe = "create policy drift_probe on realtime.messages for select to authenticated using (false);\n"
+    (migrations / "29991231000000_drift_probe.sql").write_text(probe)
+    assert drift_of(cluster, migrations, schema.SCHEMAS_DIR) == ["removed  POLICY realtime.messages drift_probe"]
+    plant(schemas, probe.replace("using (false)", "using (true)"))
+    assert drift_of(cluster, migrations, schemas) == ["changed  POLICY realtime.messages drift_probe"]

@@ -1,4 +1,25 @@
-
+-- Foundations: the roles and schemas everything else is built on, and the small helpers every
+-- concern uses (saying no, echoing caller text, clinic-local time, phone numbers).
+--
+-- Tenancy model (the rules the later files keep):
+--   * `vapi_clinic` is the role the Vapi tools run as. It holds no BYPASSRLS and owns no table, so
+--     every row it touches passes RLS scoped to the clinic whose key came with the request
+--     (`private.request_clinic_id()`, 10_clinics_and_keys): a bug in a tool body cannot reach
+--     another clinic's rows.
+--   * `clinic_key_resolver` is the only role that can read key hashes; it owns the one function
+--     that turns the request's key into a clinic id.
+--   * `authenticated` staff see the clinics they are members of; `anon` sees no table.
+--   * `service_role` (the daemon, operator commands) bypasses RLS, as in Supabase.
+--
+-- `private` holds what PostgREST must not expose. Functions are executable by PUBLIC by default
+-- (and that default cannot be revoked per schema), so every function here and in the later files
+-- takes it back and grants execute by name, right after its definition.
+--
+-- Two ways to say no:
+--   * private.refuse() raises SQLSTATE VA001: a tool's refusal. vapi_tool_call turns it into that
+--     call's `error` and rolls back the call's savepoint, so a refused call changes nothing.
+--   * private.require() raises P0001: bad input to an operator or daemon function, worded so the
+--     operator can act on it.
 
 do $$
 begin
@@ -15,54 +36,86 @@ $$;
 -- creator of a role a member of it).
 grant vapi_clinic, clinic_key_resolver to current_user;
 
+-- `public` is Supabase's (usage for anon, authenticated and service_role comes with it).
+create schema private;
+grant usage on schema private to vapi_clinic, clinic_key_resolver, service_role;
 
--- SCHEMA -.private
-CREATE SCHEMA private;
+-- Exclusion constraints mixing `=` on plain columns with `&&` on ranges (opening hours,
+-- appointments) need GiST operator classes for the plain types.
+create extension if not exists btree_gist with schema extensions;
 
--- SCHEMA -.public
--- *not* creating schema, since initdb creates it
 
--- EXTENSION -.btree_gist
-CREATE EXTENSION IF NOT EXISTS btree_gist WITH SCHEMA extensions;
+-- Saying no -------------------------------------------------------------------------------------
 
--- COMMENT -.EXTENSION btree_gist
-COMMENT ON EXTENSION btree_gist IS 'support for indexing common datatypes in GiST';
+-- Bad input to an operator or daemon function: P0001 with a sentence the operator can act on.
+create function private.require(p_condition boolean, p_message text) returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  if p_condition is not true then
+    raise exception using errcode = 'P0001', message = p_message;
+  end if;
+end
+$$;
+revoke all on function private.require(p_condition boolean, p_message text) from public;
+grant execute on function private.require(p_condition boolean, p_message text) to service_role;
 
--- FUNCTION private.is_valid_time_zone(text)
+-- A tool's refusal (VA001), which the caller hears as the call's `error`.
+-- Volatile so the planner never evaluates a refusal early (e.g. inside an untaken CASE arm).
+create function private.refuse(p_message text) returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  raise exception using errcode = 'VA001', message = p_message;
+end
+$$;
+revoke all on function private.refuse(p_message text) from public;
+grant execute on function private.refuse(p_message text) to vapi_clinic;
+
+-- Every lease (sync queue, calendar mirror, push channels) names its owner, a replica's id of
+-- 1 to 200 characters.
+create function private.require_owner(p_owner text) returns void
+language sql volatile
+set search_path = ''
+as $$
+  select private.require(length(p_owner) between 1 and 200, 'lease owner must be 1 to 200 characters')
+$$;
+revoke all on function private.require_owner(p_owner text) from public;
+grant execute on function private.require_owner(p_owner text) to service_role;
+
+
+-- Caller text -------------------------------------------------------------------------------------
+
+-- Caller-supplied text made safe to echo in a one-line answer.
+create function private.printable(p_text text, p_max integer default 40) returns text
+language sql immutable
+set search_path = ''
+as $$
+  select case when length(t) > p_max then left(t, p_max) || '...' else t end
+  from (select regexp_replace(p_text, '[\x01-\x1f\x7f-\x9f\u2028\u2029]', '?', 'g') as t) s
+$$;
+revoke all on function private.printable(p_text text, p_max integer) from public;
+grant execute on function private.printable(p_text text, p_max integer) to vapi_clinic;
+grant execute on function private.printable(p_text text, p_max integer) to service_role;
+
+
+-- Clinic-local time -------------------------------------------------------------------------------
+-- Times of day (opening hours, what callers say) are in the clinic's IANA time_zone; instants are
+-- timestamptz.
+
+-- Whether PostgreSQL knows the zone (clinics.time_zone's check).
 create function private.is_valid_time_zone(zone text) returns boolean
 language sql stable
 set search_path = ''
 as $$
   select exists (select from pg_catalog.pg_timezone_names where name = zone)
 $$;
+revoke all on function private.is_valid_time_zone(zone text) from public;
+grant execute on function private.is_valid_time_zone(zone text) to service_role;
+grant execute on function private.is_valid_time_zone(zone text) to vapi_clinic;
 
--- FUNCTION private.check_calendar_id(text)
-create function private.check_calendar_id(p_calendar_id text) returns text
-language plpgsql immutable set search_path = '' as $$
-begin
-  perform private.require(p_calendar_id is null or length(btrim(p_calendar_id)) between 1 and 1024,
-                          'The calendar id must be 1 to 1024 characters');
-  return nullif(btrim(p_calendar_id), '');
-end
-$$;
-
--- FUNCTION private.local_clock(timestamp with time zone, text)
-create function private.local_clock(p_instant timestamptz, p_zone text) returns text
-language sql stable
-set search_path = ''
-as $$
-  select to_char(p_instant at time zone p_zone, 'HH24:MI')
-$$;
-
--- FUNCTION private.local_day(timestamp with time zone, text)
-create function private.local_day(p_instant timestamptz, p_zone text) returns text
-language sql stable
-set search_path = ''
-as $$
-  select to_char(p_instant at time zone p_zone, 'FMDay FMDD FMMonth YYYY')
-$$;
-
--- FUNCTION private.local_to_instant(timestamp without time zone, text)
 -- The instant a clinic-local wall-clock time denotes, or null when that time does not exist
 -- (clocks go forward). A time that happens twice (clocks go back) resolves to its first
 -- occurrence, the one before the change, and `ambiguous` says so.
@@ -83,8 +136,46 @@ as $$
   ) as candidate
   where (candidate.c at time zone p_zone) = p_local
 $$;
+revoke all on function private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) from public;
+grant execute on function private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) to vapi_clinic;
+grant execute on function private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) to service_role;
 
--- FUNCTION private.normalise_phone(text, text)
+-- An instant's day as the assistant says it, in the clinic's zone: 'Monday 2 March 2026'.
+create function private.local_day(p_instant timestamptz, p_zone text) returns text
+language sql stable
+set search_path = ''
+as $$
+  select to_char(p_instant at time zone p_zone, 'FMDay FMDD FMMonth YYYY')
+$$;
+revoke all on function private.local_day(p_instant timestamp with time zone, p_zone text) from public;
+grant execute on function private.local_day(p_instant timestamp with time zone, p_zone text) to vapi_clinic;
+grant execute on function private.local_day(p_instant timestamp with time zone, p_zone text) to service_role;
+
+-- An instant's time of day in the clinic's zone, 24-hour clock: '14:30'.
+create function private.local_clock(p_instant timestamptz, p_zone text) returns text
+language sql stable
+set search_path = ''
+as $$
+  select to_char(p_instant at time zone p_zone, 'HH24:MI')
+$$;
+revoke all on function private.local_clock(p_instant timestamp with time zone, p_zone text) from public;
+grant execute on function private.local_clock(p_instant timestamp with time zone, p_zone text) to vapi_clinic;
+grant execute on function private.local_clock(p_instant timestamp with time zone, p_zone text) to service_role;
+
+-- The place a zone is named after, for saying which clock times are in.
+-- 'Europe/London' -> 'London'
+create function private.zone_place(p_zone text) returns text
+language sql immutable
+set search_path = ''
+as $$
+  select replace(regexp_replace(p_zone, '^.*/', ''), '_', ' ')
+$$;
+revoke all on function private.zone_place(p_zone text) from public;
+grant execute on function private.zone_place(p_zone text) to vapi_clinic;
+
+
+-- Phone numbers -----------------------------------------------------------------------------------
+
 -- A phone number in E.164 form, or null when it cannot be one. "+..." and "00..." are
 -- international; "0..." is national (the clinic's country code replaces the 0); other digit
 -- strings are national numbers written without a trunk 0, unless they already start with the
@@ -107,100 +198,5 @@ begin
   return case when v ~ '^\+[1-9][0-9]{6,14}$' then v end;
 end
 $$;
-
--- FUNCTION private.printable(text, integer)
--- Caller-supplied text made safe to echo in a one-line answer.
-create function private.printable(p_text text, p_max integer default 40) returns text
-language sql immutable
-set search_path = ''
-as $$
-  select case when length(t) > p_max then left(t, p_max) || '...' else t end
-  from (select regexp_replace(p_text, '[\x01-\x1f\x7f-\x9f\u2028\u2029]', '?', 'g') as t) s
-$$;
-
--- FUNCTION private.refuse(text)
--- Volatile so the planner never evaluates a refusal early (e.g. inside an untaken CASE arm).
-create function private.refuse(p_message text) returns void
-language plpgsql volatile
-set search_path = ''
-as $$
-begin
-  raise exception using errcode = 'VA001', message = p_message;
-end
-$$;
-
--- FUNCTION private.require(boolean, text)
-create function private.require(p_condition boolean, p_message text) returns void
-language plpgsql volatile
-set search_path = ''
-as $$
-begin
-  if p_condition is not true then
-    raise exception using errcode = 'P0001', message = p_message;
-  end if;
-end
-$$;
-
--- FUNCTION private.require_owner(text)
-create function private.require_owner(p_owner text) returns void
-language sql volatile
-set search_path = ''
-as $$
-  select private.require(length(p_owner) between 1 and 200, 'lease owner must be 1 to 200 characters')
-$$;
-
--- FUNCTION private.zone_place(text)
--- 'Europe/London' -> 'London'
-create function private.zone_place(p_zone text) returns text
-language sql immutable
-set search_path = ''
-as $$
-  select replace(regexp_replace(p_zone, '^.*/', ''), '_', ' ')
-$$;
-
-GRANT USAGE ON SCHEMA private TO vapi_clinic;
-GRANT USAGE ON SCHEMA private TO clinic_key_resolver;
-GRANT USAGE ON SCHEMA private TO service_role;
-
-GRANT USAGE ON SCHEMA public TO anon;
-GRANT USAGE ON SCHEMA public TO authenticated;
-GRANT USAGE ON SCHEMA public TO service_role;
-
-revoke all on function private.is_valid_time_zone(zone text) from public;
-grant execute on function private.is_valid_time_zone(zone text) to service_role;
-grant execute on function private.is_valid_time_zone(zone text) to vapi_clinic;
-
-revoke all on function private.check_calendar_id(p_calendar_id text) from public;
-grant execute on function private.check_calendar_id(p_calendar_id text) to service_role;
-
-revoke all on function private.local_clock(p_instant timestamp with time zone, p_zone text) from public;
-grant execute on function private.local_clock(p_instant timestamp with time zone, p_zone text) to vapi_clinic;
-grant execute on function private.local_clock(p_instant timestamp with time zone, p_zone text) to service_role;
-
-revoke all on function private.local_day(p_instant timestamp with time zone, p_zone text) from public;
-grant execute on function private.local_day(p_instant timestamp with time zone, p_zone text) to vapi_clinic;
-grant execute on function private.local_day(p_instant timestamp with time zone, p_zone text) to service_role;
-
-revoke all on function private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) from public;
-grant execute on function private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) to vapi_clinic;
-grant execute on function private.local_to_instant(p_local timestamp without time zone, p_zone text, OUT instant timestamp with time zone, OUT ambiguous boolean) to service_role;
-
 revoke all on function private.normalise_phone(p_phone text, p_country_code text) from public;
 grant execute on function private.normalise_phone(p_phone text, p_country_code text) to vapi_clinic;
-
-revoke all on function private.printable(p_text text, p_max integer) from public;
-grant execute on function private.printable(p_text text, p_max integer) to vapi_clinic;
-grant execute on function private.printable(p_text text, p_max integer) to service_role;
-
-revoke all on function private.refuse(p_message text) from public;
-grant execute on function private.refuse(p_message text) to vapi_clinic;
-
-revoke all on function private.require(p_condition boolean, p_message text) from public;
-grant execute on function private.require(p_condition boolean, p_message text) to service_role;
-
-revoke all on function private.require_owner(p_owner text) from public;
-grant execute on function private.require_owner(p_owner text) to service_role;
-
-revoke all on function private.zone_place(p_zone text) from public;
-grant execute on function private.zone_place(p_zone text) to vapi_clinic;
-

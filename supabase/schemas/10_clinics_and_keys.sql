@@ -1,7 +1,113 @@
--- FUNCTION private.authenticate_request()
--- As in the clinics_and_keys migration, but a key row another request is stamping right now is
--- left alone (SKIP LOCKED) instead of waited for: concurrent calls of one clinic used to queue
--- here, once a minute, behind the whole transaction of the call that stamped it.
+-- Clinics (tenants), their services and opening hours, staff membership, and the per-clinic API
+-- keys a Vapi assistant presents in the `x-clinic-key` header.
+--
+-- - Who sees a clinic (the tenancy model is in 00_foundations): staff (`authenticated`) the clinics
+--   they are members of; the Vapi tools (`vapi_clinic`) only the clinic whose key came with the
+--   request, through private.request_clinic_id(), which every tool policy asks; `anon` no table.
+-- - Supabase grants every table in `public` to anon and authenticated by default: each table here
+--   takes that back and grants only what each role needs, beside its definition.
+-- - A key is stored only as its SHA-256 (the plain key is returned once, when issued). Only
+--   `clinic_key_resolver` reads the hashes; it owns the two functions that resolve a request's key.
+-- - Operators create clinics and manage keys with the functions at the end (service_role only);
+--   they refuse bad input with a sentence the operator can act on.
+
+
+-- Clinics -----------------------------------------------------------------------------------------
+
+create table public.clinics (
+  id uuid primary key default gen_random_uuid(),
+  name text not null check (length(btrim(name)) between 1 and 200),
+  time_zone text not null default 'Europe/London' check (private.is_valid_time_zone(time_zone)),
+  calendar_id text not null default 'primary' check (length(calendar_id) between 1 and 1024),
+  -- Country calling code used to turn national phone numbers ("07700 900123") into E.164.
+  phone_country_code text not null default '44' check (phone_country_code ~ '^[1-9][0-9]{0,2}$'),
+  slot_minutes integer not null default 15 check (slot_minutes between 5 and 240),
+  min_notice_minutes integer not null default 60 check (min_notice_minutes between 0 and 10080),
+  booking_horizon_days integer not null default 90 check (booking_horizon_days between 1 and 730),
+  created_at timestamptz not null default now(),
+  mirror_max_age_minutes integer not null default 10 check (mirror_max_age_minutes between 1 and 1440)
+);
+
+comment on table public.clinics is
+  'Tenants. Times of day (opening hours) are in the clinic''s IANA time_zone.';
+comment on column public.clinics.mirror_max_age_minutes is
+  'How old the mirror of the clinic''s Google Calendar may be before the assistant stops offering times.';
+
+alter table public.clinics enable row level security;
+revoke all on table public.clinics from anon, authenticated, service_role;
+grant all on table public.clinics to service_role;
+grant select on table public.clinics to authenticated;
+grant select on table public.clinics to vapi_clinic;
+-- Its policies (members_read, own_clinic) follow clinic_members and request_clinic_id(), which
+-- they name.
+
+
+-- Staff -------------------------------------------------------------------------------------------
+
+create table public.clinic_members (
+  clinic_id uuid not null references public.clinics (id) on delete cascade,
+  user_id uuid not null references auth.users (id) on delete cascade,
+  created_at timestamptz not null default now(),
+  primary key (clinic_id, user_id)
+);
+create index clinic_members_user on public.clinic_members (user_id);
+
+alter table public.clinic_members enable row level security;
+revoke all on table public.clinic_members from anon, authenticated, service_role;
+grant all on table public.clinic_members to service_role;
+grant select on table public.clinic_members to authenticated;
+-- Staff see their own memberships, and through them their clinics (Supabase's pattern:
+-- the membership lookup itself runs under the membership policy, so it cannot recurse).
+create policy own_memberships on public.clinic_members for select to authenticated
+  using (user_id = (select auth.uid()));
+
+
+-- Keys --------------------------------------------------------------------------------------------
+
+-- Keys are random (about 244 bits), so a plain SHA-256 is the right hash: no salt or
+-- slow hash is needed against guessing, and lookup stays a single index probe.
+create table public.clinic_api_keys (
+  id uuid primary key default gen_random_uuid(),
+  clinic_id uuid not null references public.clinics (id) on delete cascade,
+  key_hash bytea not null unique check (length(key_hash) = 32),
+  -- First characters of the key, to tell keys apart in listings without revealing them.
+  key_prefix text not null,
+  label text not null default '' check (length(label) <= 100),
+  created_at timestamptz not null default now(),
+  -- A key is valid until revoked_at; a future revoked_at is a rotation grace period.
+  revoked_at timestamptz,
+  last_used_at timestamptz
+);
+create index clinic_api_keys_clinic on public.clinic_api_keys (clinic_id);
+
+alter table public.clinic_api_keys enable row level security;
+revoke all on table public.clinic_api_keys from anon, authenticated, service_role;
+grant all on table public.clinic_api_keys to service_role;
+-- The resolver reads what resolving a key needs and stamps last_used_at; nothing else.
+grant select (clinic_id, key_hash, revoked_at, last_used_at), update (last_used_at)
+  on public.clinic_api_keys to clinic_key_resolver;
+create policy resolve_keys on public.clinic_api_keys for select to clinic_key_resolver using (true);
+create policy touch_keys on public.clinic_api_keys for update to clinic_key_resolver using (true);
+
+-- The clinic whose valid key came with this request, or null. Used by every tool policy.
+create function private.request_clinic_id() returns uuid
+language sql stable security definer
+set search_path = ''
+as $$
+  select k.clinic_id
+  from public.clinic_api_keys k
+  where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(
+          nullif(current_setting('request.headers', true), '')::json ->> 'x-clinic-key', 'UTF8'))
+    and (k.revoked_at is null or k.revoked_at > now())
+$$;
+revoke all on function private.request_clinic_id() from public;
+grant execute on function private.request_clinic_id() to vapi_clinic;
+
+-- Same as request_clinic_id(), and records that the key was used (at most once a minute,
+-- so a busy assistant does not turn every call into a write on the same row). vapi_tool_call
+-- asks it once per request. A key row another request is stamping right now is left alone
+-- (SKIP LOCKED) instead of waited for: concurrent calls of one clinic used to queue here, once a
+-- minute, behind the whole transaction of the call that stamped it.
 create or replace function private.authenticate_request() returns uuid
 language plpgsql volatile security definer
 set search_path = ''
@@ -21,89 +127,51 @@ begin
   return v_clinic_id;
 end
 $$;
+revoke all on function private.authenticate_request() from public;
+grant execute on function private.authenticate_request() to vapi_clinic;
 
--- TABLE public.clinics
-CREATE TABLE public.clinics (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    name text NOT NULL,
-    time_zone text DEFAULT 'Europe/London'::text NOT NULL,
-    calendar_id text DEFAULT 'primary'::text NOT NULL,
-    phone_country_code text DEFAULT '44'::text NOT NULL,
-    slot_minutes integer DEFAULT 15 NOT NULL,
-    min_notice_minutes integer DEFAULT 60 NOT NULL,
-    booking_horizon_days integer DEFAULT 90 NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    mirror_max_age_minutes integer DEFAULT 10 NOT NULL,
-    CONSTRAINT clinics_booking_horizon_days_check CHECK (((booking_horizon_days >= 1) AND (booking_horizon_days <= 730))),
-    CONSTRAINT clinics_calendar_id_check CHECK (((length(calendar_id) >= 1) AND (length(calendar_id) <= 1024))),
-    CONSTRAINT clinics_min_notice_minutes_check CHECK (((min_notice_minutes >= 0) AND (min_notice_minutes <= 10080))),
-    CONSTRAINT clinics_mirror_max_age_minutes_check CHECK (((mirror_max_age_minutes >= 1) AND (mirror_max_age_minutes <= 1440))),
-    CONSTRAINT clinics_name_check CHECK (((length(btrim(name)) >= 1) AND (length(btrim(name)) <= 200))),
-    CONSTRAINT clinics_phone_country_code_check CHECK ((phone_country_code ~ '^[1-9][0-9]{0,2}$'::text)),
-    CONSTRAINT clinics_slot_minutes_check CHECK (((slot_minutes >= 5) AND (slot_minutes <= 240))),
-    CONSTRAINT clinics_time_zone_check CHECK (private.is_valid_time_zone(time_zone))
+-- Both resolver functions are security definer owned by the resolver role, the only one that can
+-- read key hashes. Handing them over needs CREATE on the schema only for the moment of the change.
+grant create on schema private to clinic_key_resolver;
+alter function private.request_clinic_id() owner to clinic_key_resolver;
+alter function private.authenticate_request() owner to clinic_key_resolver;
+revoke create on schema private from clinic_key_resolver;
+
+
+-- Who sees a clinic ---------------------------------------------------------------------------------
+
+create policy members_read on public.clinics for select to authenticated
+  using (id in (select clinic_id from public.clinic_members));
+create policy own_clinic on public.clinics for select to vapi_clinic
+  using (id = (select private.request_clinic_id()));
+
+
+-- Services ----------------------------------------------------------------------------------------
+
+-- Names are unique in the clinic ignoring case (callers do not spell case), and at most one
+-- service is the default.
+create table public.clinic_services (
+  clinic_id uuid not null references public.clinics (id) on delete cascade,
+  name text not null check (length(btrim(name)) between 1 and 80 and name !~ '[[:cntrl:]]'),
+  duration_minutes integer not null check (duration_minutes between 5 and 480),
+  is_default boolean not null default false,
+  primary key (clinic_id, name)
 );
+create unique index clinic_services_name_ci on public.clinic_services (clinic_id, lower(name));
+create unique index clinic_services_one_default on public.clinic_services (clinic_id) where is_default;
 
--- COMMENT public.TABLE clinics
-COMMENT ON TABLE public.clinics IS 'Tenants. Times of day (opening hours) are in the clinic''s IANA time_zone.';
+alter table public.clinic_services enable row level security;
+revoke all on table public.clinic_services from anon, authenticated, service_role;
+grant all on table public.clinic_services to service_role;
+grant select on table public.clinic_services to authenticated;
+grant select on table public.clinic_services to vapi_clinic;
+create policy members_read on public.clinic_services for select to authenticated
+  using (clinic_id in (select clinic_id from public.clinic_members));
+create policy own_clinic on public.clinic_services for select to vapi_clinic
+  using (clinic_id = (select private.request_clinic_id()));
 
--- COMMENT public.COLUMN clinics.mirror_max_age_minutes
-COMMENT ON COLUMN public.clinics.mirror_max_age_minutes IS 'How old the mirror of the clinic''s Google Calendar may be before the assistant stops offering times.';
-
--- FUNCTION private.opening_hours_text(uuid, integer)
-create function private.opening_hours_text(p_clinic_id uuid, p_weekday integer) returns text
-language sql stable
-set search_path = ''
-as $$
-  select string_agg(to_char(opens, 'HH24:MI') || '-' ||
-                    case when closes = time '24:00' then '24:00' else to_char(closes, 'HH24:MI') end,
-                    ', ' order by opens)
-  from public.clinic_opening_hours
-  where clinic_id = p_clinic_id and weekday = p_weekday
-$$;
-
--- FUNCTION private.parse_opening_hours(jsonb)
--- Opening hours as operators give them ([{weekday, opens, closes}, ...]), checked one by one.
-create function private.parse_opening_hours(p_hours jsonb)
-returns table (weekday smallint, opens time, closes time)
-language plpgsql immutable set search_path = '' as $$
-declare
-  v_entry jsonb;
-begin
-  perform private.require(jsonb_typeof(p_hours) = 'array' and jsonb_array_length(p_hours) > 0,
-                          'Give at least one period of opening hours');
-  for v_entry in select value from jsonb_array_elements(p_hours) loop
-    perform private.require(jsonb_typeof(v_entry) = 'object', 'Each period of opening hours is an object');
-    perform private.require(
-      jsonb_typeof(v_entry -> 'weekday') = 'number' and (v_entry ->> 'weekday') ~ '^[1-7]$',
-      format('Opening hours: weekday must be 1 (Monday) to 7 (Sunday), not %s', coalesce(v_entry ->> 'weekday', 'missing')));
-    perform private.require(
-      coalesce(v_entry ->> 'opens', '') ~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
-        and coalesce(v_entry ->> 'closes', '') ~ '^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$',
-      'Opening hours: times are HH:MM, 24-hour clock');
-    perform private.require((v_entry ->> 'closes') > (v_entry ->> 'opens'),
-      format('Opening hours: day %s closes (%s) before it opens (%s)',
-             v_entry ->> 'weekday', v_entry ->> 'closes', v_entry ->> 'opens'));
-    weekday := (v_entry ->> 'weekday')::smallint;
-    opens := (v_entry ->> 'opens')::time;
-    closes := (v_entry ->> 'closes')::time;
-    return next;
-  end loop;
-end
-$$;
-
--- TABLE public.clinic_services
-CREATE TABLE public.clinic_services (
-    clinic_id uuid NOT NULL,
-    name text NOT NULL,
-    duration_minutes integer NOT NULL,
-    is_default boolean DEFAULT false NOT NULL,
-    CONSTRAINT clinic_services_duration_minutes_check CHECK (((duration_minutes >= 5) AND (duration_minutes <= 480))),
-    CONSTRAINT clinic_services_name_check CHECK (length(btrim(name)) between 1 and 80 and name !~ '[[:cntrl:]]')
-);
-
--- FUNCTION private.pick_service(uuid, text)
 -- The service asked for (case-insensitive), else the clinic's default, else its only one.
+-- Otherwise the caller is refused with the services the clinic offers.
 create function private.pick_service(p_clinic_id uuid, p_name text) returns public.clinic_services
 language plpgsql stable
 set search_path = ''
@@ -140,79 +208,87 @@ begin
   return v_service;
 end
 $$;
+revoke all on function private.pick_service(p_clinic_id uuid, p_name text) from public;
+grant execute on function private.pick_service(p_clinic_id uuid, p_name text) to vapi_clinic;
 
--- FUNCTION private.request_clinic_id()
--- The clinic whose valid key came with this request, or null. Used by every tool policy.
-create function private.request_clinic_id() returns uuid
-language sql stable security definer
-set search_path = ''
-as $$
-  select k.clinic_id
-  from public.clinic_api_keys k
-  where k.key_hash = pg_catalog.sha256(pg_catalog.convert_to(
-          nullif(current_setting('request.headers', true), '')::json ->> 'x-clinic-key', 'UTF8'))
-    and (k.revoked_at is null or k.revoked_at > now())
+
+-- Opening hours -----------------------------------------------------------------------------------
+
+-- ISO weekday: 1 = Monday ... 7 = Sunday. `closes` may be 24:00. A day may have several periods
+-- (a lunch break), which never overlap.
+create table public.clinic_opening_hours (
+  clinic_id uuid not null references public.clinics (id) on delete cascade,
+  weekday smallint not null check (weekday between 1 and 7),
+  opens time not null,
+  closes time not null,
+  check (closes > opens),
+  primary key (clinic_id, weekday, opens),
+  exclude using gist (
+    clinic_id with =, weekday with =,
+    tsrange('2000-01-01'::date + opens, '2000-01-01'::date + closes) with &&
+  )
+);
+
+alter table public.clinic_opening_hours enable row level security;
+revoke all on table public.clinic_opening_hours from anon, authenticated, service_role;
+grant all on table public.clinic_opening_hours to service_role;
+grant select on table public.clinic_opening_hours to authenticated;
+grant select on table public.clinic_opening_hours to vapi_clinic;
+create policy members_read on public.clinic_opening_hours for select to authenticated
+  using (clinic_id in (select clinic_id from public.clinic_members));
+create policy own_clinic on public.clinic_opening_hours for select to vapi_clinic
+  using (clinic_id = (select private.request_clinic_id()));
+
+-- Opening hours as operators give them ([{weekday, opens, closes}, ...]), checked one by one.
+-- (set_practitioner_hours reads practitioners' hours with it.)
+create function private.parse_opening_hours(p_hours jsonb)
+returns table (weekday smallint, opens time, closes time)
+language plpgsql immutable set search_path = '' as $$
+declare
+  v_entry jsonb;
+begin
+  perform private.require(jsonb_typeof(p_hours) = 'array' and jsonb_array_length(p_hours) > 0,
+                          'Give at least one period of opening hours');
+  for v_entry in select value from jsonb_array_elements(p_hours) loop
+    perform private.require(jsonb_typeof(v_entry) = 'object', 'Each period of opening hours is an object');
+    perform private.require(
+      jsonb_typeof(v_entry -> 'weekday') = 'number' and (v_entry ->> 'weekday') ~ '^[1-7]$',
+      format('Opening hours: weekday must be 1 (Monday) to 7 (Sunday), not %s', coalesce(v_entry ->> 'weekday', 'missing')));
+    perform private.require(
+      coalesce(v_entry ->> 'opens', '') ~ '^([01][0-9]|2[0-3]):[0-5][0-9]$'
+        and coalesce(v_entry ->> 'closes', '') ~ '^([01][0-9]|2[0-3]):[0-5][0-9]$|^24:00$',
+      'Opening hours: times are HH:MM, 24-hour clock');
+    perform private.require((v_entry ->> 'closes') > (v_entry ->> 'opens'),
+      format('Opening hours: day %s closes (%s) before it opens (%s)',
+             v_entry ->> 'weekday', v_entry ->> 'closes', v_entry ->> 'opens'));
+    weekday := (v_entry ->> 'weekday')::smallint;
+    opens := (v_entry ->> 'opens')::time;
+    closes := (v_entry ->> 'closes')::time;
+    return next;
+  end loop;
+end
 $$;
+revoke all on function private.parse_opening_hours(p_hours jsonb) from public;
+grant execute on function private.parse_opening_hours(p_hours jsonb) to service_role;
 
--- FUNCTION public.clinic_keys(uuid)
--- A clinic's keys, without the keys themselves (only their hash is kept).
-create function public.clinic_keys(p_clinic_id uuid)
-returns table (id uuid, key_prefix text, label text, created_at timestamptz, revoked_at timestamptz,
-               last_used_at timestamptz)
+-- The clinic's hours on one ISO weekday as the assistant says them ('09:00-13:00, 14:00-17:30';
+-- null: closed), for "No free times on ..." answers of a clinic without practitioners.
+create function private.opening_hours_text(p_clinic_id uuid, p_weekday integer) returns text
 language sql stable
 set search_path = ''
 as $$
-  select id, key_prefix, label, created_at, revoked_at, last_used_at
-  from public.clinic_api_keys
-  where clinic_id = p_clinic_id
-  order by created_at
+  select string_agg(to_char(opens, 'HH24:MI') || '-' ||
+                    case when closes = time '24:00' then '24:00' else to_char(closes, 'HH24:MI') end,
+                    ', ' order by opens)
+  from public.clinic_opening_hours
+  where clinic_id = p_clinic_id and weekday = p_weekday
 $$;
+revoke all on function private.opening_hours_text(p_clinic_id uuid, p_weekday integer) from public;
+grant execute on function private.opening_hours_text(p_clinic_id uuid, p_weekday integer) to vapi_clinic;
 
--- FUNCTION public.clinic_profile(uuid)
--- The profile that `vapi-tools` describes to the model names the practitioners and their services.
-create or replace function public.clinic_profile(p_clinic_id uuid) returns jsonb
-language plpgsql stable set search_path = '' as $$
-declare
-  v_profile jsonb;
-begin
-  select jsonb_build_object(
-           'id', c.id, 'name', c.name, 'time_zone', c.time_zone, 'calendar_id', c.calendar_id,
-           'slot_minutes', c.slot_minutes, 'booking_horizon_days', c.booking_horizon_days,
-           'services', coalesce((
-             select jsonb_agg(jsonb_build_object('name', s.name, 'duration_minutes', s.duration_minutes,
-                                                 'is_default', s.is_default)
-                              order by s.is_default desc, s.name)
-             from public.clinic_services s where s.clinic_id = c.id), '[]'::jsonb),
-           'opening_hours', coalesce((
-             select jsonb_agg(jsonb_build_object('weekday', h.weekday, 'opens', to_char(h.opens, 'HH24:MI'),
-                                                 'closes', to_char(h.closes, 'HH24:MI'))
-                              order by h.weekday, h.opens)
-             from public.clinic_opening_hours h where h.clinic_id = c.id), '[]'::jsonb),
-           'practitioners', coalesce((
-             select jsonb_agg(jsonb_build_object(
-                      'id', p.id, 'name', p.name,
-                      'services', coalesce(to_jsonb(p.services),
-                                           (select jsonb_agg(s.name order by s.name)
-                                              from public.clinic_services s where s.clinic_id = c.id)),
-                      'calendar_id', p.calendar_id)
-                    order by lower(p.name), p.id)
-             from public.practitioners p where p.clinic_id = c.id and p.active), '[]'::jsonb),
-           'connection', (
-             select jsonb_build_object('status', k.status, 'google_account', k.google_account,
-                                       'last_error', k.last_error,
-                                       'refresh_token_expires_at', k.refresh_token_expires_at)
-             from public.calendar_connections k where k.clinic_id = c.id))
-    into v_profile
-  from public.clinics c
-  where c.id = p_clinic_id;
-  if v_profile is null then
-    raise exception 'No clinic with id %', p_clinic_id using errcode = 'P0002';
-  end if;
-  return v_profile;
-end
-$$;
 
--- FUNCTION public.create_clinic(text, text, text, jsonb, jsonb, text)
+-- Operator commands (service_role only) -------------------------------------------------------------
+
 -- A clinic with its opening hours and services, in one transaction, refusing bad input with
 -- a sentence an operator can act on. p_opening_hours: [{"weekday": 1..7 (1 = Monday),
 -- "opens": "09:00", "closes": "17:00"}, ...]; p_services: [{"name", "duration_minutes",
@@ -304,10 +380,58 @@ begin
   return v_clinic_id;
 end
 $$;
+revoke all on function public.create_clinic(p_name text, p_time_zone text, p_calendar_id text, p_opening_hours jsonb, p_services jsonb, p_phone_country_code text) from public, anon, authenticated, service_role;
+grant execute on function public.create_clinic(p_name text, p_time_zone text, p_calendar_id text, p_opening_hours jsonb, p_services jsonb, p_phone_country_code text) to service_role;
 
--- FUNCTION public.issue_clinic_key(uuid, text)
--- Key management, for operators (service_role only). The plain key is returned once and
--- never stored.
+-- A clinic as the operator command shows it and as `vapi-tools` describes it to the model:
+-- its settings, services, opening hours, active practitioners (and the services each offers) and
+-- the health of its Google connection (never its tokens).
+create or replace function public.clinic_profile(p_clinic_id uuid) returns jsonb
+language plpgsql stable set search_path = '' as $$
+declare
+  v_profile jsonb;
+begin
+  select jsonb_build_object(
+           'id', c.id, 'name', c.name, 'time_zone', c.time_zone, 'calendar_id', c.calendar_id,
+           'slot_minutes', c.slot_minutes, 'booking_horizon_days', c.booking_horizon_days,
+           'services', coalesce((
+             select jsonb_agg(jsonb_build_object('name', s.name, 'duration_minutes', s.duration_minutes,
+                                                 'is_default', s.is_default)
+                              order by s.is_default desc, s.name)
+             from public.clinic_services s where s.clinic_id = c.id), '[]'::jsonb),
+           'opening_hours', coalesce((
+             select jsonb_agg(jsonb_build_object('weekday', h.weekday, 'opens', to_char(h.opens, 'HH24:MI'),
+                                                 'closes', to_char(h.closes, 'HH24:MI'))
+                              order by h.weekday, h.opens)
+             from public.clinic_opening_hours h where h.clinic_id = c.id), '[]'::jsonb),
+           'practitioners', coalesce((
+             select jsonb_agg(jsonb_build_object(
+                      'id', p.id, 'name', p.name,
+                      'services', coalesce(to_jsonb(p.services),
+                                           (select jsonb_agg(s.name order by s.name)
+                                              from public.clinic_services s where s.clinic_id = c.id)),
+                      'calendar_id', p.calendar_id)
+                    order by lower(p.name), p.id)
+             from public.practitioners p where p.clinic_id = c.id and p.active), '[]'::jsonb),
+           'connection', (
+             select jsonb_build_object('status', k.status, 'google_account', k.google_account,
+                                       'last_error', k.last_error,
+                                       'refresh_token_expires_at', k.refresh_token_expires_at)
+             from public.calendar_connections k where k.clinic_id = c.id))
+    into v_profile
+  from public.clinics c
+  where c.id = p_clinic_id;
+  if v_profile is null then
+    raise exception 'No clinic with id %', p_clinic_id using errcode = 'P0002';
+  end if;
+  return v_profile;
+end
+$$;
+revoke all on function public.clinic_profile(p_clinic_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.clinic_profile(p_clinic_id uuid) to service_role;
+
+-- Key management. The plain key is returned once and never stored: only its SHA-256 and its
+-- first ten characters (key_prefix) are kept.
 create function public.issue_clinic_key(p_clinic_id uuid, p_label text default '')
 returns text
 language plpgsql volatile
@@ -328,24 +452,9 @@ begin
   return v_key;
 end
 $$;
+revoke all on function public.issue_clinic_key(p_clinic_id uuid, p_label text) from public, anon, authenticated, service_role;
+grant execute on function public.issue_clinic_key(p_clinic_id uuid, p_label text) to service_role;
 
--- FUNCTION public.revoke_clinic_key(uuid)
-create function public.revoke_clinic_key(p_key_id uuid)
-returns void
-language plpgsql volatile
-set search_path = ''
-as $$
-begin
-  update public.clinic_api_keys
-     set revoked_at = least(coalesce(revoked_at, now()), now())
-   where id = p_key_id;
-  if not found then
-    raise exception 'No clinic key with id %', p_key_id using errcode = 'P0002';
-  end if;
-end
-$$;
-
--- FUNCTION public.rotate_clinic_key(uuid, text, interval)
 -- Issues a new key and revokes the clinic's other keys after `p_grace` (default: at once),
 -- so a deployed assistant can be switched over without a gap.
 create function public.rotate_clinic_key(
@@ -369,207 +478,39 @@ begin
   return v_key;
 end
 $$;
-
--- TABLE public.clinic_api_keys
-CREATE TABLE public.clinic_api_keys (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    clinic_id uuid NOT NULL,
-    key_hash bytea NOT NULL,
-    key_prefix text NOT NULL,
-    label text DEFAULT ''::text NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    revoked_at timestamp with time zone,
-    last_used_at timestamp with time zone,
-    CONSTRAINT clinic_api_keys_key_hash_check CHECK ((length(key_hash) = 32)),
-    CONSTRAINT clinic_api_keys_label_check CHECK ((length(label) <= 100))
-);
-
--- TABLE public.clinic_members
-CREATE TABLE public.clinic_members (
-    clinic_id uuid NOT NULL,
-    user_id uuid NOT NULL,
-    created_at timestamp with time zone DEFAULT now() NOT NULL
-);
-
--- TABLE public.clinic_opening_hours
-CREATE TABLE public.clinic_opening_hours (
-    clinic_id uuid NOT NULL,
-    weekday smallint NOT NULL,
-    opens time without time zone NOT NULL,
-    closes time without time zone NOT NULL,
-    CONSTRAINT clinic_opening_hours_check CHECK ((closes > opens)),
-    CONSTRAINT clinic_opening_hours_weekday_check CHECK (((weekday >= 1) AND (weekday <= 7)))
-);
-
--- CONSTRAINT public.clinic_api_keys clinic_api_keys_key_hash_key
-ALTER TABLE ONLY public.clinic_api_keys
-    ADD CONSTRAINT clinic_api_keys_key_hash_key UNIQUE (key_hash);
-
--- CONSTRAINT public.clinic_api_keys clinic_api_keys_pkey
-ALTER TABLE ONLY public.clinic_api_keys
-    ADD CONSTRAINT clinic_api_keys_pkey PRIMARY KEY (id);
-
--- CONSTRAINT public.clinic_members clinic_members_pkey
-ALTER TABLE ONLY public.clinic_members
-    ADD CONSTRAINT clinic_members_pkey PRIMARY KEY (clinic_id, user_id);
-
--- CONSTRAINT public.clinic_opening_hours clinic_opening_hours_clinic_id_weekday_tsrange_excl
-ALTER TABLE ONLY public.clinic_opening_hours
-    ADD CONSTRAINT clinic_opening_hours_clinic_id_weekday_tsrange_excl EXCLUDE USING gist (clinic_id WITH =, weekday WITH =, tsrange(('2000-01-01'::date + opens), ('2000-01-01'::date + closes)) WITH &&);
-
--- CONSTRAINT public.clinic_opening_hours clinic_opening_hours_pkey
-ALTER TABLE ONLY public.clinic_opening_hours
-    ADD CONSTRAINT clinic_opening_hours_pkey PRIMARY KEY (clinic_id, weekday, opens);
-
--- CONSTRAINT public.clinic_services clinic_services_pkey
-ALTER TABLE ONLY public.clinic_services
-    ADD CONSTRAINT clinic_services_pkey PRIMARY KEY (clinic_id, name);
-
--- CONSTRAINT public.clinics clinics_pkey
-ALTER TABLE ONLY public.clinics
-    ADD CONSTRAINT clinics_pkey PRIMARY KEY (id);
-
--- INDEX public.clinic_api_keys_clinic
-CREATE INDEX clinic_api_keys_clinic ON public.clinic_api_keys USING btree (clinic_id);
-
--- INDEX public.clinic_members_user
-CREATE INDEX clinic_members_user ON public.clinic_members USING btree (user_id);
-
--- INDEX public.clinic_services_name_ci
-CREATE UNIQUE INDEX clinic_services_name_ci ON public.clinic_services USING btree (clinic_id, lower(name));
-
--- INDEX public.clinic_services_one_default
-CREATE UNIQUE INDEX clinic_services_one_default ON public.clinic_services USING btree (clinic_id) WHERE is_default;
-
--- FK CONSTRAINT public.clinic_api_keys clinic_api_keys_clinic_id_fkey
-ALTER TABLE ONLY public.clinic_api_keys
-    ADD CONSTRAINT clinic_api_keys_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
-
--- FK CONSTRAINT public.clinic_members clinic_members_clinic_id_fkey
-ALTER TABLE ONLY public.clinic_members
-    ADD CONSTRAINT clinic_members_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
-
--- FK CONSTRAINT public.clinic_members clinic_members_user_id_fkey
-ALTER TABLE ONLY public.clinic_members
-    ADD CONSTRAINT clinic_members_user_id_fkey FOREIGN KEY (user_id) REFERENCES auth.users(id) ON DELETE CASCADE;
-
--- FK CONSTRAINT public.clinic_opening_hours clinic_opening_hours_clinic_id_fkey
-ALTER TABLE ONLY public.clinic_opening_hours
-    ADD CONSTRAINT clinic_opening_hours_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
-
--- FK CONSTRAINT public.clinic_services clinic_services_clinic_id_fkey
-ALTER TABLE ONLY public.clinic_services
-    ADD CONSTRAINT clinic_services_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
-
--- ROW SECURITY public.clinic_api_keys
-ALTER TABLE public.clinic_api_keys ENABLE ROW LEVEL SECURITY;
-
--- ROW SECURITY public.clinic_members
-ALTER TABLE public.clinic_members ENABLE ROW LEVEL SECURITY;
-
--- ROW SECURITY public.clinic_opening_hours
-ALTER TABLE public.clinic_opening_hours ENABLE ROW LEVEL SECURITY;
-
--- ROW SECURITY public.clinic_services
-ALTER TABLE public.clinic_services ENABLE ROW LEVEL SECURITY;
-
--- ROW SECURITY public.clinics
-ALTER TABLE public.clinics ENABLE ROW LEVEL SECURITY;
-
--- POLICY public.clinic_opening_hours members_read
-CREATE POLICY members_read ON public.clinic_opening_hours FOR SELECT TO authenticated USING ((clinic_id IN ( SELECT clinic_members.clinic_id
-   FROM public.clinic_members)));
-
--- POLICY public.clinic_services members_read
-CREATE POLICY members_read ON public.clinic_services FOR SELECT TO authenticated USING ((clinic_id IN ( SELECT clinic_members.clinic_id
-   FROM public.clinic_members)));
-
--- POLICY public.clinics members_read
-CREATE POLICY members_read ON public.clinics FOR SELECT TO authenticated USING ((id IN ( SELECT clinic_members.clinic_id
-   FROM public.clinic_members)));
-
--- POLICY public.clinic_opening_hours own_clinic
-CREATE POLICY own_clinic ON public.clinic_opening_hours FOR SELECT TO vapi_clinic USING ((clinic_id = ( SELECT private.request_clinic_id() AS request_clinic_id)));
-
--- POLICY public.clinic_services own_clinic
-CREATE POLICY own_clinic ON public.clinic_services FOR SELECT TO vapi_clinic USING ((clinic_id = ( SELECT private.request_clinic_id() AS request_clinic_id)));
-
--- POLICY public.clinics own_clinic
-CREATE POLICY own_clinic ON public.clinics FOR SELECT TO vapi_clinic USING ((id = ( SELECT private.request_clinic_id() AS request_clinic_id)));
-
--- POLICY public.clinic_members own_memberships
-CREATE POLICY own_memberships ON public.clinic_members FOR SELECT TO authenticated USING ((user_id = ( SELECT auth.uid() AS uid)));
-
--- POLICY public.clinic_api_keys resolve_keys
-CREATE POLICY resolve_keys ON public.clinic_api_keys FOR SELECT TO clinic_key_resolver USING (true);
-
--- POLICY public.clinic_api_keys touch_keys
-CREATE POLICY touch_keys ON public.clinic_api_keys FOR UPDATE TO clinic_key_resolver USING (true);
-
-revoke all on function private.authenticate_request() from public;
-grant execute on function private.authenticate_request() to vapi_clinic;
-
-revoke all on table public.clinics from anon, authenticated, service_role;
-grant all on table public.clinics to service_role;
-grant select on table public.clinics to authenticated;
-grant select on table public.clinics to vapi_clinic;
-
-revoke all on function private.opening_hours_text(p_clinic_id uuid, p_weekday integer) from public;
-grant execute on function private.opening_hours_text(p_clinic_id uuid, p_weekday integer) to vapi_clinic;
-
-revoke all on function private.parse_opening_hours(p_hours jsonb) from public;
-grant execute on function private.parse_opening_hours(p_hours jsonb) to service_role;
-
-revoke all on table public.clinic_services from anon, authenticated, service_role;
-grant all on table public.clinic_services to service_role;
-grant select on table public.clinic_services to authenticated;
-grant select on table public.clinic_services to vapi_clinic;
-
-revoke all on function private.pick_service(p_clinic_id uuid, p_name text) from public;
-grant execute on function private.pick_service(p_clinic_id uuid, p_name text) to vapi_clinic;
-
-revoke all on function private.request_clinic_id() from public;
-grant execute on function private.request_clinic_id() to vapi_clinic;
-
-revoke all on function public.clinic_keys(p_clinic_id uuid) from public, anon, authenticated, service_role;
-grant execute on function public.clinic_keys(p_clinic_id uuid) to service_role;
-
-revoke all on function public.clinic_profile(p_clinic_id uuid) from public, anon, authenticated, service_role;
-grant execute on function public.clinic_profile(p_clinic_id uuid) to service_role;
-
-revoke all on function public.create_clinic(p_name text, p_time_zone text, p_calendar_id text, p_opening_hours jsonb, p_services jsonb, p_phone_country_code text) from public, anon, authenticated, service_role;
-grant execute on function public.create_clinic(p_name text, p_time_zone text, p_calendar_id text, p_opening_hours jsonb, p_services jsonb, p_phone_country_code text) to service_role;
-
-revoke all on function public.issue_clinic_key(p_clinic_id uuid, p_label text) from public, anon, authenticated, service_role;
-grant execute on function public.issue_clinic_key(p_clinic_id uuid, p_label text) to service_role;
-
-revoke all on function public.revoke_clinic_key(p_key_id uuid) from public, anon, authenticated, service_role;
-grant execute on function public.revoke_clinic_key(p_key_id uuid) to service_role;
-
 revoke all on function public.rotate_clinic_key(p_clinic_id uuid, p_label text, p_grace interval) from public, anon, authenticated, service_role;
 grant execute on function public.rotate_clinic_key(p_clinic_id uuid, p_label text, p_grace interval) to service_role;
 
-revoke all on table public.clinic_api_keys from anon, authenticated, service_role;
-grant all on table public.clinic_api_keys to service_role;
+-- Revokes one key now. A key already revoked keeps its earlier revocation, and one in a rotation's
+-- grace period loses the rest of it.
+create function public.revoke_clinic_key(p_key_id uuid)
+returns void
+language plpgsql volatile
+set search_path = ''
+as $$
+begin
+  update public.clinic_api_keys
+     set revoked_at = least(coalesce(revoked_at, now()), now())
+   where id = p_key_id;
+  if not found then
+    raise exception 'No clinic key with id %', p_key_id using errcode = 'P0002';
+  end if;
+end
+$$;
+revoke all on function public.revoke_clinic_key(p_key_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.revoke_clinic_key(p_key_id uuid) to service_role;
 
-grant select (clinic_id) on table public.clinic_api_keys TO clinic_key_resolver;
-
-grant select (key_hash) on table public.clinic_api_keys TO clinic_key_resolver;
-
-grant select (revoked_at) on table public.clinic_api_keys TO clinic_key_resolver;
-
-GRANT SELECT(last_used_at),UPDATE(last_used_at) ON TABLE public.clinic_api_keys TO clinic_key_resolver;
-
-revoke all on table public.clinic_members from anon, authenticated, service_role;
-grant all on table public.clinic_members to service_role;
-grant select on table public.clinic_members to authenticated;
-
-revoke all on table public.clinic_opening_hours from anon, authenticated, service_role;
-grant all on table public.clinic_opening_hours to service_role;
-grant select on table public.clinic_opening_hours to authenticated;
-grant select on table public.clinic_opening_hours to vapi_clinic;
-
-grant create on schema private to clinic_key_resolver;
-alter function private.request_clinic_id() owner to clinic_key_resolver;
-alter function private.authenticate_request() owner to clinic_key_resolver;
-revoke create on schema private from clinic_key_resolver;
+-- A clinic's keys, without the keys themselves (only their hash is kept).
+create function public.clinic_keys(p_clinic_id uuid)
+returns table (id uuid, key_prefix text, label text, created_at timestamptz, revoked_at timestamptz,
+               last_used_at timestamptz)
+language sql stable
+set search_path = ''
+as $$
+  select id, key_prefix, label, created_at, revoked_at, last_used_at
+  from public.clinic_api_keys
+  where clinic_id = p_clinic_id
+  order by created_at
+$$;
+revoke all on function public.clinic_keys(p_clinic_id uuid) from public, anon, authenticated, service_role;
+grant execute on function public.clinic_keys(p_clinic_id uuid) to service_role;

@@ -1,4 +1,160 @@
--- FUNCTION private.appointments_start_pending()
+-- Appointments, and what the daemon needs on each to push it to Google Calendar; contacts.
+--
+-- - An appointment never depends on another table being there: contact_id is optional
+--   (`on delete set null`) and the patient's details live on the appointment itself.
+-- - No two live bookings of one diary overlap, whoever writes them and however concurrently: the
+--   database refuses the second. A booking with a practitioner blocks that practitioner only; a
+--   booking without one (every booking of a clinic without practitioners, and those made before a
+--   clinic added them) blocks the whole clinic. The exclusion constraint holds per practitioner (and
+--   per clinic for bookings without one); the tools, which hold the clinic's diary lock, also keep
+--   bookings with and without a practitioner apart (40_diary_rules).
+-- - Every appointment is pushed to Google Calendar by the sync daemon. The columns after updated_at
+--   are its queue state; the triggers here put a new or changed row in the queue, and the queue's
+--   transitions (claim, complete, end attempt) and its doorbells are in 65_sync_queue.
+-- - Google Calendar is a source of truth too: an appointment's event deleted or moved in Google
+--   cancels or moves it (70_calendar_mirror, which records why in change_reason).
+-- - A booking's event goes to its practitioner's calendar (the clinic's when the practitioner has
+--   none, or the booking has no practitioner); event_calendar_id says which calendar holds it now.
+
+
+-- Contacts ----------------------------------------------------------------------------------------
+
+create table public.contacts (
+  id uuid primary key default gen_random_uuid(),
+  clinic_id uuid not null references public.clinics (id) on delete cascade,
+  full_name text not null check (length(full_name) between 1 and 200),
+  phone text check (phone ~ '^\+[1-9][0-9]{6,14}$'),
+  email text check (length(email) <= 320),
+  created_at timestamptz not null default now()
+);
+create index contacts_clinic on public.contacts (clinic_id);
+
+alter table public.contacts enable row level security;
+revoke all on table public.contacts from anon, authenticated, service_role;
+grant all on table public.contacts to service_role;
+grant select on table public.contacts to authenticated;
+create policy members_read on public.contacts for select to authenticated
+  using (clinic_id in (select clinic_id from public.clinic_members));
+
+
+-- Appointments ------------------------------------------------------------------------------------
+
+create table public.appointments (
+  id uuid primary key default gen_random_uuid(),
+  clinic_id uuid not null references public.clinics (id) on delete cascade,
+  contact_id uuid references public.contacts (id) on delete set null,
+  -- Short code a caller can read back over the phone; unique within the clinic.
+  reference text not null check (reference ~ '^[A-Z0-9]{4,12}$'),
+  -- {"name": text, "phone": E.164 text or absent}
+  patient jsonb not null check (
+    jsonb_typeof(patient) = 'object'
+    and jsonb_typeof(patient -> 'name') is not distinct from 'string'
+    and length(patient ->> 'name') between 1 and 200
+  ),
+  service text not null check (length(service) between 1 and 80),
+  notes text check (length(notes) <= 1000),
+  starts_at timestamptz not null,
+  ends_at timestamptz not null,
+  status text not null default 'booked' check (status in ('booked', 'cancelled')),
+  cancelled_at timestamptz,
+  source text not null default 'vapi' check (source in ('vapi', 'staff', 'api')),
+  vapi_call_id text check (length(vapi_call_id) <= 200),
+  vapi_tool_call_id text check (length(vapi_tool_call_id) <= 200),
+  created_at timestamptz not null default now(),
+  updated_at timestamptz not null default now(),
+
+  -- Calendar sync. `revision` counts changes the calendar must hear about; the daemon
+  -- records which revision it pushed, so a change made while a push is in flight is not lost.
+  revision integer not null default 1,
+  sync_state text not null default 'pending'
+    check (sync_state in ('pending', 'in_flight', 'synced', 'failed', 'parked')),
+  sync_attempts integer not null default 0 check (sync_attempts >= 0),
+  next_attempt_at timestamptz default now(),
+  lease_owner text,
+  lease_expires_at timestamptz,
+  calendar_event_id text check (calendar_event_id ~ '^[a-v0-9]{5,}$' and length(calendar_event_id) <= 1024),
+  calendar_event_link text,
+  last_sync_error text,
+  synced_at timestamptz,
+  synced_revision integer,
+  change_reason text check (length(change_reason) <= 200),
+  -- Every event id that was ever ours is recognisable without a lookup: base32hex of the
+  -- appointment's id, followed for generation g > 0 by the number g.
+  event_generation integer not null default 0 check (event_generation between 0 and 1000),
+  -- Same clinic as the appointment, by the composite key below.
+  practitioner_id uuid,
+  event_calendar_id text check (length(event_calendar_id) between 1 and 1024),
+
+  unique (clinic_id, reference),
+  constraint appointments_check check (ends_at > starts_at),
+  constraint appointments_check1 check ((status = 'cancelled') = (cancelled_at is not null)),
+  constraint appointments_check2
+    check ((sync_state = 'in_flight') = (lease_owner is not null and lease_expires_at is not null)),
+  constraint appointments_check3 check (sync_state <> 'synced' or synced_revision is not null),
+  constraint appointments_practitioner_fkey foreign key (clinic_id, practitioner_id)
+    references public.practitioners (clinic_id, id),
+  -- No two live appointments of one diary overlap, whoever writes them and however
+  -- concurrently: the database refuses the second. A null practitioner is the clinic's diary.
+  constraint appointments_no_overlap exclude using gist (
+    clinic_id with =,
+    (coalesce(practitioner_id, '00000000-0000-0000-0000-000000000000'::uuid)) with =,
+    tstzrange(starts_at, ends_at, '[)') with &&) where (status = 'booked')
+);
+
+comment on column public.appointments.sync_state is
+  'pending: waiting to be pushed; in_flight: leased by a daemon; synced: Google confirmed '
+  'synced_revision; failed: permanent error (last_sync_error), re-queued by an operator; '
+  'parked: the clinic''s Google connection needs re-authorisation.';
+comment on column public.appointments.change_reason is
+  'Why the appointment last changed when the change came from outside the assistant, e.g. "deleted in Google Calendar".';
+comment on column public.appointments.event_generation is
+  'Which of the appointment''s event ids is current: 0 is base32hex of its id, g > 0 the same followed by g '
+  '(a new id, after Google refused to restore a deleted event).';
+comment on column public.appointments.practitioner_id is
+  'Who the patient sees; null: the clinic as a whole (a booking without a practitioner blocks every practitioner).';
+comment on column public.appointments.event_calendar_id is
+  'The calendar that holds calendar_event_id (null: the clinic''s calendar).';
+
+-- The sync queue: due rows, and leases that may have expired.
+create index appointments_sync_queue on public.appointments (next_attempt_at)
+  where sync_state = 'pending';
+create index appointments_lease_expiry on public.appointments (lease_expires_at)
+  where sync_state = 'in_flight';
+-- claim_appointments walks the clinics that have due work (a skip scan over this index: one probe
+-- per such clinic) and reads at most p_per_clinic rows from the head of each, instead of ranking
+-- every due row of every clinic on each call.
+create index appointments_due_by_clinic on public.appointments (clinic_id, next_attempt_at, id)
+  where sync_state = 'pending';
+-- A clinic's diary, and a caller's bookings found by phone number.
+create index appointments_clinic_start on public.appointments (clinic_id, starts_at);
+create index appointments_clinic_phone on public.appointments (clinic_id, (patient ->> 'phone'))
+  where status = 'booked';
+create index appointments_practitioner_start on public.appointments (practitioner_id, starts_at)
+  where practitioner_id is not null and status = 'booked';
+-- The tools run as vapi_clinic under row-level security, where only leakproof conditions may use an
+-- index: the range overlap operator (&&) is not, plain timestamptz comparisons are. Without this
+-- index every check read the clinic's whole history (bench/practitioners.py: p99 of an availability
+-- check for 10 practitioners 250-400 ms, 2.2 s with a year of history; with it, calendar_busy_span
+-- and the day read once, 12-15 ms).
+create index appointments_booked_span on public.appointments using gist (clinic_id, starts_at, ends_at)
+  where status = 'booked';
+
+alter table public.appointments enable row level security;
+revoke all on table public.appointments from anon, authenticated, service_role;
+grant all on table public.appointments to service_role;
+grant select on table public.appointments to authenticated;
+grant select, insert, update on table public.appointments to vapi_clinic;
+create policy members_read on public.appointments for select to authenticated
+  using (clinic_id in (select clinic_id from public.clinic_members));
+create policy own_clinic on public.appointments for all to vapi_clinic
+  using (clinic_id = (select private.request_clinic_id()))
+  with check (clinic_id = (select private.request_clinic_id()));
+
+
+-- Keeping the sync queue honest -------------------------------------------------------------------
+
+-- A new row always starts its life waiting for the calendar, whatever the writer sent: no event,
+-- in no calendar yet.
 create or replace function private.appointments_start_pending() returns trigger
 language plpgsql set search_path = '' as $$
 begin
@@ -17,9 +173,17 @@ begin
   return new;
 end
 $$;
+revoke all on function private.appointments_start_pending() from public;
+grant execute on function private.appointments_start_pending() to vapi_clinic;
 
--- FUNCTION private.appointments_track_changes()
--- A change of practitioner is a change the calendar must follow.
+create trigger appointments_start_pending
+  before insert on public.appointments
+  for each row execute function private.appointments_start_pending();
+
+-- Any change the calendar must reflect puts the row back in the sync queue. A row that is
+-- in flight keeps its lease: the daemon sees revision > the one it pushed and re-queues it.
+-- A parked row stays parked until its clinic reconnects. A change of practitioner is a change
+-- the calendar must follow (the event may move to another calendar).
 create or replace function private.appointments_track_changes() returns trigger
 language plpgsql set search_path = '' as $$
 begin
@@ -40,76 +204,18 @@ begin
   return new;
 end
 $$;
+revoke all on function private.appointments_track_changes() from public;
+grant execute on function private.appointments_track_changes() to vapi_clinic;
 
--- TABLE public.appointments
-CREATE TABLE public.appointments (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    clinic_id uuid NOT NULL,
-    contact_id uuid,
-    reference text NOT NULL,
-    patient jsonb NOT NULL,
-    service text NOT NULL,
-    notes text,
-    starts_at timestamp with time zone NOT NULL,
-    ends_at timestamp with time zone NOT NULL,
-    status text DEFAULT 'booked'::text NOT NULL,
-    cancelled_at timestamp with time zone,
-    source text DEFAULT 'vapi'::text NOT NULL,
-    vapi_call_id text,
-    vapi_tool_call_id text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    updated_at timestamp with time zone DEFAULT now() NOT NULL,
-    revision integer DEFAULT 1 NOT NULL,
-    sync_state text DEFAULT 'pending'::text NOT NULL,
-    sync_attempts integer DEFAULT 0 NOT NULL,
-    next_attempt_at timestamp with time zone DEFAULT now(),
-    lease_owner text,
-    lease_expires_at timestamp with time zone,
-    calendar_event_id text,
-    calendar_event_link text,
-    last_sync_error text,
-    synced_at timestamp with time zone,
-    synced_revision integer,
-    change_reason text,
-    event_generation integer DEFAULT 0 NOT NULL,
-    practitioner_id uuid,
-    event_calendar_id text,
-    CONSTRAINT appointments_calendar_event_id_check CHECK (((calendar_event_id ~ '^[a-v0-9]{5,}$'::text) AND (length(calendar_event_id) <= 1024))),
-    CONSTRAINT appointments_change_reason_check CHECK ((length(change_reason) <= 200)),
-    CONSTRAINT appointments_check CHECK ((ends_at > starts_at)),
-    CONSTRAINT appointments_check1 CHECK (((status = 'cancelled'::text) = (cancelled_at IS NOT NULL))),
-    CONSTRAINT appointments_check2 CHECK (((sync_state = 'in_flight'::text) = ((lease_owner IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
-    CONSTRAINT appointments_check3 CHECK (((sync_state <> 'synced'::text) OR (synced_revision IS NOT NULL))),
-    CONSTRAINT appointments_event_calendar_id_check CHECK (((length(event_calendar_id) >= 1) AND (length(event_calendar_id) <= 1024))),
-    CONSTRAINT appointments_event_generation_check CHECK (((event_generation >= 0) AND (event_generation <= 1000))),
-    CONSTRAINT appointments_notes_check CHECK ((length(notes) <= 1000)),
-    CONSTRAINT appointments_patient_check CHECK (((jsonb_typeof(patient) = 'object'::text) AND (NOT (jsonb_typeof((patient -> 'name'::text)) IS DISTINCT FROM 'string'::text)) AND ((length((patient ->> 'name'::text)) >= 1) AND (length((patient ->> 'name'::text)) <= 200)))),
-    CONSTRAINT appointments_reference_check CHECK ((reference ~ '^[A-Z0-9]{4,12}$'::text)),
-    CONSTRAINT appointments_service_check CHECK (((length(service) >= 1) AND (length(service) <= 80))),
-    CONSTRAINT appointments_source_check CHECK ((source = ANY (ARRAY['vapi'::text, 'staff'::text, 'api'::text]))),
-    CONSTRAINT appointments_status_check CHECK ((status = ANY (ARRAY['booked'::text, 'cancelled'::text]))),
-    CONSTRAINT appointments_sync_attempts_check CHECK ((sync_attempts >= 0)),
-    CONSTRAINT appointments_sync_state_check CHECK ((sync_state = ANY (ARRAY['pending'::text, 'in_flight'::text, 'synced'::text, 'failed'::text, 'parked'::text]))),
-    CONSTRAINT appointments_vapi_call_id_check CHECK ((length(vapi_call_id) <= 200)),
-    CONSTRAINT appointments_vapi_tool_call_id_check CHECK ((length(vapi_tool_call_id) <= 200))
-);
+create trigger appointments_track_changes
+  before update on public.appointments
+  for each row execute function private.appointments_track_changes();
 
--- COMMENT public.COLUMN appointments.sync_state
-COMMENT ON COLUMN public.appointments.sync_state IS 'pending: waiting to be pushed; in_flight: leased by a daemon; synced: Google confirmed synced_revision; failed: permanent error (last_sync_error), re-queued by an operator; parked: the clinic''s Google connection needs re-authorisation.';
 
--- COMMENT public.COLUMN appointments.change_reason
-COMMENT ON COLUMN public.appointments.change_reason IS 'Why the appointment last changed when the change came from outside the assistant, e.g. "deleted in Google Calendar".';
+-- References --------------------------------------------------------------------------------------
 
--- COMMENT public.COLUMN appointments.event_generation
-COMMENT ON COLUMN public.appointments.event_generation IS 'Which of the appointment''s event ids is current: 0 is base32hex of its id, g > 0 the same followed by g (a new id, after Google refused to restore a deleted event).';
-
--- COMMENT public.COLUMN appointments.practitioner_id
-COMMENT ON COLUMN public.appointments.practitioner_id IS 'Who the patient sees; null: the clinic as a whole (a booking without a practitioner blocks every practitioner).';
-
--- COMMENT public.COLUMN appointments.event_calendar_id
-COMMENT ON COLUMN public.appointments.event_calendar_id IS 'The calendar that holds calendar_event_id (null: the clinic''s calendar).';
-
--- FUNCTION private.new_reference(uuid)
+-- A new booking's reference: six characters a caller can read back, drawn until none of the
+-- clinic's appointments has it (unique (clinic_id, reference) has the last word).
 create function private.new_reference(p_clinic_id uuid) returns text
 language plpgsql volatile
 set search_path = ''
@@ -133,114 +239,5 @@ begin
   return v_reference;
 end
 $$;
-
--- TABLE public.contacts
-CREATE TABLE public.contacts (
-    id uuid DEFAULT gen_random_uuid() NOT NULL,
-    clinic_id uuid NOT NULL,
-    full_name text NOT NULL,
-    phone text,
-    email text,
-    created_at timestamp with time zone DEFAULT now() NOT NULL,
-    CONSTRAINT contacts_email_check CHECK ((length(email) <= 320)),
-    CONSTRAINT contacts_full_name_check CHECK (((length(full_name) >= 1) AND (length(full_name) <= 200))),
-    CONSTRAINT contacts_phone_check CHECK ((phone ~ '^\+[1-9][0-9]{6,14}$'::text))
-);
-
--- CONSTRAINT public.appointments appointments_clinic_id_reference_key
-ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_clinic_id_reference_key UNIQUE (clinic_id, reference);
-
--- CONSTRAINT public.appointments appointments_no_overlap
-ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_no_overlap EXCLUDE USING gist (clinic_id WITH =, COALESCE(practitioner_id, '00000000-0000-0000-0000-000000000000'::uuid) WITH =, tstzrange(starts_at, ends_at, '[)'::text) WITH &&) WHERE ((status = 'booked'::text));
-
--- CONSTRAINT public.appointments appointments_pkey
-ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_pkey PRIMARY KEY (id);
-
--- CONSTRAINT public.contacts contacts_pkey
-ALTER TABLE ONLY public.contacts
-    ADD CONSTRAINT contacts_pkey PRIMARY KEY (id);
-
--- INDEX public.appointments_booked_span
-CREATE INDEX appointments_booked_span ON public.appointments USING gist (clinic_id, starts_at, ends_at) WHERE (status = 'booked'::text);
-
--- INDEX public.appointments_clinic_phone
-CREATE INDEX appointments_clinic_phone ON public.appointments USING btree (clinic_id, ((patient ->> 'phone'::text))) WHERE (status = 'booked'::text);
-
--- INDEX public.appointments_clinic_start
-CREATE INDEX appointments_clinic_start ON public.appointments USING btree (clinic_id, starts_at);
-
--- INDEX public.appointments_due_by_clinic
-CREATE INDEX appointments_due_by_clinic ON public.appointments USING btree (clinic_id, next_attempt_at, id) WHERE (sync_state = 'pending'::text);
-
--- INDEX public.appointments_lease_expiry
-CREATE INDEX appointments_lease_expiry ON public.appointments USING btree (lease_expires_at) WHERE (sync_state = 'in_flight'::text);
-
--- INDEX public.appointments_practitioner_start
-CREATE INDEX appointments_practitioner_start ON public.appointments USING btree (practitioner_id, starts_at) WHERE ((practitioner_id IS NOT NULL) AND (status = 'booked'::text));
-
--- INDEX public.appointments_sync_queue
-CREATE INDEX appointments_sync_queue ON public.appointments USING btree (next_attempt_at) WHERE (sync_state = 'pending'::text);
-
--- INDEX public.contacts_clinic
-CREATE INDEX contacts_clinic ON public.contacts USING btree (clinic_id);
-
--- TRIGGER public.appointments appointments_start_pending
-CREATE TRIGGER appointments_start_pending BEFORE INSERT ON public.appointments FOR EACH ROW EXECUTE FUNCTION private.appointments_start_pending();
-
--- TRIGGER public.appointments appointments_track_changes
-CREATE TRIGGER appointments_track_changes BEFORE UPDATE ON public.appointments FOR EACH ROW EXECUTE FUNCTION private.appointments_track_changes();
-
--- FK CONSTRAINT public.appointments appointments_clinic_id_fkey
-ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
-
--- FK CONSTRAINT public.appointments appointments_contact_id_fkey
-ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_contact_id_fkey FOREIGN KEY (contact_id) REFERENCES public.contacts(id) ON DELETE SET NULL;
-
--- FK CONSTRAINT public.appointments appointments_practitioner_fkey
-ALTER TABLE ONLY public.appointments
-    ADD CONSTRAINT appointments_practitioner_fkey FOREIGN KEY (clinic_id, practitioner_id) REFERENCES public.practitioners(clinic_id, id);
-
--- FK CONSTRAINT public.contacts contacts_clinic_id_fkey
-ALTER TABLE ONLY public.contacts
-    ADD CONSTRAINT contacts_clinic_id_fkey FOREIGN KEY (clinic_id) REFERENCES public.clinics(id) ON DELETE CASCADE;
-
--- ROW SECURITY public.appointments
-ALTER TABLE public.appointments ENABLE ROW LEVEL SECURITY;
-
--- ROW SECURITY public.contacts
-ALTER TABLE public.contacts ENABLE ROW LEVEL SECURITY;
-
--- POLICY public.appointments members_read
-CREATE POLICY members_read ON public.appointments FOR SELECT TO authenticated USING ((clinic_id IN ( SELECT clinic_members.clinic_id
-   FROM public.clinic_members)));
-
--- POLICY public.contacts members_read
-CREATE POLICY members_read ON public.contacts FOR SELECT TO authenticated USING ((clinic_id IN ( SELECT clinic_members.clinic_id
-   FROM public.clinic_members)));
-
--- POLICY public.appointments own_clinic
-CREATE POLICY own_clinic ON public.appointments TO vapi_clinic USING ((clinic_id = ( SELECT private.request_clinic_id() AS request_clinic_id))) WITH CHECK ((clinic_id = ( SELECT private.request_clinic_id() AS request_clinic_id)));
-
-revoke all on function private.appointments_start_pending() from public;
-grant execute on function private.appointments_start_pending() to vapi_clinic;
-
-revoke all on function private.appointments_track_changes() from public;
-grant execute on function private.appointments_track_changes() to vapi_clinic;
-
-revoke all on table public.appointments from anon, authenticated, service_role;
-grant all on table public.appointments to service_role;
-grant select on table public.appointments to authenticated;
-grant select, insert, update on table public.appointments to vapi_clinic;
-
 revoke all on function private.new_reference(p_clinic_id uuid) from public;
 grant execute on function private.new_reference(p_clinic_id uuid) to vapi_clinic;
-
-revoke all on table public.contacts from anon, authenticated, service_role;
-grant all on table public.contacts to service_role;
-grant select on table public.contacts to authenticated;
-

@@ -49,8 +49,7 @@ create trigger appointments_notify_calendar_sync
 -- The Supabase path: Broadcast from Database, ids only. Postgres Changes sent the daemon each whole
 -- appointment row (patient name, phone, notes); this sends the appointment's and the clinic's ids,
 -- nothing of the patient, into the private topic `calendar-sync`, which the daemon joins as the
--- service role. (The RLS policies on realtime.messages that keep API users out of the topic live
--- in Supabase's realtime schema, created by the doorbell_carries_ids_only migration.)
+-- service role; the policies below keep API users out of that topic.
 -- It rings for the same rows as the direct path's doorbell: a retry scheduled for later rings
 -- nothing (the sweep finds it when it is due). SECURITY DEFINER as in Supabase's documented
 -- Broadcast-from-Database pattern: the message is stored as the function's owner (`postgres`),
@@ -77,6 +76,20 @@ create trigger appointments_broadcast_calendar_sync
   for each row
   when (new.sync_state = 'pending' and new.next_attempt_at <= now())
   execute function private.broadcast_calendar_sync();
+
+-- Who may use the topic, on Supabase's own realtime.messages (private channels are authorised by its
+-- RLS policies): the daemon, with a role of its own. The restrictive one keeps the roles API clients
+-- become (anon with the publishable key, authenticated staff) out of the topic, reading or sending,
+-- whatever broader policies a project adds to realtime.messages for its own channels.
+create policy calendar_sync_doorbell_service_role on realtime.messages
+  for select to service_role
+  using ((select realtime.topic()) = 'calendar-sync' and extension = 'broadcast');
+
+create policy calendar_sync_doorbell_not_api_users on realtime.messages
+  as restrictive
+  for all to anon, authenticated
+  using ((select realtime.topic()) is distinct from 'calendar-sync' and topic <> 'calendar-sync')
+  with check ((select realtime.topic()) is distinct from 'calendar-sync' and topic <> 'calendar-sync');
 
 ------------------------------------------------------------------------------------------
 -- Claiming: pending (or an expired lease) -> in_flight
