@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from daemon.domain import OpeningPeriod, Practitioner, PractitionerBooking, PractitionerChanges
+from daemon.domain.clinics import OpeningPeriod
+from daemon.domain.practitioners import Practitioner, PractitionerBooking, PractitionerChanges
 from daemon.store import Store
 
 WEEKDAYS = {"mon": 1, "tue": 2, "wed": 3, "thu": 4, "fri": 5, "sat": 6, "sun": 7}

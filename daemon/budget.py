@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from loguru import logger
 
 from daemon.calendar import QUOTA_REASONS
-from daemon.domain import BudgetExhausted, BudgetGrant, BudgetLimits, BudgetReturn, Claim
+from daemon.domain.google_budget import BudgetExhausted, BudgetGrant, BudgetLimits, BudgetReturn
+from daemon.domain.sync_queue import Claim
 from daemon.store import Store, StoreError
 
 # How long a worker waits for a reservation on demand before giving up on the request.
@@ -124,7 +125,7 @@ class GoogleBudget:
             return await self._store.reserve_google_requests(clinic_id, 1, self.limits, self.returns())
         except StoreError as error:
             logger.warning("could not reserve a Google request for clinic {}: {}", clinic_id, error)
-            return BudgetGrant(0, None, UNREACHABLE_RETRY_SECONDS)
+            return BudgetGrant(granted=0, entry=None, retry_after_seconds=UNREACHABLE_RETRY_SECONDS)
 
     async def _throttle(self, clinic_id: uuid.UUID, seconds: float, maximum: float, reason: str) -> None:
         try:

@@ -11,7 +11,6 @@ gets its own Http and its own client.
 from __future__ import annotations
 
 import base64
-import dataclasses
 import datetime as dt
 import enum
 import json
@@ -26,7 +25,8 @@ import httplib2
 from googleapiclient.discovery import build
 from googleapiclient.errors import HttpError
 
-from daemon.domain import BudgetExhausted, Claim, RetryReason
+from daemon.domain.google_budget import BudgetExhausted
+from daemon.domain.sync_queue import Claim, RetryReason
 
 RATE_LIMIT_REASONS = frozenset({"rateLimitExceeded", "userRateLimitExceeded"})
 QUOTA_REASONS = frozenset({"quotaExceeded", "dailyLimitExceeded"})
@@ -258,7 +258,7 @@ class GoogleCalendar:
             if claim.status == "cancelled":
                 return self._remove(claim, access_token)
             if claim.moving:
-                result = self._put(dataclasses.replace(claim, calendar_event_id=None), access_token)
+                result = self._put(claim.model_copy(update={"calendar_event_id": None}), access_token)
                 self._delete_moved(claim, access_token)
                 return result
             return self._put(claim, access_token)

@@ -24,7 +24,8 @@ from googleapiclient.errors import HttpError
 from loguru import logger
 
 from daemon.calendar import ChannelRequest, GoogleCalendar, classify
-from daemon.domain import BudgetExhausted, ChannelWork
+from daemon.domain.google_budget import BudgetExhausted
+from daemon.domain.push_channels import ChannelWork
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
 

@@ -35,7 +35,8 @@ from pydantic import ValidationError
 from daemon import admin
 from daemon.admin import Deactivation, NewClinic, NewPractitioner, Refused, UsageError
 from daemon.config import DatabaseSettings, Settings, StoreSettings
-from daemon.domain import ClinicProfile, Practitioner
+from daemon.domain.clinics import ClinicProfile
+from daemon.domain.practitioners import Practitioner
 from daemon.google_connect import ConnectError, ConnectOptions, connect_google
 from daemon.logs import LogSettings, configure_logging
 from daemon.store import Store, StoreError

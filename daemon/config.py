@@ -11,7 +11,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from daemon.crypto import TokenCipher
-from daemon.domain import BudgetLimits
+from daemon.domain.google_budget import BudgetLimits
 
 # In a source checkout and in the container image alike, migrations sit next to the package.
 DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"

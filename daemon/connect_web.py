@@ -37,7 +37,7 @@ from starlette.routing import BaseRoute, Route
 
 from daemon.config import Settings
 from daemon.crypto import TokenCipher
-from daemon.domain import LinkTarget
+from daemon.domain.clinic_links import LinkTarget
 from daemon.google_connect import ConnectError, check_grant, consent_url, exchange_code, web_flow
 from daemon.store import Store, StoreError
 from daemon.tokens import CALENDAR_SCOPE
@@ -180,7 +180,7 @@ class ClinicPages:
         async def answer(client: str) -> Response:
             params = request.query_params
             state = params.get("state") or ""
-            link = await self._store.consent_link(state) if state else LinkTarget("unknown")
+            link = await self._store.consent_link(state) if state else LinkTarget(state="unknown")
             if link.state == "unknown":
                 self._refusals.refused(client)
                 return self._refusal(

@@ -34,7 +34,7 @@ from oauthlib.oauth2.rfc6749.errors import OAuth2Error
 from daemon.calendar import CalendarInfo, classify
 from daemon.config import Settings
 from daemon.crypto import TokenCipher
-from daemon.domain import BudgetExhausted
+from daemon.domain.google_budget import BudgetExhausted
 from daemon.store import Store
 from daemon.tokens import CALENDAR_SCOPE
 from daemon.wiring import google_calendar, open_store

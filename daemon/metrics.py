@@ -5,7 +5,7 @@ prometheus_client's global one, so several daemons (tests, benchmarks) can live 
 Every labelled counter is created at zero for all its label values up front: a dashboard or an
 alert rule sees the series before the first event, and `rate()` starts from a real zero.
 
-The backlog gauges come from a periodic database snapshot (`daemon.domain.BacklogSnapshot`), not from this
+The backlog gauges come from a periodic database snapshot (`daemon.domain.sync_queue.BacklogSnapshot`), not from this
 replica's own counts: the queue is shared by every replica, and only the database knows it.
 The snapshot's timestamp is exported too, so a stalled snapshot job shows as staleness instead
 of as a reassuringly constant backlog.
@@ -34,7 +34,9 @@ from loguru import logger
 from prometheus_client import CollectorRegistry, Counter, Enum, Gauge, Histogram, generate_latest, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
-from daemon.domain import MIRROR_CHANGES, BacklogSnapshot, BudgetSnapshot, MirrorFreshness, MirrorSummary, RetryReason
+from daemon.domain.calendar_mirror import MIRROR_CHANGES, MirrorFreshness, MirrorSummary
+from daemon.domain.google_budget import BudgetSnapshot
+from daemon.domain.sync_queue import BacklogSnapshot, RetryReason
 
 SyncAction = Literal["insert", "update", "delete"]
 FailureReason = Literal["rejected", "gave_up"]

@@ -33,7 +33,8 @@ from googleapiclient.errors import HttpError
 from loguru import logger
 
 from daemon.calendar import FullSyncRequired, GoogleCalendar, Listing, appointment_of, classify
-from daemon.domain import BudgetExhausted, MirrorTarget
+from daemon.domain.calendar_mirror import MirrorTarget
+from daemon.domain.google_budget import BudgetExhausted
 from daemon.metrics import Metrics
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable

@@ -2,8 +2,8 @@
 
 Both paths call the same functions with the same named arguments and get the same JSON back
 (the shape PostgREST gives), so every rule lives in SQL once and the Python above this module
-does not care which path is in use. What they return is parsed here into the types of
-`daemon.domain`:
+does not care which path is in use. What they return is validated here into the reply models of
+`daemon.domain` (`Model.model_validate(row)`):
 
 - `SupabaseStore`: Supabase's REST gateway with the service-role key (the default).
 - `PostgresStore`: a direct PostgreSQL connection pool (self-hosting, high volume).
@@ -23,34 +23,15 @@ from psycopg import sql
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from daemon.domain import (
-    BacklogSnapshot,
-    BudgetGrant,
-    BudgetLimits,
-    BudgetReturn,
-    BudgetSnapshot,
-    ChannelWork,
-    Claim,
-    ClinicKey,
-    ClinicLink,
-    ClinicProfile,
-    Completion,
-    ConnectionOverview,
-    ConnectionTokens,
-    ConnectReadiness,
-    IssuedLink,
-    LeaseResult,
-    LinkTarget,
-    MirrorFreshness,
-    MirrorSummary,
-    MirrorTarget,
-    Practitioner,
-    PractitionerBooking,
-    PractitionerChanges,
-    ReadinessFacts,
-    StatusPage,
-    SyncStatus,
-)
+from daemon.domain.calendar_connections import ConnectionOverview, ConnectionTokens
+from daemon.domain.calendar_mirror import MirrorFreshness, MirrorSummary, MirrorTarget
+from daemon.domain.clinic_links import ClinicLink, ConnectReadiness, IssuedLink, LinkTarget, StatusPage
+from daemon.domain.clinics import ClinicKey, ClinicProfile
+from daemon.domain.google_budget import BudgetGrant, BudgetLimits, BudgetReturn, BudgetSnapshot
+from daemon.domain.operations import ReadinessFacts
+from daemon.domain.practitioners import Practitioner, PractitionerBooking, PractitionerChanges
+from daemon.domain.push_channels import ChannelWork
+from daemon.domain.sync_queue import BacklogSnapshot, Claim, Completion, LeaseResult, SyncStatus
 
 
 def _budget_params(budget: BudgetLimits, returns: Sequence[BudgetReturn]) -> dict[str, Any]:
@@ -137,7 +118,7 @@ class Store(ABC):
         if budget is not None:
             params |= _budget_params(budget, returns)
         rows = await self.call_rows("claim_appointments", params)
-        return [Claim.from_json(row) for row in rows]
+        return [Claim.model_validate(row) for row in rows]
 
     async def complete_syncs(self, completions: Sequence[Completion]) -> dict[uuid.UUID, LeaseResult]:
         """Record several confirmed pushes in one call; each one's outcome by appointment id."""
@@ -188,12 +169,12 @@ class Store(ABC):
         )
 
     async def backlog(self) -> BacklogSnapshot:
-        return BacklogSnapshot.from_json(await self.call("sync_backlog", {}))
+        return BacklogSnapshot.model_validate(await self.call("sync_backlog", {}))
 
     async def sync_status(self, clinic_id: uuid.UUID, reference: str) -> SyncStatus | None:
         """Where the clinic's booking with this reference stands; None when there is none."""
         row = await self.call("appointment_sync_status", {"p_clinic_id": clinic_id, "p_reference": reference})
-        return None if row is None else SyncStatus.from_json(row)
+        return None if row is None else SyncStatus.model_validate(row)
 
     async def delete_cancelled_appointment(self, appointment_id: uuid.UUID) -> None:
         await self.call("delete_cancelled_appointment", {"p_appointment_id": appointment_id})
@@ -207,7 +188,7 @@ class Store(ABC):
             "reserve_google_requests",
             {"p_clinic_id": clinic_id, "p_requests": requests, **_budget_params(budget, returns)},
         )
-        return BudgetGrant.from_json(rows[0])
+        return BudgetGrant.model_validate(rows[0])
 
     async def throttle_google_requests(
         self, clinic_id: uuid.UUID, seconds: float, max_seconds: float, reason: str
@@ -222,20 +203,21 @@ class Store(ABC):
             "google_budget_snapshot",
             {"p_account_limit": budget.per_account, "p_project_limit": budget.per_project, "p_top": top},
         )
-        return BudgetSnapshot.from_json(snapshot)
+        return BudgetSnapshot.model_validate(snapshot)
 
     # --- Google connections and tokens ---------------------------------------------------------------
 
     async def connection_tokens(self, clinic_id: uuid.UUID) -> ConnectionTokens | None:
         rows = await self.call_rows("calendar_connection_tokens", {"p_clinic_id": clinic_id})
-        return ConnectionTokens.from_json(rows[0]) if rows else None
+        return ConnectionTokens.model_validate(rows[0]) if rows else None
 
     async def connections_to_refresh(self, within_seconds: int) -> list[uuid.UUID]:
         rows = await self.call_rows("calendar_connections_to_refresh", {"p_within_seconds": within_seconds})
         return [uuid.UUID(str(row["clinic_id"])) for row in rows]
 
     async def connections_overview(self) -> list[ConnectionOverview]:
-        return [ConnectionOverview.from_json(row) for row in await self.call_rows("calendar_connections_overview", {})]
+        rows = await self.call_rows("calendar_connections_overview", {})
+        return [ConnectionOverview.model_validate(row) for row in rows]
 
     async def save_connection(
         self,
@@ -308,7 +290,7 @@ class Store(ABC):
                 "p_only_due": only_due,
             },
         )
-        return [MirrorTarget.from_json(row) for row in rows]
+        return [MirrorTarget.model_validate(row) for row in rows]
 
     async def apply_calendar_changes(
         self,
@@ -331,7 +313,7 @@ class Store(ABC):
                 "p_calendar_id": calendar_id,
             },
         )
-        return MirrorSummary.from_json(summary)
+        return MirrorSummary.model_validate(summary)
 
     async def record_mirror_failure(
         self, clinic_id: uuid.UUID, error: str, owner: str | None = None, calendar_id: str | None = None
@@ -355,7 +337,7 @@ class Store(ABC):
                 "p_lease_seconds": lease_seconds,
             },
         )
-        return [ChannelWork.from_json(row) for row in rows]
+        return [ChannelWork.model_validate(row) for row in rows]
 
     async def begin_channel(self, clinic_id: uuid.UUID, channel_id: str, token_hash: str, calendar_id: str) -> None:
         await self.call(
@@ -397,7 +379,7 @@ class Store(ABC):
         return None if clinic_id is None else uuid.UUID(str(clinic_id))
 
     async def mirror_freshness(self) -> list[MirrorFreshness]:
-        return [MirrorFreshness.from_json(row) for row in await self.call_rows("calendar_mirror_freshness", {})]
+        return [MirrorFreshness.model_validate(row) for row in await self.call_rows("calendar_mirror_freshness", {})]
 
     # --- clinics, keys and readiness (operator commands) ----------------------------------------------
 
@@ -425,7 +407,7 @@ class Store(ABC):
         return uuid.UUID(str(clinic_id))
 
     async def clinic_profile(self, clinic_id: uuid.UUID) -> ClinicProfile:
-        return ClinicProfile.from_json(await self.call("clinic_profile", {"p_clinic_id": clinic_id}))
+        return ClinicProfile.model_validate(await self.call("clinic_profile", {"p_clinic_id": clinic_id}))
 
     async def issue_key(self, clinic_id: uuid.UUID, label: str) -> str:
         """A new key for the clinic, returned this once: only its hash is stored."""
@@ -443,10 +425,11 @@ class Store(ABC):
         await self.call("revoke_clinic_key", {"p_key_id": key_id})
 
     async def clinic_keys(self, clinic_id: uuid.UUID) -> list[ClinicKey]:
-        return [ClinicKey.from_json(row) for row in await self.call_rows("clinic_keys", {"p_clinic_id": clinic_id})]
+        rows = await self.call_rows("clinic_keys", {"p_clinic_id": clinic_id})
+        return [ClinicKey.model_validate(row) for row in rows]
 
     async def readiness_facts(self) -> ReadinessFacts:
-        return ReadinessFacts.from_json(await self.call("readiness_facts", {}))
+        return ReadinessFacts.model_validate(await self.call("readiness_facts", {}))
 
     async def purge_vapi_tool_calls(self, older_than_days: int, limit: int) -> int:
         """Forget up to `limit` Vapi tool-call answers (they carry patient details) older than the days given;
@@ -492,12 +475,12 @@ class Store(ABC):
         rows = await self.call_rows(
             "deactivate_practitioner", {"p_practitioner_id": practitioner_id, "p_reassign": reassign}
         )
-        return [PractitionerBooking.from_json(row) for row in rows]
+        return [PractitionerBooking.model_validate(row) for row in rows]
 
     async def clinic_practitioners(self, clinic_id: uuid.UUID) -> list[Practitioner]:
         """Every practitioner of the clinic, active ones first."""
         rows = await self.call_rows("clinic_practitioners", {"p_clinic_id": clinic_id})
-        return [Practitioner.from_json(row) for row in rows]
+        return [Practitioner.model_validate(row) for row in rows]
 
     # --- clinic links: the clinic-facing pages ------------------------------------------------------------
 
@@ -507,16 +490,18 @@ class Store(ABC):
             "issue_clinic_link",
             {"p_clinic_id": clinic_id, "p_purpose": purpose, "p_valid_for": f"{valid_for_seconds} seconds"},
         )
-        return IssuedLink.from_json(rows[0])
+        return IssuedLink.model_validate(rows[0])
 
     async def clinic_links(self, clinic_id: uuid.UUID) -> list[ClinicLink]:
-        return [ClinicLink.from_json(row) for row in await self.call_rows("clinic_links", {"p_clinic_id": clinic_id})]
+        rows = await self.call_rows("clinic_links", {"p_clinic_id": clinic_id})
+        return [ClinicLink.model_validate(row) for row in rows]
 
     async def revoke_link(self, link_id: uuid.UUID) -> None:
         await self.call("revoke_clinic_link", {"p_link_id": link_id})
 
     async def open_link(self, secret: str, purpose: str) -> LinkTarget:
-        return LinkTarget.from_json(await self.call("open_clinic_link", {"p_secret": secret, "p_purpose": purpose}))
+        link = await self.call("open_clinic_link", {"p_secret": secret, "p_purpose": purpose})
+        return LinkTarget.model_validate(link)
 
     async def begin_consent(self, secret: str, state: str, verifier_encrypted: str) -> str:
         """Records a consent's state (hashed) and PKCE verifier on an open connect link; the link's state word."""
@@ -529,7 +514,7 @@ class Store(ABC):
 
     async def consent_link(self, state: str) -> LinkTarget:
         """The connect link a consent's state belongs to."""
-        return LinkTarget.from_json(await self.call("connect_consent", {"p_state": state}))
+        return LinkTarget.model_validate(await self.call("connect_consent", {"p_state": state}))
 
     async def complete_consent(
         self,
@@ -558,15 +543,15 @@ class Store(ABC):
         )
 
     async def status_page(self, secret: str) -> StatusPage:
-        return StatusPage.from_json(await self.call("clinic_status_page", {"p_secret": secret}))
+        return StatusPage.model_validate(await self.call("clinic_status_page", {"p_secret": secret}))
 
     async def reconnect_link(self, status_secret: str) -> IssuedLink | None:
         """A fresh connect link for an open status link's clinic; None for any other link."""
         rows = await self.call_rows("reconnect_link", {"p_status_secret": status_secret})
-        return IssuedLink.from_json(rows[0]) if rows else None
+        return IssuedLink.model_validate(rows[0]) if rows else None
 
     async def connect_readiness(self) -> ConnectReadiness:
-        return ConnectReadiness.from_json(await self.call("connect_readiness", {}))
+        return ConnectReadiness.model_validate(await self.call("connect_readiness", {}))
 
 
 class PostgresStore(Store):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import datetime as dt
 import time
 import uuid
@@ -24,7 +23,7 @@ from loguru import logger
 from daemon.backoff import backoff_delay
 from daemon.budget import GoogleBudget
 from daemon.calendar import GoogleCalendar, PushResult, Verdict
-from daemon.domain import Claim, RetryReason
+from daemon.domain.sync_queue import Claim, RetryReason
 from daemon.metrics import Metrics
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenManager, TokenUnavailable
@@ -222,7 +221,7 @@ class SyncLoop:
         )
         # A moving event keeps its old id: that is the event to delete from the calendar it leaves.
         event_id = claim.calendar_event_id if claim.moving else None
-        return dataclasses.replace(claim, event_generation=generation, calendar_event_id=event_id)
+        return claim.model_copy(update={"event_generation": generation, "calendar_event_id": event_id})
 
     async def _push(self, claim: Claim) -> PushResult:
         try:

@@ -17,7 +17,7 @@ from google.oauth2.credentials import Credentials
 from loguru import logger
 
 from daemon.crypto import TokenCipher
-from daemon.domain import ConnectionTokens
+from daemon.domain.calendar_connections import ConnectionTokens
 from daemon.metrics import Metrics
 from daemon.store import Store, StoreError
 

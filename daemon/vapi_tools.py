@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from daemon.domain import BookablePractitioner, ClinicProfile
+from daemon.domain.clinics import BookablePractitioner, ClinicProfile
 
 RPC_PATH = "/rest/v1/rpc/vapi_tool_call"
 CLINIC_KEY_PLACEHOLDER = "<the clinic key printed by add-clinic or rotate-key>"

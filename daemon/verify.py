@@ -29,14 +29,12 @@ from rich.markup import escape
 
 from daemon.calendar import GoogleCalendar, classify, event_id_for
 from daemon.config import Settings
-from daemon.domain import (
-    BudgetExhausted,
-    ClinicProfile,
-    ConnectionOverview,
-    MirrorFreshness,
-    ReadinessFacts,
-    SyncStatus,
-)
+from daemon.domain.calendar_connections import ConnectionOverview
+from daemon.domain.calendar_mirror import MirrorFreshness
+from daemon.domain.clinics import ClinicProfile
+from daemon.domain.google_budget import BudgetExhausted
+from daemon.domain.operations import ReadinessFacts
+from daemon.domain.sync_queue import SyncStatus
 from daemon.feed import FeedState
 from daemon.migrations import discover
 from daemon.store import Store, StoreError

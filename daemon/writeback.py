@@ -11,7 +11,7 @@ import uuid
 
 from loguru import logger
 
-from daemon.domain import Claim, Completion, LeaseResult
+from daemon.domain.sync_queue import Claim, Completion, LeaseResult
 from daemon.store import Store, StoreError
 
 COMPLETION_BATCH = 200  # at most this many completions per call

@@ -13,7 +13,7 @@ import pytest
 from psycopg import errors
 from psycopg.types.json import Jsonb
 
-from daemon.domain import Claim, LeaseResult
+from daemon.domain.sync_queue import Claim, LeaseResult
 from daemon.store import PostgresStore, Store, StoreError, SupabaseStore
 from daemon.writeback import CompletionWriter
 from tests.conftest import Clinic, Database

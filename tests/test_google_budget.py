@@ -16,7 +16,7 @@ from psycopg import errors
 from psycopg.types.json import Jsonb
 
 from daemon.budget import GoogleBudget
-from daemon.domain import BudgetExhausted, BudgetLimits
+from daemon.domain.google_budget import BudgetExhausted, BudgetLimits
 from daemon.store import PostgresStore
 from tests.conftest import Clinic, Database
 from tests.standins.clinics import create_clinic

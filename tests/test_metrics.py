@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 import socket
 import time
 from collections.abc import Iterator
@@ -15,7 +16,8 @@ from prometheus_client import CONTENT_TYPE_PLAIN_0_0_4, CollectorRegistry
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_CONTENT_TYPE
 from prometheus_client.parser import text_string_to_metric_families
 
-from daemon.domain import BacklogSnapshot, BudgetSnapshot
+from daemon.domain.google_budget import BudgetSnapshot
+from daemon.domain.sync_queue import BacklogSnapshot
 from daemon.feed import FeedState
 from daemon.metrics import Health, HealthServer, Metrics
 
@@ -209,7 +211,7 @@ def test_two_instances_do_not_share_values() -> None:
     first, second = Metrics(), Metrics()
     first.synced("insert", 0.1)
     first.claimed(3)
-    first.backlog(BacklogSnapshot({"pending": 7}, 1.0, 2))
+    first.backlog(BacklogSnapshot(by_state={"pending": 7}, oldest_pending_age_seconds=1.0, clinics_needing_reauth=2))
     first.feed_state("down")
 
     untouched = samples(second.render().decode())
@@ -239,14 +241,20 @@ def test_backlog_gauges_before_the_first_snapshot_are_zero_and_visibly_stale(ser
 
 
 def test_backlog_snapshot_sets_gauges_and_missing_states_are_zero(served: Served) -> None:
-    served.metrics.backlog(BacklogSnapshot({"pending": 4, "in_flight": 2, "failed": 1, "parked": 3}, 99.0, 2))
+    served.metrics.backlog(
+        BacklogSnapshot(
+            by_state={"pending": 4, "in_flight": 2, "failed": 1, "parked": 3},
+            oldest_pending_age_seconds=99.0,
+            clinics_needing_reauth=2,
+        )
+    )
     row = {
         "by_state": {"pending": "3", "parked": 2, "synced": 10},
         "oldest_pending_age_seconds": "12.5",
         "clinics_needing_reauth": 1,
     }
     before = time.time()
-    served.metrics.backlog(BacklogSnapshot.from_json(row))
+    served.metrics.backlog(BacklogSnapshot.model_validate(row))
     after = time.time()
 
     found = served.scrape()
@@ -264,10 +272,10 @@ def test_backlog_snapshot_sets_gauges_and_missing_states_are_zero(served: Served
 def test_budget_snapshot_sets_gauges_and_keeps_only_the_busiest_accounts(served: Served) -> None:
     first = {"project_used": 70, "project_limit": 9000, "account_limit": 500, "throttled": 1, "held_back_clinics": 2}
     served.metrics.google_budget(
-        BudgetSnapshot.from_json({**first, "accounts": [{"key": "a@x.com", "used": 60}], "next_budget_seconds": 3})
+        BudgetSnapshot.model_validate({**first, "accounts": [{"key": "a@x.com", "used": 60}], "next_budget_seconds": 3})
     )
     served.metrics.google_budget(
-        BudgetSnapshot.from_json(
+        BudgetSnapshot.model_validate(
             {
                 **first,
                 "accounts": [{"key": "b@x.com", "used": "9"}],
@@ -287,8 +295,8 @@ def test_budget_snapshot_sets_gauges_and_keeps_only_the_busiest_accounts(served:
     assert value(found, "calendar_sync_clinics_held_back") == 0
 
 
-def test_from_json_accepts_json_numbers_and_numeral_strings() -> None:
-    snapshot = BacklogSnapshot.from_json(
+def test_the_backlog_reply_accepts_json_numbers_and_numeral_strings() -> None:
+    snapshot = BacklogSnapshot.model_validate(
         {
             "by_state": {"pending": 3, "in_flight": 1.0, "failed": "0", "parked": "2"},
             "oldest_pending_age_seconds": "1.5e1",
@@ -296,11 +304,15 @@ def test_from_json_accepts_json_numbers_and_numeral_strings() -> None:
             "computed_at": "2030-01-01T00:00:00Z",  # a field added later is no reason to stop exporting
         }
     )
-    assert snapshot == BacklogSnapshot({"pending": 3, "in_flight": 1, "failed": 0, "parked": 2}, 15.0, 4)
+    assert snapshot == BacklogSnapshot(
+        by_state={"pending": 3, "in_flight": 1, "failed": 0, "parked": 2},
+        oldest_pending_age_seconds=15.0,
+        clinics_needing_reauth=4,
+    )
     assert all(type(count) is int for count in snapshot.by_state.values())
-    assert BacklogSnapshot.from_json(
+    assert BacklogSnapshot.model_validate(
         {"by_state": {}, "oldest_pending_age_seconds": 0, "clinics_needing_reauth": 0}
-    ) == BacklogSnapshot({}, 0.0, 0)
+    ) == BacklogSnapshot(by_state={}, oldest_pending_age_seconds=0.0, clinics_needing_reauth=0)
 
 
 GOOD_ROW: dict[str, Any] = {"by_state": {"pending": 1}, "oldest_pending_age_seconds": 1.0, "clinics_needing_reauth": 0}
@@ -330,22 +342,23 @@ GOOD_ROW: dict[str, Any] = {"by_state": {"pending": 1}, "oldest_pending_age_seco
         ({"clinics_needing_reauth": False}, "clinics_needing_reauth"),
     ],
 )
-def test_from_json_refuses_malformed_values_naming_the_field(change: dict[str, Any], field_name: str) -> None:
-    with pytest.raises(ValueError, match=f"^{field_name}:"):
-        BacklogSnapshot.from_json({**GOOD_ROW, **change})
+def test_the_backlog_reply_refuses_malformed_values_naming_the_field(change: dict[str, Any], field_name: str) -> None:
+    # pydantic's ValidationError (a ValueError): the reply's name, then the field's, on a line of its own.
+    with pytest.raises(ValueError, match=f"for BacklogSnapshot\n{re.escape(field_name)}\n"):
+        BacklogSnapshot.model_validate({**GOOD_ROW, **change})
 
 
 @pytest.mark.parametrize("missing", ["by_state", "oldest_pending_age_seconds", "clinics_needing_reauth"])
-def test_from_json_refuses_a_row_missing_a_field(missing: str) -> None:
+def test_the_backlog_reply_refuses_a_row_missing_a_field(missing: str) -> None:
     row = {key: value for key, value in GOOD_ROW.items() if key != missing}
-    with pytest.raises(ValueError, match=f"^{missing}: missing"):
-        BacklogSnapshot.from_json(row)
+    with pytest.raises(ValueError, match=f"for BacklogSnapshot\n{missing}\n  Field required"):
+        BacklogSnapshot.model_validate(row)
 
 
-def test_from_json_refuses_a_row_that_is_not_an_object() -> None:
+def test_the_backlog_reply_refuses_a_row_that_is_not_an_object() -> None:
     not_a_row: Any = [GOOD_ROW]
-    with pytest.raises(ValueError, match="expected an object"):
-        BacklogSnapshot.from_json(not_a_row)
+    with pytest.raises(ValueError, match="for BacklogSnapshot\n  Input should be a valid dictionary"):
+        BacklogSnapshot.model_validate(not_a_row)
 
 
 # --- the feed's state -------------------------------------------------------------------------
