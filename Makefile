@@ -36,7 +36,7 @@ supabase-cli: $(SUPABASE_CLI)
 demo: $(INSTALLED)
 	$(BIN)/python -m scripts.demo
 
-test: $(INSTALLED) $(SUPABASE_CLI) chromium
+test: $(INSTALLED) $(SUPABASE_CLI) chromium postgres15
 	$(BIN)/pytest
 
 # Debian's Chromium, which the browser tests (tests/test_clinic_pages.py) drive headless through Playwright
@@ -54,8 +54,10 @@ chromium:
 test-pg15: $(INSTALLED) $(SUPABASE_CLI) postgres15
 	TEST_POSTGRES=15 $(BIN)/pytest $(PG15_TESTS)
 
-# Installs Debian's postgresql-15 when its server is missing (as root; quiet; nothing when it is there). No
-# cluster is created or started: the tests start their own.
+# Installs Debian's postgresql-15 when its server is missing, and its plpgsql_check extension (which
+# `supabase db lint` uses: tests/test_supabase_lint.py) when that is missing (as root; quiet; nothing when both
+# are there). No cluster is created or started: the tests start their own.
+PG15_PLPGSQL_CHECK := /usr/share/postgresql/15/extension/plpgsql_check.control
 postgres15:
 	@if [ ! -x $(PG15_BIN)/postgres ]; then \
 		echo "installing Debian's postgresql-15"; \
@@ -63,6 +65,11 @@ postgres15:
 		echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.d/no-main-cluster.conf; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
 			postgresql-15 >/dev/null; \
+	fi
+	@if [ ! -f $(PG15_PLPGSQL_CHECK) ]; then \
+		echo "installing Debian's postgresql-15-plpgsql-check"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			postgresql-15-plpgsql-check >/dev/null; \
 	fi
 	@$(PG15_BIN)/postgres --version
 

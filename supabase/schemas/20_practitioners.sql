@@ -47,6 +47,11 @@ create policy own_clinic on public.practitioners for select to vapi_clinic
   using (clinic_id = (select private.request_clinic_id()));
 
 -- As clinic_opening_hours: ISO weekday, `closes` may be 24:00, a day's periods never overlap.
+-- A period is identified by its practitioner, day and opening time: two periods of one day that
+-- open together would overlap, so the exclusion constraint already kept (practitioner_id, weekday,
+-- opens) unique, and clinic_id follows from practitioner_id (the foreign key). The primary key leads
+-- with the foreign key's columns, in its order, so its index also serves the foreign key (deleting a
+-- practitioner, or a clinic, finds their hours by it).
 create table public.practitioner_hours (
   clinic_id uuid not null,
   practitioner_id uuid not null,
@@ -54,6 +59,7 @@ create table public.practitioner_hours (
   opens time not null,
   closes time not null,
   check (closes > opens),
+  primary key (clinic_id, practitioner_id, weekday, opens),
   foreign key (clinic_id, practitioner_id) references public.practitioners (clinic_id, id) on delete cascade,
   exclude using gist (practitioner_id with =, weekday with =,
                       tsrange(date '2000-01-01' + opens, date '2000-01-01' + closes) with &&)
@@ -238,7 +244,7 @@ language plpgsql stable set search_path = '' as $$
 declare
   v_wanted text;
   v_name text;
-  v_names text[] := '{}';
+  v_names text[] := '{}'::text[];  -- typed: plpgsql_check (supabase db lint) warns on an untyped literal
 begin
   if p_services is null or jsonb_typeof(p_services) = 'null' then
     return null;

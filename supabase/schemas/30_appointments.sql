@@ -131,6 +131,15 @@ create index appointments_clinic_phone on public.appointments (clinic_id, (patie
   where status = 'booked';
 create index appointments_practitioner_start on public.appointments (practitioner_id, starts_at)
   where practitioner_id is not null and status = 'booked';
+-- The foreign keys' own indexes (Supabase's advisor: unindexed_foreign_keys): deleting a contact, or a
+-- practitioner (with their clinic), finds the appointments naming them by these, instead of reading
+-- the whole table. Only rows that name one are indexed: a foreign key with a null column references
+-- nothing (MATCH SIMPLE), so those rows are never looked for (and no booking the assistant makes
+-- names a contact).
+create index appointments_contact on public.appointments (contact_id)
+  where contact_id is not null;
+create index appointments_clinic_practitioner on public.appointments (clinic_id, practitioner_id)
+  where practitioner_id is not null;
 -- The tools run as vapi_clinic under row-level security, where only leakproof conditions may use an
 -- index: the range overlap operator (&&) is not, plain timestamptz comparisons are. Without this
 -- index every check read the clinic's whole history (bench/practitioners.py: p99 of an availability

@@ -39,6 +39,10 @@ comment on table public.clinic_links is
 alter table public.clinic_links enable row level security;
 revoke all on table public.clinic_links from anon, authenticated, service_role;
 grant all on table public.clinic_links to service_role;
+-- For the service role only, as calendar_channels is (75_push_channels.sql says why this policy):
+-- no other role gets past it, whatever it is granted or whatever permissive policy is ever added.
+create policy service_role_only on public.clinic_links as restrictive for all to public
+  using (false) with check (false);
 
 ------------------------------------------------------------------------------------------------------------
 -- A link's secret and state
