@@ -6,7 +6,8 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 # The real Supabase CLI (npm `supabase`, its Linux binary an optional dependency from npm), pinned by tools/package-lock.json.
 SUPABASE_CLI := tools/node_modules/.installed
-# Debian's PostgreSQL 15 (what hosted projects run), for `make test-pg15`.
+# Debian's PostgreSQL 15 (what hosted projects run), for `make test-pg15` and, with plpgsql_check, the
+# `supabase db lint` test of `make test`.
 PG15_BIN := /usr/lib/postgresql/15/bin
 # The tests that exercise the SQL, run again on PostgreSQL 15 by `make test-pg15`.
 PG15_TESTS := tests/test_migrations.py tests/test_supabase_cli.py tests/test_vapi_tools.py tests/test_tenancy.py \
