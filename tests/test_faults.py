@@ -413,7 +413,16 @@ def test_replicas_draining_one_backlog_push_every_change_once(
     with contextlib.ExitStack() as stack:
         runners = [stack.enter_context(running(settings, owner=f"replica-{n}")) for n in range(replicas)]
         wait_until(lambda: synced_count(admin) >= total // 3, timeout=DRAIN_TIMEOUT, what=f"FAULT_SEED={seed}")
-        in_flight = backlog.change(4, state="in_flight")  # changed while another revision is being pushed
+        in_flight = 0
+
+        def changed_in_flight() -> bool:
+            """Changes bookings while another revision is being pushed; on a loaded machine a look may fall
+            between two claims with nothing in flight, so look again (until the backlog has drained)."""
+            nonlocal in_flight
+            in_flight = backlog.change(4, state="in_flight")
+            return in_flight > 0 or drained(admin)()
+
+        wait_until(changed_in_flight, timeout=DRAIN_TIMEOUT, what=f"rows in flight to change (FAULT_SEED={seed})")
         backlog.change(8, state="synced")
         for tenant in tenants:
             backlog.book_vapi(tenant)
