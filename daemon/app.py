@@ -29,6 +29,7 @@ from daemon.public import PublicServer, RefusalLimiter
 from daemon.store import Store, StoreError
 from daemon.sync import SyncLoop, SyncOptions
 from daemon.tokens import TokenManager
+from daemon.vapi_setup import vapi_keeper
 from daemon.wiring import google_calendar, make_feed, open_store, token_manager
 
 
@@ -185,7 +186,8 @@ class Daemon:
         )
 
     def _scheduler(self, store: Store, tokens: TokenManager) -> AsyncIOScheduler:
-        """The periodic jobs: token refresh, the backlog snapshot for metrics, the tool-call retention."""
+        """The periodic jobs: token refresh, the backlog snapshot for metrics, the tool-call retention, and with
+        VAPI_API_KEY the re-sync of clinics whose Vapi tools are stale."""
         settings = self.settings
         scheduler = AsyncIOScheduler()
         scheduler.add_job(
@@ -210,6 +212,16 @@ class Daemon:
             "interval",
             args=[store],
             hours=1,
+            max_instances=1,
+            coalesce=True,
+            next_run_time=dt.datetime.now(dt.UTC),
+        )
+        keeper = vapi_keeper(settings, store, self.owner, self.metrics)  # with VAPI_API_KEY: stale tools re-synced
+        scheduler.add_job(
+            keeper.run_once if keeper is not None else self._snapshot_vapi,
+            "interval",
+            args=[] if keeper is not None else [store],
+            seconds=settings.vapi_sync_interval_seconds,
             max_instances=1,
             coalesce=True,
             next_run_time=dt.datetime.now(dt.UTC),
@@ -262,6 +274,13 @@ class Daemon:
             self.metrics.google_budget(await store.google_budget_snapshot(self.settings.google_budget))
         except (StoreError, ValueError) as error:
             logger.warning("could not read the backlog for metrics: {}", error)
+
+    async def _snapshot_vapi(self, store: Store) -> None:
+        """Without VAPI_API_KEY nothing re-syncs, but the metrics still count the stale clinics."""
+        try:
+            self.metrics.vapi_setups(await store.vapi_setups_overview())
+        except (StoreError, ValueError) as error:
+            logger.warning("could not read the Vapi setups for metrics: {}", error)
 
     async def _purge_vapi_tool_calls(self, store: Store, batch: int = 10_000) -> None:
         """Hourly: forget Vapi tool-call answers past VAPI_TOOL_CALL_RETENTION_DAYS, a batch per call."""

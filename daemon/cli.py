@@ -12,6 +12,7 @@
     clinic-sync practitioners --clinic ID                    the clinic's practitioners (diaries)
     clinic-sync add-practitioner|change-practitioner|deactivate-practitioner ...
     clinic-sync vapi-tools --clinic ID [--clinic-key KEY | --issue-key]
+    clinic-sync vapi-sync --clinic ID [--assistant ID] [--dry-run]   the clinic's tools and credential in Vapi
     clinic-sync retry-failed [--clinic ID] [--appointment ID]
 
 Settings come from the environment (or `.env`); see the README. Every command logs to stderr as LOG_FORMAT
@@ -34,12 +35,22 @@ from pydantic import ValidationError
 
 from daemon import admin
 from daemon.admin import Deactivation, NewClinic, NewPractitioner, Refused, UsageError
-from daemon.config import DatabaseSettings, Settings, StoreSettings
+from daemon.config import DatabaseSettings, Settings, StoreSettings, VapiSettings
 from daemon.domain.clinics import ClinicProfile
 from daemon.domain.practitioners import Practitioner
 from daemon.google_connect import ConnectError, ConnectOptions, connect_google
 from daemon.logs import LogSettings, configure_logging
 from daemon.store import Store, StoreError
+from daemon.vapi_api import VapiError
+from daemon.vapi_setup import (
+    Endpoint,
+    SyncReport,
+    VapiSyncFailed,
+    command_owner,
+    missing_settings,
+    open_vapi,
+    sync_clinic,
+)
 from daemon.vapi_tools import tool_definitions
 from daemon.wiring import open_store
 
@@ -139,14 +150,90 @@ def _keys(args: argparse.Namespace) -> int:
 
 
 def _rotate_key(args: argparse.Namespace) -> int:
-    key = asyncio.run(
-        with_store(
-            load(StoreSettings), lambda store: admin.rotate_key(store, args.clinic, args.label, args.grace_minutes)
-        )
-    )
-    print(f"clinic key: {key}")
+    """A new key. For a clinic set up in Vapi by vapi-sync the key goes into its Vapi credential (never shown),
+    and only once Vapi has it do the other keys start their grace period."""
+    settings = load(VapiSettings)
+    if args.grace_minutes < 0:
+        raise UsageError("the grace period cannot be negative")
+
+    async def rotate(store: Store) -> str | SyncReport:
+        setup = await store.vapi_setup(args.clinic)
+        if setup is None or setup.credential_id is None:
+            return await admin.rotate_key(store, args.clinic, args.label, args.grace_minutes)
+        missing = missing_settings(settings)
+        if missing:
+            raise ConfigurationError(
+                f"{', '.join(missing)}: the clinic's key is in its Vapi credential {setup.credential_id}"
+                " (clinic-sync vapi-sync), where rotate-key puts the new one"
+            )
+        async with open_vapi(settings) as vapi:
+            return await sync_clinic(
+                store,
+                vapi,
+                Endpoint.of(settings),
+                args.clinic,
+                owner=command_owner(),
+                rotate_grace_minutes=args.grace_minutes,
+            )
+
+    rotated = _vapi_run(settings, rotate)
     when = f"in {args.grace_minutes} minute(s)" if args.grace_minutes else "now"
+    if isinstance(rotated, SyncReport):
+        print("\n".join(rotated.lines()))
+        print(
+            "The new clinic key is in the Vapi credential only (not shown: only Vapi needs it)."
+            f" The clinic's previous keys stop working {when}."
+        )
+        return 0
+    print(f"clinic key: {rotated}")
     print(f"Shown only this once. The clinic's previous keys stop working {when}: update Vapi's x-clinic-key header.")
+    return 0
+
+
+def _vapi_run(settings: StoreSettings, action: Callable[[Store], Awaitable[T]]) -> T:
+    """Run `action` with the store; a sync that failed prints what it did first (the error is reported by main)."""
+    try:
+        return asyncio.run(with_store(settings, action))
+    except VapiSyncFailed as failed:
+        print("\n".join(failed.report.lines()[:-1]))
+        raise
+
+
+def _vapi_sync(args: argparse.Namespace) -> int:
+    settings = load(VapiSettings)
+    missing = missing_settings(settings)
+    if missing:
+        raise ConfigurationError(
+            f"{', '.join(missing)}: vapi-sync talks to Vapi's API with VAPI_API_KEY and points the tools at"
+            " <SUPABASE_URL>/rest/v1/rpc/vapi_tool_call with the apikey header SUPABASE_ANON_KEY"
+        )
+
+    async def sync(store: Store) -> SyncReport:
+        async with open_vapi(settings) as vapi:
+            return await sync_clinic(
+                store,
+                vapi,
+                Endpoint.of(settings),
+                args.clinic,
+                owner=command_owner(),
+                assistant_id=args.assistant,
+                dry_run=args.dry_run,
+            )
+
+    report = _vapi_run(settings, sync)
+    print("\n".join(report.lines()))
+    if report.credential_made:
+        print(
+            "The credential holds a clinic key of its own (label 'vapi credential'). Keys pasted into Vapi by hand"
+            f" still work: once no assistant uses them, clinic-sync keys --clinic {args.clinic}, then"
+            " clinic-sync revoke-key KEY_ID."
+        )
+    if report.dry_run or any(change.subject.startswith("assistant") for change in report.changes):
+        return 0
+    print(
+        f"No assistant named: attach the tools in Vapi, or run again with --assistant <assistant id> (its metadata"
+        f' org_id is then set to "{args.clinic}").'
+    )
     return 0
 
 
@@ -273,7 +360,10 @@ _CALENDAR_NOTE = (
 
 def _tools_note(clinic: uuid.UUID | None) -> str:
     command = f"clinic-sync vapi-tools --clinic {clinic or 'ID'}"
-    return f"The assistant's tool descriptions name the practitioners: print them again ({command}) and update Vapi."
+    return (
+        "The assistant's tool descriptions name the practitioners: set up with clinic-sync vapi-sync, the daemon"
+        f" updates them in Vapi; else print them again ({command}) and update Vapi."
+    )
 
 
 def _change_practitioner(args: argparse.Namespace) -> int:
@@ -449,6 +539,15 @@ def build_parser() -> argparse.ArgumentParser:
     which_key.add_argument("--clinic-key", help="the clinic key to put in the x-clinic-key header")
     which_key.add_argument("--issue-key", action="store_true", help="issue a new clinic key for these tools")
 
+    vapi_sync = command(
+        "vapi-sync", _vapi_sync, "create or update the clinic's Vapi tools and credential through Vapi's API"
+    )
+    vapi_sync.add_argument("--clinic", type=uuid.UUID, required=True)
+    vapi_sync.add_argument(
+        "--assistant", help="the Vapi assistant to attach the tools to (remembered; its metadata org_id is set)"
+    )
+    vapi_sync.add_argument("--dry-run", action="store_true", help="print what would change; change nothing")
+
     retry = command("retry-failed", _retry_failed, "put failed appointments back in the sync queue")
     retry.add_argument("--clinic", type=uuid.UUID, help="only this clinic's")
     retry.add_argument("--appointment", type=uuid.UUID, help="only this appointment")
@@ -505,7 +604,7 @@ def main(argv: list[str] | None = None) -> int:
         return _fail(log_format, f"configuration error: {error}", 2)
     except UsageError as error:
         return _fail(log_format, f"error: {error}", 2)
-    except (StoreError, ConnectError, Refused) as error:
+    except (StoreError, ConnectError, Refused, VapiError, VapiSyncFailed) as error:
         return _fail(log_format, f"error: {error}", 1)
 
 

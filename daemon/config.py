@@ -18,6 +18,7 @@ DEFAULT_MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "
 GOOGLE_CALENDAR_ENDPOINT = "https://www.googleapis.com/calendar/v3/"
 GOOGLE_TOKEN_URI = "https://oauth2.googleapis.com/token"
 GOOGLE_AUTH_URI = "https://accounts.google.com/o/oauth2/auth"
+VAPI_API_URL = "https://api.vapi.ai"
 
 
 def api_key_role(key: str) -> str | None:
@@ -104,7 +105,26 @@ class StoreSettings(BaseSettings):
         return "postgres" if self.database_url is not None else "supabase"
 
 
-class Settings(StoreSettings):
+class VapiSettings(StoreSettings):
+    """The database, and Vapi's API: for `vapi-sync`, `rotate-key` of a clinic set up in Vapi, `verify` and the
+    daemon's re-syncs."""
+
+    # The organisation's private API key (Vapi dashboard -> API Keys): a secret, never printed or logged.
+    vapi_api_key: SecretStr | None = None
+    vapi_api_url: str = VAPI_API_URL  # another address only for stand-ins
+    vapi_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # How often the daemon looks for clinics whose Vapi tools are stale (each one retried with backoff).
+    vapi_sync_interval_seconds: float = Field(default=60.0, gt=0, le=86400)
+
+    @field_validator("vapi_api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("https://", "http://")):
+            raise ValueError("VAPI_API_URL must be an http(s):// address, e.g. https://api.vapi.ai")
+        return value.rstrip("/")
+
+
+class Settings(VapiSettings):
     """Everything the sync daemon needs. See the README for what each setting means."""
 
     # Google OAuth client and token encryption.

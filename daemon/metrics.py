@@ -17,6 +17,7 @@ nothing it serves holds patient data, and the orchestrator's probes would only d
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import socket
@@ -37,17 +38,20 @@ from prometheus_client.exposition import ThreadingWSGIServer
 from daemon.domain.calendar_mirror import MIRROR_CHANGES, MirrorFreshness, MirrorSummary
 from daemon.domain.google_budget import BudgetSnapshot
 from daemon.domain.sync_queue import BacklogSnapshot, RetryReason
+from daemon.domain.vapi_setup import VapiSetup
 
 SyncAction = Literal["insert", "update", "delete"]
 FailureReason = Literal["rejected", "gave_up"]
 RefreshResult = Literal["ok", "needs_reauth", "error"]
 MirrorKind = Literal["incremental", "full", "error"]
+VapiSyncResult = Literal["ok", "failed"]
 
 SYNC_ACTIONS: Final[tuple[str, ...]] = get_args(SyncAction)
 FAILURE_REASONS: Final[tuple[str, ...]] = get_args(FailureReason)
 RETRY_REASONS: Final[tuple[str, ...]] = get_args(RetryReason)
 REFRESH_RESULTS: Final[tuple[str, ...]] = get_args(RefreshResult)
 MIRROR_KINDS: Final[tuple[str, ...]] = get_args(MirrorKind)
+VAPI_SYNC_RESULTS: Final[tuple[str, ...]] = get_args(VapiSyncResult)
 # "synced" is the queue's terminal state, not work waiting, so it is not part of the backlog.
 BACKLOG_STATES: Final = ("pending", "in_flight", "failed", "parked")
 # The first state is prometheus_client's initial value: a feed is "starting" until told otherwise.
@@ -189,6 +193,23 @@ class Metrics:
             "Unix time of the last database backlog snapshot (0 before the first).",
             registry=r,
         )
+        self._vapi_syncs = Counter(
+            "calendar_sync_vapi_syncs_total",
+            "The daemon's re-syncs of clinics' Vapi tools after a change, by result (ok, failed: retried later).",
+            ["result"],
+            registry=r,
+        )
+        self._vapi_stale = Gauge(
+            "calendar_sync_vapi_setups_stale",
+            "Clinics set up in Vapi whose tools describe the clinic as it was (a change not yet synced, or a failed"
+            " sync), from the last database snapshot.",
+            registry=r,
+        )
+        self._vapi_stale_age = Gauge(
+            "calendar_sync_vapi_oldest_stale_seconds",
+            "Seconds the longest-stale clinic's Vapi tools have been stale, 0 when none, from the last snapshot.",
+            registry=r,
+        )
         self._feed = Enum(
             "calendar_sync_feed_state",
             "State of the change feed (the doorbell); disabled when the daemon relies on the timer sweep alone.",
@@ -212,6 +233,8 @@ class Metrics:
             self._mirror_runs.labels(kind=kind)
         for change in MIRROR_CHANGES:
             self._mirror_changes.labels(change=change)
+        for result in VAPI_SYNC_RESULTS:
+            self._vapi_syncs.labels(result=result)
 
     def synced(self, action: SyncAction, latency_seconds: float | None) -> None:
         """Google confirmed an insert, update or delete; `latency_seconds` from the change's commit, when known."""
@@ -276,6 +299,17 @@ class Metrics:
         self._google_limit.labels(budget="account").set(snapshot.account_limit)
         self._google_throttled.set(snapshot.throttled)
         self._held_back.set(snapshot.held_back_clinics)
+
+    def vapi_synced(self, result: VapiSyncResult) -> None:
+        self._vapi_syncs.labels(result=_check_label("vapi sync result", result, VAPI_SYNC_RESULTS)).inc()
+
+    def vapi_setups(self, setups: Iterable[VapiSetup]) -> None:
+        """Replace the Vapi gauges with a database snapshot of every clinic set up in Vapi."""
+        now = dt.datetime.now(dt.UTC)
+        stale = [s for s in setups if s.stale]
+        ages = [max(0.0, (now - s.stale_since).total_seconds()) for s in stale if s.stale_since]
+        self._vapi_stale.set(len(stale))
+        self._vapi_stale_age.set(max(ages, default=0.0))
 
     def feed_state(self, state: str | None) -> None:
         """The change feed's state (a `FeedState` is a str); None means the feed is disabled."""

@@ -32,6 +32,7 @@ from daemon.domain.operations import ReadinessFacts
 from daemon.domain.practitioners import Practitioner, PractitionerBooking, PractitionerChanges
 from daemon.domain.push_channels import ChannelWork
 from daemon.domain.sync_queue import BacklogSnapshot, Claim, Completion, LeaseResult, SyncStatus
+from daemon.domain.vapi_setup import IssuedVapiKey, VapiSetup
 
 
 def _budget_params(budget: BudgetLimits, returns: Sequence[BudgetReturn]) -> dict[str, Any]:
@@ -552,6 +553,92 @@ class Store(ABC):
 
     async def connect_readiness(self) -> ConnectReadiness:
         return ConnectReadiness.model_validate(await self.call("connect_readiness", {}))
+
+    # --- Vapi set up by the product (55_vapi_setup) ----------------------------------------------------------
+
+    async def vapi_setup(self, clinic_id: uuid.UUID) -> VapiSetup | None:
+        """The clinic's Vapi setup; None when `vapi-sync` never ran for it."""
+        setup = await self.call("vapi_setup", {"p_clinic_id": clinic_id})
+        return None if setup is None else VapiSetup.model_validate(setup)
+
+    async def vapi_setups_overview(self) -> list[VapiSetup]:
+        return [VapiSetup.model_validate(row) for row in await self.call("vapi_setups_overview", {}) or []]
+
+    async def claim_vapi_setup(
+        self, clinic_id: uuid.UUID, owner: str, lease_seconds: int, assistant_id: str | None = None
+    ) -> VapiSetup:
+        """Lease the clinic's setup for one run (made on its first sync); refused while another run holds it."""
+        setup = await self.call(
+            "claim_vapi_setup",
+            {
+                "p_clinic_id": clinic_id,
+                "p_owner": owner,
+                "p_lease_seconds": lease_seconds,
+                "p_assistant_id": assistant_id,
+            },
+        )
+        return VapiSetup.model_validate(setup)
+
+    async def claim_stale_vapi_setups(self, owner: str, limit: int, lease_seconds: int) -> list[VapiSetup]:
+        """Stale setups due for another sync, leased to `owner`."""
+        rows = await self.call(
+            "claim_stale_vapi_setups", {"p_owner": owner, "p_limit": limit, "p_lease_seconds": lease_seconds}
+        )
+        return [VapiSetup.model_validate(row) for row in rows or []]
+
+    async def issue_vapi_credential_key(self, clinic_id: uuid.UUID, owner: str) -> IssuedVapiKey:
+        rows = await self.call_rows("issue_vapi_credential_key", {"p_clinic_id": clinic_id, "p_owner": owner})
+        return IssuedVapiKey.model_validate(rows[0])
+
+    async def save_vapi_credential(
+        self,
+        clinic_id: uuid.UUID,
+        owner: str,
+        credential_id: str,
+        key_id: uuid.UUID,
+        revoke_others_after_minutes: int | None = None,
+    ) -> None:
+        """Vapi's credential now holds `key_id`; the key it held before stops working (with a grace period:
+        every other key of the clinic, after it)."""
+        await self.call(
+            "save_vapi_credential",
+            {
+                "p_clinic_id": clinic_id,
+                "p_owner": owner,
+                "p_credential_id": credential_id,
+                "p_key_id": key_id,
+                "p_revoke_others_after": None
+                if revoke_others_after_minutes is None
+                else f"{revoke_others_after_minutes} minutes",
+            },
+        )
+
+    async def record_vapi_tool(self, clinic_id: uuid.UUID, owner: str, tool_name: str, tool_id: str) -> None:
+        await self.call(
+            "record_vapi_tool",
+            {"p_clinic_id": clinic_id, "p_owner": owner, "p_tool_name": tool_name, "p_tool_id": tool_id},
+        )
+
+    async def vapi_setup_synced(self, clinic_id: uuid.UUID, owner: str, revision: int) -> bool:
+        """Vapi matches `revision`; True when that is the clinic's current one (in step). Ends the lease."""
+        return bool(
+            await self.call("vapi_setup_synced", {"p_clinic_id": clinic_id, "p_owner": owner, "p_revision": revision})
+        )
+
+    async def vapi_setup_failed(
+        self, clinic_id: uuid.UUID, owner: str, error: str, retry_after_seconds: int | None = None
+    ) -> dt.datetime:
+        """Record a failed sync (the setup stays stale); when the next try is due. Ends the lease."""
+        due = await self.call(
+            "vapi_setup_failed",
+            {
+                "p_clinic_id": clinic_id,
+                "p_owner": owner,
+                "p_error": error,
+                "p_retry_after_seconds": retry_after_seconds,
+            },
+        )
+        return dt.datetime.fromisoformat(str(due))
 
 
 class PostgresStore(Store):

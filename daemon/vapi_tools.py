@@ -21,20 +21,25 @@ TOOL_TIMEOUT_SECONDS = 20
 
 
 def tool_definitions(
-    profile: ClinicProfile, supabase_url: str, anon_key: str | None, clinic_key: str | None
+    profile: ClinicProfile,
+    supabase_url: str,
+    anon_key: str | None,
+    clinic_key: str | None,
+    *,
+    credential_id: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Four function tools whose server is the clinic's RPC endpoint, authenticated by its key."""
+    """Four function tools whose server is the clinic's RPC endpoint, authenticated by its key: in the
+    `x-clinic-key` header, or with `credential_id` (`vapi-sync`) in that Vapi credential, which sends the header."""
     zone = profile.time_zone
     services = [service.name for service in profile.services]
-    server = {
-        "url": supabase_url.rstrip("/") + RPC_PATH,
-        "timeoutSeconds": TOOL_TIMEOUT_SECONDS,
-        "headers": {
-            "apikey": anon_key or ANON_KEY_PLACEHOLDER,
-            "x-clinic-key": clinic_key or CLINIC_KEY_PLACEHOLDER,
-            "Content-Type": "application/json",
-        },
-    }
+    headers = {"apikey": anon_key or ANON_KEY_PLACEHOLDER}
+    if credential_id is None:
+        headers["x-clinic-key"] = clinic_key or CLINIC_KEY_PLACEHOLDER
+    headers["Content-Type"] = "application/json"
+    server: dict[str, Any] = {"url": supabase_url.rstrip("/") + RPC_PATH, "timeoutSeconds": TOOL_TIMEOUT_SECONDS}
+    if credential_id is not None:
+        server["credentialId"] = credential_id
+    server["headers"] = headers
     service = _service_property(services)
     phone = {
         "type": "string",

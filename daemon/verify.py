@@ -35,10 +35,13 @@ from daemon.domain.clinics import ClinicProfile
 from daemon.domain.google_budget import BudgetExhausted
 from daemon.domain.operations import ReadinessFacts
 from daemon.domain.sync_queue import SyncStatus
+from daemon.domain.vapi_setup import VapiSetup
 from daemon.feed import FeedState
 from daemon.migrations import discover
 from daemon.store import Store, StoreError
 from daemon.tokens import NeedsReauth, TokenUnavailable
+from daemon.vapi_api import VapiError
+from daemon.vapi_setup import Endpoint, missing_settings, open_vapi, plan
 from daemon.vapi_tools import RPC_PATH
 from daemon.wiring import google_calendar, make_feed, open_store, token_manager
 
@@ -116,6 +119,7 @@ async def run_checks(settings: Settings, options: VerifyOptions) -> Report:
             google = _Google(settings, store, executor, calendar)
             await _check_connections(report, store, google)
             await _check_links(report, store)
+            await _check_vapi(report, settings, store)
             await _check_backlog(report, store, options)
             if options.round_trip_clinic is not None:
                 await _round_trip(report, settings, store, google, options)
@@ -326,6 +330,73 @@ async def _check_links(report: Report, store: Store) -> None:
         link_ids=[str(link[0]) for link in readiness.open_links],
         clinics_never_connected=[str(clinic_id) for clinic_id in sorted(never, key=str)],
     )
+
+
+async def _check_vapi(report: Report, settings: Settings, store: Store) -> None:
+    """Per clinic set up in Vapi (clinic-sync vapi-sync): whether Vapi's tools, credential and assistant are what
+    `vapi-tools` would print (the key in the credential), and whether the database has a change not yet synced."""
+    setups = await store.vapi_setups_overview()
+    if not setups:
+        return
+    missing = missing_settings(settings)
+    if missing:
+        stale = [f"{s.clinic_name} ({_stale_note(s)})" for s in setups if s.stale]
+        report.add(
+            "vapi",
+            Status.WARN,
+            f"{len(setups)} clinic(s) set up in Vapi, not compared without {', '.join(missing)}"
+            + (f"; stale: {'; '.join(stale)}" if stale else ""),
+        )
+        return
+    endpoint = Endpoint.of(settings)
+    async with open_vapi(settings) as vapi:
+        for setup in setups:
+            name = f"vapi: {setup.clinic_name}"
+            data = {"clinic_id": str(setup.clinic_id), "stale": setup.stale}
+            try:
+                profile = await store.clinic_profile(setup.clinic_id)
+                found = await plan(vapi, endpoint, profile, setup)
+            except VapiError as error:
+                report.add(name, Status.FAIL, f"Vapi could not be compared: {error}", **data)
+                continue
+            differing = [
+                f"{c.subject} {c.detail or c.verb}" if c.verb != "update" else f"{c.subject} ({c.detail})"
+                for c in found.changes()
+                if c.verb != "keep"
+            ]
+            fix = f"clinic-sync vapi-sync --clinic {setup.clinic_id}"
+            if differing:
+                why = f"; {_stale_note(setup)}" if setup.stale else ""
+                report.add(
+                    name,
+                    Status.FAIL,
+                    f"Vapi's tools are not what vapi-tools would print: {'; '.join(differing)}{why}"
+                    f" (the daemon re-syncs stale clinics with VAPI_API_KEY set; now: {fix})",
+                    **data,
+                )
+            elif setup.stale:
+                report.add(name, Status.WARN, f"Vapi matches, but {_stale_note(setup)} ({fix})", **data)
+            else:
+                where = (
+                    f", attached to assistant {setup.assistant_id}" if setup.assistant_id else ", no assistant named"
+                )
+                report.add(
+                    name,
+                    Status.OK,
+                    f"{len(found.tools)} tools match vapi-tools, key in credential {setup.credential_id}{where}",
+                    **data,
+                )
+
+
+def _stale_note(setup: VapiSetup) -> str:
+    """Why the database calls a clinic's Vapi setup stale, and how retrying goes."""
+    since = f" since {setup.stale_since:%Y-%m-%d %H:%M} UTC" if setup.stale_since else ""
+    note = f"stale{since}: {setup.stale_because or 'changed'}"
+    if setup.sync_attempts:
+        note += f"; {setup.sync_attempts} failed sync(s), the last: {setup.last_error}"
+    if setup.next_attempt_at:
+        note += f"; next try {setup.next_attempt_at:%H:%M:%S} UTC"
+    return note
 
 
 def _with_mirror(check: Check, mirror: MirrorFreshness | None) -> Check:

@@ -17,8 +17,8 @@ PACKAGE = Path(__file__).resolve().parent.parent / "daemon"
 # share its layer and may import each other.
 LAYERS: tuple[frozenset[str], ...] = (
     frozenset({"domain", "backoff", "crypto", "logs"}),  # shared types and rules (domain: a package), no daemon imports
-    frozenset({"config", "store", "calendar", "metrics", "feed", "vapi_tools"}),  # one outside system each
-    frozenset({"tokens", "writeback", "budget", "migrations"}),
+    frozenset({"config", "store", "calendar", "metrics", "feed", "vapi_tools", "vapi_api"}),  # one outside system each
+    frozenset({"tokens", "writeback", "budget", "migrations", "vapi_setup"}),  # vapi_setup: Vapi kept in step
     frozenset({"sync", "mirror", "channels", "wiring"}),  # the loops, and the parts built from settings
     frozenset({"public", "google_connect"}),  # the public listener; connecting Google (CLI and web)
     frozenset({"connect_web"}),  # the clinic pages on the public listener
