@@ -50,6 +50,11 @@ comment on table public.vapi_setups is
 alter table public.vapi_setups enable row level security;
 revoke all on table public.vapi_setups from anon, authenticated, service_role;
 grant all on table public.vapi_setups to service_role;
+-- Service role only, as calendar_channels (75_push_channels.sql says why a restrictive deny policy).
+create policy service_role_only on public.vapi_setups as restrictive for all to public
+  using (false) with check (false);
+-- The foreign key's index (a revoked key's row is found when its key is deleted).
+create index vapi_setups_credential_key on public.vapi_setups (credential_key_id) where credential_key_id is not null;
 
 -- The clinic's tools in Vapi, by function name (check_availability, ...).
 create table public.vapi_setup_tools (
@@ -64,6 +69,8 @@ comment on table public.vapi_setup_tools is 'The Vapi id of each of a clinic''s 
 alter table public.vapi_setup_tools enable row level security;
 revoke all on table public.vapi_setup_tools from anon, authenticated, service_role;
 grant all on table public.vapi_setup_tools to service_role;
+create policy service_role_only on public.vapi_setup_tools as restrictive for all to public
+  using (false) with check (false);
 
 
 -- The rules -------------------------------------------------------------------------------------
