@@ -20,13 +20,14 @@ their own and neither knows PostgreSQL 18's catalogs, while pg_dump does by cons
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import re
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -67,19 +68,11 @@ END_BANNER = "--\n-- PostgreSQL database dump complete\n--\n"
 NOT_OURS = {"DEFAULT ACL"}
 # Entries whose lines are a set: pg_dump prints grants in the order they were made.
 UNORDERED = {"ACL"}
-# What a generated migration may do: (entry type, what happened to it).
-GENERATED = {
-    "FUNCTION",
-    "ACL",
-    "POLICY",
-    "INDEX",
-    "TRIGGER",
-    "COMMENT",
-    "ROW SECURITY",
-    "VIEW",
-    "CONSTRAINT",
-    "FK CONSTRAINT",
-}
+# What a generated migration creates, in the order it creates them (drops go the other way round): a table only
+# when it is new; every other kind whether it is new, changed or gone.
+CREATE_ORDER = ("TABLE", "FUNCTION", "VIEW", "CONSTRAINT", "FK CONSTRAINT", "INDEX", "ROW SECURITY", "POLICY",
+                "TRIGGER", "COMMENT", "ACL")
+GENERATED = frozenset(CREATE_ORDER) - {"TABLE"}
 
 
 class SchemaError(Exception):
@@ -287,9 +280,7 @@ def _generated(d: Difference) -> bool:
 
 
 def _statement_kind_order(kind: str) -> int:
-    order = ["TABLE", "FUNCTION", "VIEW", "CONSTRAINT", "FK CONSTRAINT", "INDEX", "ROW SECURITY", "POLICY",
-             "TRIGGER", "COMMENT", "ACL"]
-    return order.index(kind)
+    return CREATE_ORDER.index(kind)
 
 
 def _drop(entry: Entry) -> str:
@@ -478,22 +469,14 @@ def generate_migration(
     return file_name, text
 
 
-class _server:
+@contextlib.contextmanager
+def _server(pg: ThrowawayPostgres | None) -> Iterator[ThrowawayPostgres]:
     """A given server, or a throwaway one of its own."""
-
-    def __init__(self, pg: ThrowawayPostgres | None) -> None:
-        self.given = pg
-        self.own: ThrowawayPostgres | None = None
-
-    def __enter__(self) -> ThrowawayPostgres:
-        if self.given is not None:
-            return self.given
-        self.own = ThrowawayPostgres()
-        return self.own.__enter__()
-
-    def __exit__(self, *exc: object) -> None:
-        if self.own is not None:
-            self.own.__exit__(None, None, None)
+    if pg is not None:
+        yield pg
+        return
+    with ThrowawayPostgres() as own:
+        yield own
 
 
 def main(argv: list[str] | None = None) -> int:
